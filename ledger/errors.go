@@ -1,0 +1,75 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The ledger's error vocabulary. Transports map each to a status in one table; anything else is
+// an internal error whose text clients never see.
+var (
+	// ErrInvalid: the request is malformed (missing field, bad quantity, bad ID).
+	ErrInvalid = errors.New("invalid request")
+	// ErrMissingFields: a required field is empty (quantity counts as missing when zero).
+	ErrMissingFields = fmt.Errorf("%w: missing required fields", ErrInvalid)
+	// ErrUnknownItem: the item has never been put on sale.
+	ErrUnknownItem = errors.New("unknown item")
+	// ErrUnknownOrder: no such order.
+	ErrUnknownOrder = errors.New("unknown order")
+	// ErrDuplicate: the request_id already placed an order; see DuplicateError.
+	ErrDuplicate = errors.New("duplicate request")
+	// ErrLimit: the user would exceed the item's per-user limit.
+	ErrLimit = errors.New("purchase limit reached")
+	// ErrNotStarted: the sale window has not opened yet.
+	ErrNotStarted = errors.New("sale has not started")
+	// ErrEnded: the sale window has closed.
+	ErrEnded = errors.New("sale has ended")
+	// ErrSoldOut: fewer units are left than asked for.
+	ErrSoldOut = errors.New("sold out")
+	// ErrNegativeStock: a stock change would take the stock below zero.
+	ErrNegativeStock = errors.New("stock would go below zero")
+	// ErrUnavailable: Redis cannot be reached (or is loading); nothing was done, retry later.
+	ErrUnavailable = errors.New("ledger unavailable")
+)
+
+// DuplicateError is returned when a request_id already placed an order for the item. It
+// matches ErrDuplicate with errors.Is and carries the original order.
+type DuplicateError struct {
+	OrderID string
+}
+
+func (e *DuplicateError) Error() string { return "duplicate request: order " + e.OrderID }
+
+// Is reports whether target is ErrDuplicate.
+func (e *DuplicateError) Is(target error) bool { return target == ErrDuplicate }
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// redisErr wraps err from a Redis call with what, turning connection failures and transient
+// server states into ErrUnavailable so that callers can answer "retry later".
+func redisErr(what string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) && !transientReply(err.Error()) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
+}
+
+// transientReply reports whether a Redis error reply means "not now" rather than "never".
+func transientReply(msg string) bool {
+	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,217 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// EventVersion is the version (field v) of the events this code writes and reads.
+const EventVersion = 1
+
+// EventType names a kind of ledger event. The set is open: a reader that meets a type it does
+// not know reports it as malformed rather than guessing.
+type EventType string
+
+// The ledger event types.
+const (
+	// EventOrder: an order was placed (stock already decremented).
+	EventOrder EventType = "order"
+	// EventStock: an item's stock or rules were changed by an operator.
+	EventStock EventType = "stock"
+	// EventRestock: an order was cancelled and its units given back.
+	EventRestock EventType = "restock"
+)
+
+// Event is one decoded ledger entry. Which fields are set depends on Type.
+type Event struct {
+	// Partition and StreamID locate the entry.
+	Partition int
+	StreamID  string
+	Type      EventType
+	ItemID    string
+
+	// order: OrderID is derived from Partition and StreamID. restock: the cancelled order.
+	OrderID   string
+	RequestID string
+	UserID    string
+	Quantity  int64
+	Time      time.Time
+	// restock: why the order was cancelled.
+	Reason string
+
+	// stock: Op and Quantity change the counter (set or add); Stock is the counter after it;
+	// Limit, StartMS and EndMS are the rules after it.
+	Op      StockOp
+	Stock   int64
+	Limit   int64
+	StartMS int64
+	EndMS   int64
+
+	// Malformed is set, and nothing but Partition and StreamID, when the entry could not be
+	// decoded.
+	Malformed error
+}
+
+// ErrMalformed marks a stream entry that cannot be decoded.
+var ErrMalformed = errors.New("malformed ledger entry")
+
+// OrderID returns the order ID of the order event at streamID in partition p.
+func OrderID(p int, streamID string) string { return strconv.Itoa(p) + "-" + streamID }
+
+// ParseOrderID splits an order ID into its partition and stream ID.
+func ParseOrderID(id string) (p int, streamID string, err error) {
+	ps, sid, ok := strings.Cut(id, "-")
+	if ok {
+		p, err = strconv.Atoi(ps)
+	}
+	ms, seq, ok2 := strings.Cut(sid, "-")
+	if !ok || !ok2 || err != nil || p < 0 || !digits(ms) || !digits(seq) {
+		return 0, "", fmt.Errorf("%w: order_id %q", ErrInvalid, id)
+	}
+	return p, sid, nil
+}
+
+func digits(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// DecodeEvent decodes the stream entry msg of partition p. Errors match ErrMalformed.
+func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
+	f := fields(msg.Values)
+	e := Event{Partition: p, StreamID: msg.ID, Type: EventType(f.str("type")), ItemID: f.str("item_id")}
+	if v := f.int("v"); v != EventVersion {
+		f.fail("v", "unsupported version")
+	}
+	switch e.Type {
+	case EventOrder:
+		e.OrderID = OrderID(p, msg.ID)
+		e.RequestID, e.UserID = f.str("request_id"), f.str("user_id")
+		e.Quantity = f.int("quantity")
+		e.Time = time.UnixMilli(f.int("ts"))
+		if e.RequestID == "" || e.UserID == "" || e.Quantity < 1 {
+			f.fail("order", "missing request_id, user_id or quantity")
+		}
+	case EventRestock:
+		e.OrderID, e.Reason = f.str("order_id"), f.str("reason")
+		e.Quantity = f.int("quantity")
+		if e.OrderID == "" || e.Quantity < 1 {
+			f.fail("restock", "missing order_id or quantity")
+		}
+	case EventStock:
+		e.Op = StockOp(f.str("op"))
+		e.Quantity, e.Stock = f.int("quantity"), f.int("stock")
+		e.Limit, e.StartMS, e.EndMS = f.int("limit"), f.int("start_ms"), f.int("end_ms")
+		if e.Op != StockSet && e.Op != StockAdd {
+			f.fail("op", "want set or add")
+		}
+	default:
+		f.fail("type", "unknown event type")
+	}
+	if e.ItemID == "" {
+		f.fail("item_id", "missing")
+	}
+	if f.err != nil {
+		return Event{}, fmt.Errorf("%w %d/%s: %w", ErrMalformed, p, msg.ID, f.err)
+	}
+	return e, nil
+}
+
+// fields reads typed stream fields, keeping the first problem.
+type fieldReader struct {
+	m   map[string]any
+	err error
+}
+
+func fields(m map[string]any) *fieldReader { return &fieldReader{m: m} }
+
+func (f *fieldReader) str(name string) string {
+	s, _ := f.m[name].(string)
+	return s
+}
+
+func (f *fieldReader) int(name string) int64 {
+	s, ok := f.m[name].(string)
+	if !ok {
+		f.fail(name, "missing")
+		return 0
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		f.fail(name, "not an integer")
+	}
+	return n
+}
+
+func (f *fieldReader) fail(name, why string) {
+	if f.err == nil {
+		f.err = fmt.Errorf("field %s: %s", name, why)
+	}
+}
+
+// Range returns up to count events of partition p with stream IDs after the exclusive start
+// ("" for the beginning), in stream order. An entry that cannot be decoded comes back with only
+// Partition, StreamID and Malformed set, so a reader can report it without losing its place.
+func (l *Ledger) Range(ctx context.Context, p int, after string, count int64) ([]Event, error) {
+	start := "-"
+	if after != "" {
+		start = "(" + after
+	}
+	msgs, err := l.rdb.XRangeN(ctx, l.keys.Events(p), start, "+", count).Result()
+	if err != nil {
+		return nil, redisErr("read ledger", err)
+	}
+	events := make([]Event, len(msgs))
+	for i, m := range msgs {
+		events[i] = decodeOrMark(p, m)
+	}
+	return events, nil
+}
+
+// decodeOrMark decodes msg, or marks it Malformed.
+func decodeOrMark(p int, msg redis.XMessage) Event {
+	e, err := DecodeEvent(p, msg)
+	if err != nil {
+		return Event{Partition: p, StreamID: msg.ID, Malformed: err}
+	}
+	return e
+}
+
+// Order returns the order event of orderID from the ledger stream, or ErrUnknownOrder.
+func (l *Ledger) Order(ctx context.Context, orderID string) (Event, error) {
+	p, sid, err := ParseOrderID(orderID)
+	if err != nil {
+		return Event{}, err
+	}
+	if p >= l.keys.Partitions() {
+		return Event{}, ErrUnknownOrder
+	}
+	msgs, err := l.rdb.XRangeN(ctx, l.keys.Events(p), sid, sid, 1).Result()
+	if err != nil {
+		return Event{}, redisErr("read order", err)
+	}
+	if len(msgs) == 0 {
+		return Event{}, ErrUnknownOrder
+	}
+	e, err := DecodeEvent(p, msgs[0])
+	if err != nil {
+		return Event{}, err
+	}
+	if e.Type != EventOrder {
+		return Event{}, ErrUnknownOrder
+	}
+	return e, nil
+}

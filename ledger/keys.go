@@ -1,0 +1,63 @@
+package ledger
+
+import (
+	"hash/fnv"
+	"strconv"
+	"strings"
+)
+
+// Keys builds every Redis key of the ledger; no other code spells a key name. Every key that
+// one script touches carries its partition's hash tag ({pN}), so each script runs in one slot
+// on a single Redis as on Redis Cluster.
+type Keys struct {
+	prefix     string
+	partitions int
+}
+
+// NewKeys returns the key builder for a ledger under prefix with the given partition count.
+func NewKeys(prefix string, partitions int) Keys {
+	return Keys{prefix: prefix, partitions: partitions}
+}
+
+// Partitions reports the number of partition streams.
+func (k Keys) Partitions() int { return k.partitions }
+
+// Partition returns the partition that owns item: FNV-1a of the item ID modulo the count.
+func (k Keys) Partition(item string) int {
+	h := fnv.New32a()
+	h.Write([]byte(item))
+	return int(h.Sum32() % uint32(k.partitions))
+}
+
+// Meta is the hash that records the ledger's fixed settings (partitions). It is read once when
+// the ledger is opened and is not touched by any script.
+func (k Keys) Meta() string { return k.prefix + ":meta" }
+
+// Events is partition p's ledger stream.
+func (k Keys) Events(p int) string { return k.tag(p) + "events" }
+
+// Stock is item's stock counter (units left).
+func (k Keys) Stock(item string) string { return k.itemKey("stock", item) }
+
+// Rules is item's sale rules hash (limit, start_ms, end_ms).
+func (k Keys) Rules(item string) string { return k.itemKey("rules", item) }
+
+// Request is the idempotency key of request id for item; its value is the order_id.
+func (k Keys) Request(item, id string) string { return k.itemKey("req", item) + ":" + id }
+
+// User counts the units user has bought of item.
+func (k Keys) User(item, user string) string { return k.itemKey("user", item) + ":" + user }
+
+func (k Keys) itemKey(kind, item string) string {
+	return k.tag(k.Partition(item)) + kind + ":" + item
+}
+
+func (k Keys) tag(p int) string {
+	var b strings.Builder
+	b.Grow(len(k.prefix) + 8)
+	b.WriteString(k.prefix)
+	b.WriteString(":{p")
+	b.WriteString(strconv.Itoa(p))
+	b.WriteString("}:")
+	return b.String()
+}

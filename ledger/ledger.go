@@ -1,0 +1,134 @@
+// Package ledger owns everything flashsale keeps in Redis: key names, the partitioned event
+// streams, the scripts that decide purchases and stock changes, and the typed errors their
+// replies turn into. It never touches MySQL.
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/lua"
+)
+
+// The scripts, built once from the embedded sources. Run sends EVALSHA and falls back to EVAL
+// when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+var (
+	purchaseScript = redis.NewScript(lua.Purchase)
+	stockScript    = redis.NewScript(lua.Stock)
+)
+
+// Defaults of Config.
+const (
+	DefaultPrefix         = "fs"
+	DefaultPartitions     = 4
+	DefaultIdempotencyTTL = 24 * time.Hour
+	// MaxPartitions bounds the partition count a new ledger may be created with.
+	MaxPartitions = 1024
+)
+
+// Config says where the ledger lives and how it is created.
+type Config struct {
+	// Prefix starts every key; distinct prefixes are distinct ledgers on one Redis.
+	Prefix string
+	// Partitions is the stream count for a ledger created by Open; an existing ledger keeps the
+	// count it was created with.
+	Partitions int
+	// IdempotencyTTL is how long a request_id keeps returning its original order.
+	IdempotencyTTL time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+}
+
+// Validate reports a setting that cannot work.
+func (c Config) Validate() error {
+	if c.Partitions < 1 || c.Partitions > MaxPartitions {
+		return fmt.Errorf("partitions %d: want 1..%d", c.Partitions, MaxPartitions)
+	}
+	if c.IdempotencyTTL < time.Second {
+		return fmt.Errorf("idempotency TTL %s: want at least 1s", c.IdempotencyTTL)
+	}
+	if !validID(c.Prefix, maxItemID, false) {
+		return fmt.Errorf("prefix %q: want 1..%d of [A-Za-z0-9._-]", c.Prefix, maxItemID)
+	}
+	return nil
+}
+
+// Ledger is a handle on one ledger in Redis. It is safe for concurrent use.
+type Ledger struct {
+	rdb     redis.UniversalClient
+	keys    Keys
+	idemTTL string // milliseconds, as the purchase script takes it
+}
+
+// Open returns the ledger under cfg.Prefix, creating it with cfg.Partitions partitions if it
+// does not exist yet.
+func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ledger config: %w", err)
+	}
+	meta := NewKeys(cfg.Prefix, 1).Meta()
+	if err := rdb.HSetNX(ctx, meta, "partitions", cfg.Partitions).Err(); err != nil {
+		return nil, redisErr("create ledger", err)
+	}
+	p, err := rdb.HGet(ctx, meta, "partitions").Int()
+	if err != nil {
+		return nil, redisErr("read ledger partitions", err)
+	}
+	if p < 1 || p > MaxPartitions {
+		return nil, fmt.Errorf("ledger %s: stored partition count %d out of range", meta, p)
+	}
+	return &Ledger{
+		rdb:     rdb,
+		keys:    NewKeys(cfg.Prefix, p),
+		idemTTL: strconv.FormatInt(cfg.IdempotencyTTL.Milliseconds(), 10),
+	}, nil
+}
+
+// Keys returns the ledger's key builder.
+func (l *Ledger) Keys() Keys { return l.keys }
+
+// Ping checks that Redis answers.
+func (l *Ledger) Ping(ctx context.Context) error {
+	if err := l.rdb.Ping(ctx).Err(); err != nil {
+		return redisErr("ping", err)
+	}
+	return nil
+}
+
+// AOFEnabled reports whether Redis persists writes to its append-only file. Without it an
+// acknowledged order can be lost when Redis restarts.
+func (l *Ledger) AOFEnabled(ctx context.Context) (bool, error) {
+	v, err := l.rdb.ConfigGet(ctx, "appendonly").Result()
+	if err != nil {
+		return false, redisErr("config get appendonly", err)
+	}
+	return v["appendonly"] == "yes", nil
+}
+
+// scriptReply reads the {code, ...} array every script returns.
+func scriptReply(v any, want int) ([]any, int64, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) < want {
+		return nil, 0, fmt.Errorf("unexpected script reply %v", v)
+	}
+	code, ok := a[0].(int64)
+	if !ok {
+		return nil, 0, fmt.Errorf("unexpected script code %v", a[0])
+	}
+	return a, code, nil
+}

@@ -1,0 +1,337 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/tests/testenv"
+)
+
+func newLedger(t *testing.T) (*ledger.Ledger, *redis.Client) {
+	t.Helper()
+	_, rdb := testenv.StartRedis(t)
+	l, err := ledger.Open(context.Background(), rdb, ledger.Config{})
+	if err != nil {
+		t.Fatalf("open ledger: %v", err)
+	}
+	return l, rdb
+}
+
+func setStock(t *testing.T, l *ledger.Ledger, item string, n int64) {
+	t.Helper()
+	if _, err := l.SetStock(context.Background(), item, ledger.StockChange{Op: ledger.StockSet, Quantity: n}); err != nil {
+		t.Fatalf("set stock: %v", err)
+	}
+}
+
+func buy(l *ledger.Ledger, item, user, req string, qty int64) (ledger.Receipt, error) {
+	return l.Purchase(context.Background(), ledger.PurchaseRequest{RequestID: req, UserID: user, ItemID: item, Quantity: qty})
+}
+
+func allEvents(t *testing.T, l *ledger.Ledger) []ledger.Event {
+	t.Helper()
+	var all []ledger.Event
+	for p := range l.Keys().Partitions() {
+		after := ""
+		for {
+			evs, err := l.Range(context.Background(), p, after, 100)
+			if err != nil {
+				t.Fatalf("range: %v", err)
+			}
+			if len(evs) == 0 {
+				break
+			}
+			all = append(all, evs...)
+			after = evs[len(evs)-1].StreamID
+		}
+	}
+	return all
+}
+
+func TestPurchaseNeverOversells(t *testing.T) {
+	l, _ := newLedger(t)
+	const stock, buyers = 50, 400
+	setStock(t, l, "hot", stock)
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won := map[string]string{}
+	soldOut := 0
+	for i := range buyers {
+		wg.Go(func() {
+			req := fmt.Sprintf("r%d", i)
+			rc, err := buy(l, "hot", fmt.Sprintf("u%d", i), req, 1)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won[rc.OrderID] = req
+			case errors.Is(err, ledger.ErrSoldOut):
+				soldOut++
+			default:
+				t.Errorf("purchase %s: %v", req, err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(won) != stock || soldOut != buyers-stock {
+		t.Fatalf("got %d orders and %d sold out, want %d and %d", len(won), soldOut, stock, buyers-stock)
+	}
+	it, err := l.Item(context.Background(), "hot")
+	if err != nil || it.Stock != 0 {
+		t.Fatalf("stock after sale: got %d (%v), want 0", it.Stock, err)
+	}
+	orders := 0
+	for _, e := range allEvents(t, l) {
+		if e.Malformed != nil {
+			t.Fatalf("malformed event: %v", e.Malformed)
+		}
+		if e.Type != ledger.EventOrder {
+			continue
+		}
+		orders++
+		req, ok := won[e.OrderID]
+		if !ok || e.RequestID != req || e.ItemID != "hot" || e.Quantity != 1 || e.UserID != "u"+req[1:] {
+			t.Errorf("order event %+v does not match an acknowledged order", e)
+		}
+	}
+	if orders != stock {
+		t.Fatalf("got %d order events, want %d", orders, stock)
+	}
+}
+
+func TestPurchaseRules(t *testing.T) {
+	ctx := context.Background()
+	l, rdb := newLedger(t)
+	setStock(t, l, "a", 10)
+	limit := int64(3)
+	if _, err := l.SetStock(ctx, "limited", ledger.StockChange{Op: ledger.StockSet, Quantity: 10, Limit: &limit}); err != nil {
+		t.Fatal(err)
+	}
+	future, past := time.Now().Add(time.Hour), time.Now().Add(-time.Hour)
+	if _, err := l.SetStock(ctx, "early", ledger.StockChange{Op: ledger.StockSet, Quantity: 10, Start: &future}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SetStock(ctx, "late", ledger.StockChange{Op: ledger.StockSet, Quantity: 10, End: &past}); err != nil {
+		t.Fatal(err)
+	}
+
+	first, err := buy(l, "a", "u1", "dup", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name            string
+		item, user, req string
+		qty             int64
+		want            error
+	}{
+		{"duplicate", "a", "u1", "dup", 2, ledger.ErrDuplicate},
+		{"duplicate other user", "a", "u2", "dup", 1, ledger.ErrDuplicate},
+		{"unknown item", "nope", "u1", "r1", 1, ledger.ErrUnknownItem},
+		{"too many", "a", "u1", "r2", 9, ledger.ErrSoldOut},
+		{"limit", "limited", "u1", "r3", 4, ledger.ErrLimit},
+		{"not started", "early", "u1", "r4", 1, ledger.ErrNotStarted},
+		{"ended", "late", "u1", "r5", 1, ledger.ErrEnded},
+		{"missing request", "a", "u1", "", 1, ledger.ErrMissingFields},
+		{"zero quantity", "a", "u1", "r6", 0, ledger.ErrMissingFields},
+		{"negative quantity", "a", "u1", "r6", -1, ledger.ErrInvalid},
+		{"huge quantity", "a", "u1", "r6", ledger.MaxQuantity + 1, ledger.ErrInvalid},
+		{"colon in item", "a:b", "u1", "r6", 1, ledger.ErrInvalid},
+		{"control char", "a", "u\x01", "r6", 1, ledger.ErrInvalid},
+		{"bad utf-8", "a", "u1", "r\xff", 1, ledger.ErrInvalid},
+	}
+	before := dump(t, rdb)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := buy(l, tt.item, tt.user, tt.req, tt.qty)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			var dup *ledger.DuplicateError
+			if errors.As(err, &dup) && dup.OrderID != first.OrderID {
+				t.Fatalf("duplicate carries order %s, want %s", dup.OrderID, first.OrderID)
+			}
+		})
+	}
+	if after := dump(t, rdb); after != before {
+		t.Fatalf("refusals changed Redis:\nbefore %s\nafter  %s", before, after)
+	}
+
+	// Within the limit, then over it across two purchases.
+	if _, err := buy(l, "limited", "u1", "l1", 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buy(l, "limited", "u1", "l2", 1); !errors.Is(err, ledger.ErrLimit) {
+		t.Fatalf("got %v, want ErrLimit", err)
+	}
+	if _, err := buy(l, "limited", "u2", "l2", 1); err != nil {
+		t.Fatalf("another user: %v", err)
+	}
+}
+
+func TestRefusedRequestIDIsNotBurned(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLedger(t)
+	setStock(t, l, "a", 1)
+	if _, err := buy(l, "a", "u1", "first", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buy(l, "a", "u2", "later", 1); !errors.Is(err, ledger.ErrSoldOut) {
+		t.Fatalf("got %v, want ErrSoldOut", err)
+	}
+	if _, err := l.SetStock(ctx, "a", ledger.StockChange{Op: ledger.StockAdd, Quantity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := buy(l, "a", "u2", "later", 1)
+	if err != nil {
+		t.Fatalf("retry after restock: %v", err)
+	}
+	if rc.Stock != 0 {
+		t.Fatalf("got stock %d, want 0", rc.Stock)
+	}
+}
+
+func TestStockChangesAreEvents(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLedger(t)
+	if _, err := l.SetStock(ctx, "x", ledger.StockChange{Op: ledger.StockAdd, Quantity: 5}); !errors.Is(err, ledger.ErrUnknownItem) {
+		t.Fatalf("add to unknown item: got %v, want ErrUnknownItem", err)
+	}
+	setStock(t, l, "x", 5)
+	if _, err := l.SetStock(ctx, "x", ledger.StockChange{Op: ledger.StockAdd, Quantity: -6}); !errors.Is(err, ledger.ErrNegativeStock) {
+		t.Fatalf("got %v, want ErrNegativeStock", err)
+	}
+	if n, err := l.SetStock(ctx, "x", ledger.StockChange{Op: ledger.StockAdd, Quantity: 7}); err != nil || n != 12 {
+		t.Fatalf("add: got %d, %v; want 12", n, err)
+	}
+	if _, err := buy(l, "x", "u", "r", 2); err != nil {
+		t.Fatal(err)
+	}
+	// Folding the events gives the counter.
+	var fold int64
+	for _, e := range allEvents(t, l) {
+		switch {
+		case e.Type == ledger.EventStock && e.Op == ledger.StockSet:
+			fold = e.Quantity
+		case e.Type == ledger.EventStock:
+			fold += e.Quantity
+		case e.Type == ledger.EventOrder:
+			fold -= e.Quantity
+		}
+	}
+	it, err := l.Item(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fold != it.Stock || it.Stock != 10 {
+		t.Fatalf("got fold %d and counter %d, want 10 and 10", fold, it.Stock)
+	}
+}
+
+func TestScriptFlushFallsBackToEval(t *testing.T) {
+	ctx := context.Background()
+	l, rdb := newLedger(t)
+	setStock(t, l, "a", 10)
+	if _, err := buy(l, "a", "u", "r1", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buy(l, "a", "u", "r2", 1); err != nil {
+		t.Fatalf("after SCRIPT FLUSH: %v", err)
+	}
+}
+
+func TestRedisDownIsUnavailable(t *testing.T) {
+	srv, rdb := testenv.StartRedis(t)
+	l, err := ledger.Open(context.Background(), rdb, ledger.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setStock(t, l, "a", 5)
+	srv.Kill()
+	if _, err := buy(l, "a", "u", "r1", 1); !errors.Is(err, ledger.ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := buy(l, "a", "u", "r1", 1)
+	if err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	if rc.Stock != 4 {
+		t.Fatalf("got stock %d after restart from AOF, want 4", rc.Stock)
+	}
+}
+
+func TestOpenKeepsPartitionCount(t *testing.T) {
+	ctx := context.Background()
+	_, rdb := testenv.StartRedis(t)
+	if _, err := ledger.Open(ctx, rdb, ledger.Config{Prefix: "t", Partitions: 3}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.Open(ctx, rdb, ledger.Config{Prefix: "t", Partitions: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Keys().Partitions(); got != 3 {
+		t.Fatalf("got %d partitions, want 3", got)
+	}
+}
+
+func TestOrderLookup(t *testing.T) {
+	l, _ := newLedger(t)
+	setStock(t, l, "a", 5)
+	rc, err := buy(l, "a", "u", "r1", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := l.Order(context.Background(), rc.OrderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.OrderID != rc.OrderID || e.RequestID != "r1" || e.Quantity != 2 {
+		t.Fatalf("got %+v", e)
+	}
+	for _, id := range []string{"0-1-0", "99-1-0"} {
+		if _, err := l.Order(context.Background(), id); !errors.Is(err, ledger.ErrUnknownOrder) {
+			t.Errorf("order %s: got %v, want ErrUnknownOrder", id, err)
+		}
+	}
+	for _, id := range []string{"", "x", "1-2", "a-1-0", "1-1-x", "-1-1-0"} {
+		if _, err := l.Order(context.Background(), id); !errors.Is(err, ledger.ErrInvalid) {
+			t.Errorf("order %q: got %v, want ErrInvalid", id, err)
+		}
+	}
+}
+
+// dump renders every key and value in Redis, to check that something changed nothing.
+func dump(t *testing.T, rdb *redis.Client) string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ""
+	slices.Sort(keys)
+	for _, k := range keys {
+		v, err := rdb.Dump(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out += fmt.Sprintf("%s=%x;", k, v)
+	}
+	return out
+}

@@ -1,0 +1,134 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"unicode/utf8"
+)
+
+// Input bounds. Item IDs are part of key names, so they are restricted to a safe alphabet (no
+// ':' that could make two keys collide); request and user IDs may be any printable UTF-8.
+const (
+	maxItemID   = 64
+	maxClientID = 128
+	// MaxQuantity is the most units one purchase may ask for.
+	MaxQuantity = 100
+)
+
+// PurchaseRequest asks for Quantity units of ItemID for UserID. RequestID makes it
+// idempotent per item.
+type PurchaseRequest struct {
+	RequestID string
+	UserID    string
+	ItemID    string
+	Quantity  int64
+}
+
+// Validate checks the request without touching Redis; errors match ErrInvalid.
+func (r PurchaseRequest) Validate() error {
+	if r.RequestID == "" || r.UserID == "" || r.ItemID == "" || r.Quantity == 0 {
+		return ErrMissingFields
+	}
+	if r.Quantity < 0 || r.Quantity > MaxQuantity {
+		return invalid("quantity must be between 1 and %d", MaxQuantity)
+	}
+	if err := ValidateItemID(r.ItemID); err != nil {
+		return err
+	}
+	if !validID(r.RequestID, maxClientID, true) {
+		return invalid("request_id must be 1..%d bytes of printable UTF-8", maxClientID)
+	}
+	if !validID(r.UserID, maxClientID, true) {
+		return invalid("user_id must be 1..%d bytes of printable UTF-8", maxClientID)
+	}
+	return nil
+}
+
+// ValidateItemID checks an item ID: 1..64 of [A-Za-z0-9._-]. Errors match ErrInvalid.
+func ValidateItemID(id string) error {
+	if !validID(id, maxItemID, false) {
+		return invalid("item_id must be 1..%d characters of [A-Za-z0-9._-]", maxItemID)
+	}
+	return nil
+}
+
+// validID reports whether s is 1..max bytes; with printable, any valid UTF-8 without control
+// characters, otherwise only [A-Za-z0-9._-].
+func validID(s string, max int, printable bool) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	if printable {
+		if !utf8.ValidString(s) {
+			return false
+		}
+		for _, r := range s {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Receipt is what a successful purchase returns.
+type Receipt struct {
+	// OrderID names the order: its partition and ledger stream ID, e.g. "2-1732761600123-0".
+	OrderID string
+	// Stock is the number of units left after this purchase.
+	Stock int64
+}
+
+// Purchase decides req in one script call: on success the stock is decremented and the order
+// event is in the ledger stream before Purchase returns. Refusals are ErrInvalid,
+// ErrUnknownItem, *DuplicateError, ErrNotStarted, ErrEnded, ErrLimit and ErrSoldOut, and they
+// change nothing; ErrUnavailable means Redis could not be asked.
+func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, error) {
+	if err := req.Validate(); err != nil {
+		return Receipt{}, err
+	}
+	k := l.keys
+	p := k.Partition(req.ItemID)
+	keys := []string{
+		k.Stock(req.ItemID),
+		k.Rules(req.ItemID),
+		k.Request(req.ItemID, req.RequestID),
+		k.User(req.ItemID, req.UserID),
+		k.Events(p),
+	}
+	v, err := purchaseScript.Run(ctx, l.rdb, keys,
+		req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p).Result()
+	if err != nil {
+		return Receipt{}, redisErr("purchase", err)
+	}
+	a, code, err := scriptReply(v, 3)
+	if err != nil {
+		return Receipt{}, err
+	}
+	orderID, _ := a[1].(string)
+	stock, _ := a[2].(int64)
+	switch code {
+	case 0:
+		return Receipt{OrderID: orderID, Stock: stock}, nil
+	case 1:
+		return Receipt{}, ErrUnknownItem
+	case 2:
+		return Receipt{}, &DuplicateError{OrderID: orderID}
+	case 3:
+		return Receipt{}, ErrNotStarted
+	case 4:
+		return Receipt{}, ErrEnded
+	case 5:
+		return Receipt{}, ErrLimit
+	case 6:
+		return Receipt{}, ErrSoldOut
+	}
+	return Receipt{}, fmt.Errorf("purchase script: unknown code %d", code)
+}

@@ -1,0 +1,136 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// StockOp says how a StockChange treats the stock counter.
+type StockOp string
+
+// The stock operations.
+const (
+	// StockSet makes the stock exactly Quantity.
+	StockSet StockOp = "set"
+	// StockAdd changes the stock by Quantity (negative takes units off sale).
+	StockAdd StockOp = "add"
+)
+
+// MaxStock bounds the stock of one item.
+const MaxStock = 1_000_000_000
+
+// StockChange is one administrative change of an item. Nil rule fields keep the current rule.
+type StockChange struct {
+	Op       StockOp
+	Quantity int64
+	// Limit is the most units one user may buy; 0 means no limit.
+	Limit *int64
+	// Start and End bound the sale window; the zero time means open on that side.
+	Start, End *time.Time
+}
+
+// Item is an item as the ledger knows it.
+type Item struct {
+	ItemID string
+	// Stock is the number of units left.
+	Stock int64
+	// Limit is the most units one user may buy; 0 means no limit.
+	Limit int64
+	// Start and End bound the sale window; zero means open on that side.
+	Start, End time.Time
+}
+
+// SetStock applies ch to item and appends the stock event that records it, atomically. It
+// returns the stock after the change. Errors: ErrInvalid, ErrUnknownItem (an add on an item
+// never set), ErrNegativeStock, ErrUnavailable.
+func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int64, error) {
+	if err := ValidateItemID(item); err != nil {
+		return 0, err
+	}
+	switch {
+	case ch.Op != StockSet && ch.Op != StockAdd:
+		return 0, invalid("stock op %q: want set or add", ch.Op)
+	case ch.Op == StockSet && (ch.Quantity < 0 || ch.Quantity > MaxStock):
+		return 0, invalid("stock must be between 0 and %d", MaxStock)
+	case ch.Op == StockAdd && (ch.Quantity < -MaxStock || ch.Quantity > MaxStock):
+		return 0, invalid("stock change must be between -%d and %d", MaxStock, MaxStock)
+	case ch.Limit != nil && (*ch.Limit < 0 || *ch.Limit > MaxStock):
+		return 0, invalid("per-user limit must be between 0 and %d", MaxStock)
+	}
+	limit, start, end := "", windowArg(ch.Start), windowArg(ch.End)
+	if ch.Limit != nil {
+		limit = strconv.FormatInt(*ch.Limit, 10)
+	}
+	if ch.Start != nil && ch.End != nil && !ch.Start.IsZero() && !ch.End.IsZero() && !ch.End.After(*ch.Start) {
+		return 0, invalid("sale end must be after its start")
+	}
+	k := l.keys
+	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item))}
+	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end).Result()
+	if err != nil {
+		return 0, redisErr("set stock", err)
+	}
+	a, code, err := scriptReply(v, 2)
+	if err != nil {
+		return 0, err
+	}
+	stock, _ := a[1].(int64)
+	switch code {
+	case 0:
+		return stock, nil
+	case 1:
+		return 0, ErrUnknownItem
+	case 2:
+		return stock, ErrNegativeStock
+	}
+	return 0, fmt.Errorf("stock script: unknown code %d", code)
+}
+
+func windowArg(t *time.Time) string {
+	switch {
+	case t == nil:
+		return ""
+	case t.IsZero():
+		return "0"
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10)
+}
+
+// Item returns item's stock and rules, or ErrUnknownItem.
+func (l *Ledger) Item(ctx context.Context, item string) (Item, error) {
+	if err := ValidateItemID(item); err != nil {
+		return Item{}, err
+	}
+	pipe := l.rdb.Pipeline()
+	stockCmd := pipe.Get(ctx, l.keys.Stock(item))
+	rulesCmd := pipe.HMGet(ctx, l.keys.Rules(item), "limit", "start_ms", "end_ms")
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Item{}, redisErr("read item", err)
+	}
+	stock, err := stockCmd.Int64()
+	if errors.Is(err, redis.Nil) {
+		return Item{}, ErrUnknownItem
+	} else if err != nil {
+		return Item{}, fmt.Errorf("read item stock: %w", err)
+	}
+	rules := rulesCmd.Val()
+	it := Item{ItemID: item, Stock: stock, Limit: intField(rules[0])}
+	if ms := intField(rules[1]); ms > 0 {
+		it.Start = time.UnixMilli(ms)
+	}
+	if ms := intField(rules[2]); ms > 0 {
+		it.End = time.UnixMilli(ms)
+	}
+	return it, nil
+}
+
+func intField(v any) int64 {
+	s, _ := v.(string)
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}

@@ -1,0 +1,16 @@
+// Package lua holds the Redis scripts that decide every change of stock. Each script documents
+// its KEYS, ARGV and return codes in its header; package ledger wraps them and turns their
+// codes into typed errors.
+package lua
+
+import _ "embed"
+
+// Purchase decides one purchase: idempotency, sale rules, stock decrement and the order event.
+//
+//go:embed purchase.lua
+var Purchase string
+
+// Stock sets or adjusts an item's stock and rules and appends the matching stock event.
+//
+//go:embed stock.lua
+var Stock string

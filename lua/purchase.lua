@@ -1,0 +1,74 @@
+-- purchase.lua: decides one purchase atomically, in one round trip.
+--
+-- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>     (string, integer units left)
+-- KEYS[2] sale rules         <prefix>:{pN}:rules:<item>     (hash: limit, start_ms, end_ms)
+-- KEYS[3] idempotency key    <prefix>:{pN}:req:<item>:<request_id>
+-- KEYS[4] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
+-- KEYS[5] ledger stream      <prefix>:{pN}:events
+--
+-- ARGV[1] item_id
+-- ARGV[2] user_id
+-- ARGV[3] request_id
+-- ARGV[4] quantity (integer >= 1; validated by the caller)
+-- ARGV[5] idempotency TTL in milliseconds
+-- ARGV[6] partition number, the prefix of every order_id of this stream
+--
+-- Checks, in order: unknown item, duplicate request, sale window, per-user limit, stock.
+-- Only success writes anything: DECRBY the stock, XADD the order event (its stream ID,
+-- prefixed with the partition, is the order_id), SET the idempotency key to the order_id with
+-- the TTL, INCRBY the per-user counter. A refusal changes nothing and does not burn the
+-- request_id.
+--
+-- Returns {code, order_id, stock}:
+--   0 ok            order_id of the new order, stock left after it
+--   1 unknown item  '', 0
+--   2 duplicate     the original order_id, current stock
+--   3 not started   '', current stock
+--   4 ended         '', current stock
+--   5 limit         '', current stock (the user would exceed the per-user limit)
+--   6 sold out     '', current stock (less than the quantity asked for)
+
+local stock = redis.call('GET', KEYS[1])
+if not stock then
+  return {1, '', 0}
+end
+stock = tonumber(stock)
+
+local original = redis.call('GET', KEYS[3])
+if original then
+  return {2, original, stock}
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms')
+local limit = tonumber(rules[1]) or 0
+local start_ms = tonumber(rules[2]) or 0
+local end_ms = tonumber(rules[3]) or 0
+if start_ms > 0 and now < start_ms then
+  return {3, '', stock}
+end
+if end_ms > 0 and now >= end_ms then
+  return {4, '', stock}
+end
+
+local quantity = tonumber(ARGV[4])
+if limit > 0 then
+  local bought = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if bought + quantity > limit then
+    return {5, '', stock}
+  end
+end
+if stock < quantity then
+  return {6, '', stock}
+end
+
+local left = redis.call('DECRBY', KEYS[1], quantity)
+local id = redis.call('XADD', KEYS[5], '*',
+  'v', '1', 'type', 'order',
+  'request_id', ARGV[3], 'user_id', ARGV[2], 'item_id', ARGV[1],
+  'quantity', ARGV[4], 'ts', tostring(now))
+local order_id = ARGV[6] .. '-' .. id
+redis.call('SET', KEYS[3], order_id, 'PX', ARGV[5])
+redis.call('INCRBY', KEYS[4], quantity)
+return {0, order_id, left}

@@ -1,0 +1,48 @@
+-- stock.lua: changes an item's stock and sale rules and appends the `stock` event that says so,
+-- in one atomic call. Nothing else in the system writes the stock counter without an event.
+--
+-- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>
+-- KEYS[2] sale rules         <prefix>:{pN}:rules:<item>
+-- KEYS[3] ledger stream      <prefix>:{pN}:events
+--
+-- ARGV[1] item_id
+-- ARGV[2] op: 'set' (stock becomes ARGV[3]) or 'add' (stock changes by ARGV[3], may be < 0)
+-- ARGV[3] quantity, an integer
+-- ARGV[4] per-user limit, integer >= 0 (0 = no limit), or '' to keep the current one
+-- ARGV[5] sale start, unix milliseconds (0 = open), or '' to keep
+-- ARGV[6] sale end, unix milliseconds (0 = never), or '' to keep
+--
+-- The event carries the op and quantity (so that folding the events gives the counter) and the
+-- rules in force after the change.
+--
+-- Returns {code, stock}:
+--   0 ok              stock after the change
+--   1 unknown item    0 ('add' on an item that has never been set)
+--   2 negative stock  current stock ('add' would take the stock below zero)
+
+local current = redis.call('GET', KEYS[1])
+local quantity = tonumber(ARGV[3])
+local stock
+if ARGV[2] == 'set' then
+  stock = quantity
+else
+  if not current then
+    return {1, 0}
+  end
+  stock = tonumber(current) + quantity
+  if stock < 0 then
+    return {2, tonumber(current)}
+  end
+end
+
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'limit', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'start_ms', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'end_ms', ARGV[6]) end
+local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms')
+
+redis.call('SET', KEYS[1], stock)
+redis.call('XADD', KEYS[3], '*',
+  'v', '1', 'type', 'stock', 'item_id', ARGV[1],
+  'op', ARGV[2], 'quantity', ARGV[3], 'stock', tostring(stock),
+  'limit', rules[1] or '0', 'start_ms', rules[2] or '0', 'end_ms', rules[3] or '0')
+return {0, stock}

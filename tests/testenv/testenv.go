@@ -1,0 +1,174 @@
+// Package testenv starts the real services that flashsale's tests run against: a private
+// redis-server per test (random port, temp dir, AOF on) and a private MySQL/MariaDB database
+// per test on the server named by FLASHSALE_TEST_MYSQL_DSN. Everything it starts or creates is
+// removed by t.Cleanup.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is a redis-server process owned by one test.
+type Redis struct {
+	t    testing.TB
+	Addr string
+	Dir  string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	args   []string
+}
+
+// StartRedis starts a redis-server with appendonly yes and appendfsync everysec on a free
+// port in a temp dir, and returns it with a client. Both are closed by t.Cleanup.
+func StartRedis(t testing.TB) (*Redis, *redis.Client) {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server not installed (make test installs it): %v", err)
+	}
+	dir := t.TempDir()
+	r := &Redis{t: t, Dir: dir}
+	var lastErr error
+	for range 5 {
+		port := FreePort(t)
+		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		r.args = []string{
+			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+			"--logfile", filepath.Join(dir, "redis.log"),
+		}
+		if lastErr = r.Start(); lastErr == nil {
+			break
+		}
+	}
+	if lastErr != nil {
+		t.Fatalf("start redis: %v", lastErr)
+	}
+	t.Cleanup(r.Kill)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	return r, rdb
+}
+
+// Start starts (or restarts, after Kill) the server on its port and dir, reading back its AOF,
+// and waits until it answers.
+func (r *Redis) Start() error {
+	r.cmd = exec.Command("redis-server", r.args...)
+	if err := r.cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	exited := make(chan error, 1)
+	r.exited = make(chan struct{})
+	go func() {
+		exited <- r.cmd.Wait()
+		close(r.exited)
+	}()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(filepath.Join(r.Dir, "redis.log"))
+			return fmt.Errorf("redis-server exited: %v\n%s", err, log)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.kill()
+	return fmt.Errorf("redis-server on %s did not answer in time", r.Addr)
+}
+
+// Kill stops the server with SIGKILL, as a crash would; Start brings it back from its AOF.
+func (r *Redis) Kill() { r.kill() }
+
+func (r *Redis) kill() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	r.cmd.Process.Kill()
+	<-r.exited
+	r.cmd = nil
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// DefaultMySQLDSN is the server used when FLASHSALE_TEST_MYSQL_DSN is unset.
+const DefaultMySQLDSN = "root@tcp(127.0.0.1:3306)/?parseTime=true"
+
+// MySQL creates a database of its own for the test on the FLASHSALE_TEST_MYSQL_DSN server and
+// returns its DSN and an open handle; the database is dropped by t.Cleanup.
+func MySQL(t testing.TB) (string, *sql.DB) {
+	t.Helper()
+	base := os.Getenv("FLASHSALE_TEST_MYSQL_DSN")
+	if base == "" {
+		base = DefaultMySQLDSN
+	}
+	cfg, err := mysql.ParseDSN(base)
+	if err != nil {
+		t.Fatalf("parse FLASHSALE_TEST_MYSQL_DSN: %v", err)
+	}
+	cfg.DBName = ""
+	admin, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatalf("open mysql: %v", err)
+	}
+	defer admin.Close()
+	name := "flashsale_test_" + RandomID(6)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create test database (is MariaDB running? make test starts it): %v", err)
+	}
+	cfg.DBName = name
+	dsn := cfg.FormatDSN()
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatalf("open test database: %v", err)
+	}
+	t.Cleanup(func() {
+		db.Close()
+		admin, err := sql.Open("mysql", base)
+		if err != nil {
+			return
+		}
+		defer admin.Close()
+		admin.Exec("DROP DATABASE IF EXISTS " + name)
+	})
+	return dsn, db
+}
+
+// RandomID returns n random bytes in hex.
+func RandomID(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
