@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"flag"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// flags is a subcommand's flag set with helpers that take defaults from the environment.
+type flags struct {
+	*flag.FlagSet
+	env *env
+}
+
+func (e *env) flags(name, args, about string) *flags {
+	fs := flag.NewFlagSet("flashsale "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: flashsale %s [flags] %s\n\n%s\n\nFlags:\n", name, args, about)
+		fs.PrintDefaults()
+	}
+	return &flags{FlagSet: fs, env: e}
+}
+
+func (f *flags) parse(args []string) error {
+	if err := f.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+func (f *flags) str(name, envKey, def, usage string) *string {
+	if v := f.env.getenv(envKey); v != "" {
+		def = v
+	}
+	return f.String(name, def, usage+" (env "+envKey+")")
+}
+
+func (f *flags) int(name, envKey string, def int, usage string) *int {
+	if n, err := strconv.Atoi(f.env.getenv(envKey)); err == nil {
+		def = n
+	}
+	return f.Int(name, def, usage+" (env "+envKey+")")
+}
+
+func (f *flags) duration(name, envKey string, def time.Duration, usage string) *time.Duration {
+	if d, err := time.ParseDuration(f.env.getenv(envKey)); err == nil {
+		def = d
+	}
+	return f.Duration(name, def, usage+" (env "+envKey+")")
+}
+
+// redisFlags says where the ledger lives.
+type redisFlags struct {
+	addr, prefix   *string
+	partitions     *int
+	pool           *int
+	idempotencyTTL *time.Duration
+}
+
+func (f *flags) redis() redisFlags {
+	return redisFlags{
+		addr:           f.str("redis", "FLASHSALE_REDIS_ADDR", "127.0.0.1:6379", "Redis address host:port"),
+		prefix:         f.str("prefix", "FLASHSALE_REDIS_PREFIX", ledger.DefaultPrefix, "prefix of every Redis key of the ledger"),
+		partitions:     f.int("partitions", "FLASHSALE_PARTITIONS", ledger.DefaultPartitions, "partition streams of a ledger created now (an existing ledger keeps its count)"),
+		pool:           f.int("redis-pool", "FLASHSALE_REDIS_POOL", 32*runtime.GOMAXPROCS(0), "Redis connection pool size"),
+		idempotencyTTL: f.duration("idempotency-ttl", "FLASHSALE_IDEMPOTENCY_TTL", ledger.DefaultIdempotencyTTL, "how long a request_id keeps returning its order"),
+	}
+}
+
+// open connects to Redis and opens the ledger; the client is closed by the returned func.
+func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, *redis.Client, error) {
+	rdb := redis.NewClient(&redis.Options{
+		Addr:         *r.addr,
+		PoolSize:     *r.pool,
+		DialTimeout:  2 * time.Second,
+		ReadTimeout:  2 * time.Second,
+		WriteTimeout: 2 * time.Second,
+		PoolTimeout:  2 * time.Second,
+		MaxRetries:   -1, // a purchase is not retried blindly: the caller retries with its request_id
+	})
+	l, err := ledger.Open(ctx, rdb, ledger.Config{
+		Prefix:         *r.prefix,
+		Partitions:     *r.partitions,
+		IdempotencyTTL: *r.idempotencyTTL,
+	})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("open ledger at %s: %w", *r.addr, err)
+	}
+	return l, rdb, nil
+}
+
+func (f *flags) mysqlDSN() *string {
+	return f.str("mysql", "FLASHSALE_MYSQL_DSN", "flashsale:flashsale@tcp(127.0.0.1:3306)/flashsale?parseTime=true",
+		"MySQL/MariaDB DSN (go-sql-driver/mysql format)")
+}
+
+// openMySQL opens (without connecting yet) the database of dsn.
+func openMySQL(dsn string) (*sql.DB, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("mysql dsn: %w", err)
+	}
+	cfg.ParseTime = true
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 3 * time.Second
+	}
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("mysql dsn: %w", err)
+	}
+	db := sql.OpenDB(c)
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(16)
+	db.SetConnMaxLifetime(5 * time.Minute)
+	return db, nil
+}
+
+func (f *flags) logger() func() *slog.Logger {
+	level := f.str("log-level", "FLASHSALE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	return func() *slog.Logger {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(*level)); err != nil {
+			l = slog.LevelInfo
+		}
+		return slog.New(slog.NewTextHandler(f.env.stderr, &slog.HandlerOptions{Level: l}))
+	}
+}

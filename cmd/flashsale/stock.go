@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+func stock(ctx context.Context, e *env, args []string) error {
+	const about = `Subcommands:
+  set ITEM QUANTITY   make the stock exactly QUANTITY (creates the item)
+  add ITEM DELTA      change the stock by DELTA (negative takes units off sale)
+  get ITEM            print the remaining stock (with -json: stock and rules)
+Every change is appended to the ledger as a stock event.`
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintf(e.stderr, "Usage: flashsale stock set|add|get [flags] ITEM [QUANTITY]\n\n%s\n", about)
+		if len(args) == 0 {
+			return usageError{"stock: missing subcommand"}
+		}
+		return flag.ErrHelp
+	}
+	sub := args[0]
+	var argNames string
+	switch sub {
+	case "set", "add":
+		argNames = "ITEM QUANTITY"
+	case "get":
+		argNames = "ITEM"
+	default:
+		return usageError{fmt.Sprintf("stock: unknown subcommand %q (want set, add or get)", sub)}
+	}
+	f := e.flags("stock "+sub, argNames, about)
+	rf := f.redis()
+	var limit, start, end *string
+	var jsonOut *bool
+	if sub == "get" {
+		jsonOut = f.Bool("json", false, "print the item as JSON")
+	} else {
+		limit = f.String("limit", "", "per-user limit (0 = none; empty keeps the current one)")
+		start = f.String("start", "", "sale start, RFC 3339 (\"none\" = open; empty keeps the current one)")
+		end = f.String("end", "", "sale end, RFC 3339 (\"none\" = never; empty keeps the current one)")
+	}
+	if err := f.parse(args[1:]); err != nil {
+		return err
+	}
+	want := 2
+	if sub == "get" {
+		want = 1
+	}
+	if f.NArg() != want {
+		f.Usage()
+		return usageError{fmt.Sprintf("stock %s: want %s", sub, argNames)}
+	}
+	item := f.Arg(0)
+
+	var ch ledger.StockChange
+	if sub != "get" {
+		n, err := strconv.ParseInt(f.Arg(1), 10, 64)
+		if err != nil {
+			return usageError{fmt.Sprintf("stock %s: quantity %q is not an integer", sub, f.Arg(1))}
+		}
+		ch = ledger.StockChange{Op: ledger.StockOp(sub), Quantity: n}
+		if *limit != "" {
+			n, err := strconv.ParseInt(*limit, 10, 64)
+			if err != nil {
+				return usageError{fmt.Sprintf("-limit %q is not an integer", *limit)}
+			}
+			ch.Limit = &n
+		}
+		if ch.Start, err = parseWindow("start", *start); err != nil {
+			return err
+		}
+		if ch.End, err = parseWindow("end", *end); err != nil {
+			return err
+		}
+	}
+
+	l, rdb, err := rf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if sub != "get" {
+		n, err := l.SetStock(ctx, item, ch)
+		if err != nil {
+			return fmt.Errorf("stock %s %s: %w", sub, item, err)
+		}
+		fmt.Fprintf(e.stdout, "%s stock %d\n", item, n)
+		return nil
+	}
+	it, err := l.Item(ctx, item)
+	if err != nil {
+		return fmt.Errorf("stock get %s: %w", item, err)
+	}
+	if *jsonOut {
+		out := map[string]any{"item_id": it.ItemID, "stock": it.Stock, "per_user_limit": it.Limit}
+		if !it.Start.IsZero() {
+			out["starts_at"] = it.Start
+		}
+		if !it.End.IsZero() {
+			out["ends_at"] = it.End
+		}
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	fmt.Fprintln(e.stdout, it.Stock)
+	return nil
+}
+
+// parseWindow reads a -start/-end flag: "" keeps (nil), "none" clears (zero time).
+func parseWindow(name, v string) (*time.Time, error) {
+	switch v {
+	case "":
+		return nil, nil
+	case "none", "0":
+		return &time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("-%s %q: want RFC 3339, e.g. 2026-12-01T10:00:00Z, or none", name, v)}
+	}
+	return &t, nil
+}

@@ -1,0 +1,198 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// MaxBodyBytes bounds a request body; a purchase fits in a few hundred bytes.
+const MaxBodyBytes = 4 << 10
+
+// NewHTTPServer returns an http.Server for h on addr with read, write and idle timeouts.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+}
+
+// Router returns the HTTP routes: the purchase API, item and order lookups, health, readiness
+// and the Prometheus metrics of gatherer.
+func (s *Service) Router(gatherer prometheus.Gatherer) *mux.Router {
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not found", "")
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed", "")
+	})
+	r.HandleFunc("/api/purchase", s.handlePurchase).Methods(http.MethodPost)
+	r.HandleFunc("/api/items/{item_id}", s.handleItem).Methods(http.MethodGet)
+	if s.orders != nil {
+		r.HandleFunc("/api/orders/{order_id}", s.handleOrder).Methods(http.MethodGet)
+	}
+	r.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	}).Methods(http.MethodGet)
+	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
+	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	return r
+}
+
+// purchaseBody is the JSON body of POST /api/purchase.
+type purchaseBody struct {
+	RequestID string `json:"request_id"`
+	UserID    string `json:"user_id"`
+	ItemID    string `json:"item_id"`
+	Quantity  int64  `json:"quantity"`
+}
+
+// purchaseReply is the JSON reply of POST /api/purchase and of every error.
+type purchaseReply struct {
+	Success bool   `json:"success"`
+	Message string `json:"message"`
+	OrderID string `json:"order_id,omitempty"`
+}
+
+var errBody = errors.New("invalid request body")
+
+// DecodePurchase reads one purchase from a JSON body: exactly one object, known fields only,
+// typed values, nothing after it. It checks the shape only; ledger validates the values.
+func DecodePurchase(body []byte) (ledger.PurchaseRequest, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var b purchaseBody
+	if err := dec.Decode(&b); err != nil {
+		return ledger.PurchaseRequest{}, errBody
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return ledger.PurchaseRequest{}, errBody
+	}
+	return ledger.PurchaseRequest{RequestID: b.RequestID, UserID: b.UserID, ItemID: b.ItemID, Quantity: b.Quantity}, nil
+}
+
+func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request body too large", "")
+			return
+		}
+		writeError(w, http.StatusBadRequest, errBody.Error(), "")
+		return
+	}
+	req, err := DecodePurchase(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	rc, err := s.purchase(r.Context(), "http", req)
+	if err != nil {
+		s.writeLedgerError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, purchaseReply{Success: true, Message: "order placed successfully", OrderID: rc.OrderID})
+}
+
+// itemReply is the JSON reply of GET /api/items/{item_id}.
+type itemReply struct {
+	ItemID       string     `json:"item_id"`
+	Stock        int64      `json:"stock"`
+	PerUserLimit int64      `json:"per_user_limit"`
+	StartsAt     *time.Time `json:"starts_at,omitempty"`
+	EndsAt       *time.Time `json:"ends_at,omitempty"`
+}
+
+func (s *Service) handleItem(w http.ResponseWriter, r *http.Request) {
+	it, err := s.ledger.Item(r.Context(), mux.Vars(r)["item_id"])
+	if err != nil {
+		s.writeLedgerError(w, r, err)
+		return
+	}
+	reply := itemReply{ItemID: it.ItemID, Stock: it.Stock, PerUserLimit: it.Limit}
+	if !it.Start.IsZero() {
+		reply.StartsAt = &it.Start
+	}
+	if !it.End.IsZero() {
+		reply.EndsAt = &it.End
+	}
+	writeJSON(w, http.StatusOK, reply)
+}
+
+// orderReply is the JSON reply of GET /api/orders/{order_id}.
+type orderReply struct {
+	OrderID   string    `json:"order_id"`
+	RequestID string    `json:"request_id"`
+	UserID    string    `json:"user_id"`
+	ItemID    string    `json:"item_id"`
+	Quantity  int64     `json:"quantity"`
+	Status    string    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (s *Service) handleOrder(w http.ResponseWriter, r *http.Request) {
+	o, err := s.orders.Order(r.Context(), mux.Vars(r)["order_id"])
+	if err != nil {
+		s.writeLedgerError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, orderReply(o))
+}
+
+func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	failed := s.ready(ctx)
+	if len(failed) == 0 {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
+		return
+	}
+	down := make([]string, 0, len(failed))
+	for name, why := range failed {
+		s.log.Warn("not ready", "dependency", name, "err", why)
+		down = append(down, name)
+	}
+	writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "down": down})
+}
+
+// writeLedgerError answers err through the HTTP error table; internal errors are logged here,
+// once, and answered without their text.
+func (s *Service) writeLedgerError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg, ok := httpError(err)
+	if !ok {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	var dup *ledger.DuplicateError
+	orderID := ""
+	if errors.As(err, &dup) {
+		orderID = dup.OrderID
+	}
+	writeError(w, status, msg, orderID)
+}
+
+func writeError(w http.ResponseWriter, status int, msg, orderID string) {
+	writeJSON(w, status, purchaseReply{Success: false, Message: msg, OrderID: orderID})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,33 @@
+package ingest
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the purchase path's Prometheus metrics.
+type Metrics struct {
+	purchases *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	inFlight  prometheus.Gauge
+}
+
+// NewMetrics creates the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		purchases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashsale_purchases_total",
+			Help: "Purchase attempts by transport and outcome (ok, sold_out, duplicate, limit, closed, unknown_item, invalid, unavailable, error).",
+		}, []string{"transport", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flashsale_purchase_duration_seconds",
+			Help:    "Time to decide a purchase, from decoded request to reply, by transport.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}, []string{"transport"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flashsale_purchases_in_flight",
+			Help: "Purchases being decided right now.",
+		}),
+	}
+	reg.MustRegister(m.purchases, m.latency, m.inFlight)
+	return m
+}

@@ -1,0 +1,76 @@
+// Package ingest is flashsale's front door: the HTTP (gorilla/mux) and gRPC handlers that
+// validate requests, ask the ledger, and map its answers to statuses. It holds no state and
+// never touches MySQL.
+package ingest
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// Ledger is what the handlers need from the ledger.
+type Ledger interface {
+	Purchase(ctx context.Context, req ledger.PurchaseRequest) (ledger.Receipt, error)
+	Item(ctx context.Context, itemID string) (ledger.Item, error)
+}
+
+// Order is an order as clients see it.
+type Order struct {
+	OrderID   string
+	RequestID string
+	UserID    string
+	ItemID    string
+	Quantity  int64
+	// Status is pending (in the ledger, not yet in MySQL), confirmed or cancelled.
+	Status    string
+	CreatedAt time.Time
+}
+
+// Orders looks orders up by ID; errors are ledger.ErrUnknownOrder, ledger.ErrInvalid or
+// transient ones.
+type Orders interface {
+	Order(ctx context.Context, orderID string) (Order, error)
+}
+
+// Check is a readiness probe of one dependency.
+type Check func(ctx context.Context) error
+
+// Service is the shared core of the HTTP and gRPC handlers.
+type Service struct {
+	ledger  Ledger
+	orders  Orders
+	checks  map[string]Check
+	metrics *Metrics
+	log     *slog.Logger
+}
+
+// NewService returns a Service. orders may be nil: the order routes are then not offered.
+// checks are the readiness probes, by name.
+func NewService(l Ledger, orders Orders, checks map[string]Check, m *Metrics, log *slog.Logger) *Service {
+	return &Service{ledger: l, orders: orders, checks: checks, metrics: m, log: log.With("component", "ingest")}
+}
+
+// purchase asks the ledger and records the metrics; transport labels them.
+func (s *Service) purchase(ctx context.Context, transport string, req ledger.PurchaseRequest) (ledger.Receipt, error) {
+	s.metrics.inFlight.Inc()
+	start := time.Now()
+	rc, err := s.ledger.Purchase(ctx, req)
+	s.metrics.latency.WithLabelValues(transport).Observe(time.Since(start).Seconds())
+	s.metrics.inFlight.Dec()
+	s.metrics.purchases.WithLabelValues(transport, outcome(err)).Inc()
+	return rc, err
+}
+
+// ready runs every check and returns the failures by name.
+func (s *Service) ready(ctx context.Context) map[string]string {
+	failed := map[string]string{}
+	for name, check := range s.checks {
+		if err := check(ctx); err != nil {
+			failed[name] = err.Error()
+		}
+	}
+	return failed
+}
