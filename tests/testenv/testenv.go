@@ -24,9 +24,9 @@ import (
 
 // Redis is a redis-server process owned by one test.
 type Redis struct {
-	t    testing.TB
-	Addr string
-	Dir  string
+	t      testing.TB
+	Addr   string
+	Dir    string
 	cmd    *exec.Cmd
 	exited chan struct{}
 	args   []string
