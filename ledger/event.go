@@ -36,7 +36,8 @@ type Event struct {
 	Type      EventType
 	ItemID    string
 
-	// order: OrderID is derived from Partition and StreamID. restock: the cancelled order.
+	// order: OrderID is derived from Partition and StreamID. restock: the cancelled order,
+	// with the order's request, user, quantity and time copied from it.
 	OrderID   string
 	RequestID string
 	UserID    string
@@ -53,8 +54,8 @@ type Event struct {
 	StartMS int64
 	EndMS   int64
 
-	// Malformed is set, and nothing but Partition and StreamID, when the entry could not be
-	// decoded.
+	// Malformed is set when the entry could not be decoded; the other fields then hold what
+	// could be read, and Partition and StreamID are always set.
 	Malformed error
 }
 
@@ -89,7 +90,8 @@ func digits(s string) bool {
 	return true
 }
 
-// DecodeEvent decodes the stream entry msg of partition p. Errors match ErrMalformed.
+// DecodeEvent decodes the stream entry msg of partition p. Errors match ErrMalformed; the
+// event is then returned with what could be read.
 func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 	f := fields(msg.Values)
 	e := Event{Partition: p, StreamID: msg.ID, Type: EventType(f.str("type")), ItemID: f.str("item_id")}
@@ -107,7 +109,9 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		}
 	case EventRestock:
 		e.OrderID, e.Reason = f.str("order_id"), f.str("reason")
+		e.RequestID, e.UserID = f.str("request_id"), f.str("user_id")
 		e.Quantity = f.int("quantity")
+		e.Time = time.UnixMilli(f.int("ts"))
 		if e.OrderID == "" || e.Quantity < 1 {
 			f.fail("restock", "missing order_id or quantity")
 		}
@@ -125,7 +129,7 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		f.fail("item_id", "missing")
 	}
 	if f.err != nil {
-		return Event{}, fmt.Errorf("%w %d/%s: %w", ErrMalformed, p, msg.ID, f.err)
+		return e, fmt.Errorf("%w %d/%s: %w", ErrMalformed, p, msg.ID, f.err)
 	}
 	return e, nil
 }
@@ -163,8 +167,8 @@ func (f *fieldReader) fail(name, why string) {
 }
 
 // Range returns up to count events of partition p with stream IDs after the exclusive start
-// ("" for the beginning), in stream order. An entry that cannot be decoded comes back with only
-// Partition, StreamID and Malformed set, so a reader can report it without losing its place.
+// ("" for the beginning), in stream order. An entry that cannot be decoded comes back with
+// Malformed set, so a reader can report it without losing its place.
 func (l *Ledger) Range(ctx context.Context, p int, after string, count int64) ([]Event, error) {
 	start := "-"
 	if after != "" {
@@ -181,12 +185,10 @@ func (l *Ledger) Range(ctx context.Context, p int, after string, count int64) ([
 	return events, nil
 }
 
-// decodeOrMark decodes msg, or marks it Malformed.
+// decodeOrMark decodes msg, marking it Malformed if it does not decode.
 func decodeOrMark(p int, msg redis.XMessage) Event {
 	e, err := DecodeEvent(p, msg)
-	if err != nil {
-		return Event{Partition: p, StreamID: msg.ID, Malformed: err}
-	}
+	e.Malformed = err
 	return e
 }
 

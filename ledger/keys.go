@@ -48,6 +48,11 @@ func (k Keys) Request(item, id string) string { return k.itemKey("req", item) + 
 // User counts the units user has bought of item.
 func (k Keys) User(item, user string) string { return k.itemKey("user", item) + ":" + user }
 
+// Restocked marks orderID (an order of item) as restocked, so that it is restocked once.
+func (k Keys) Restocked(item, orderID string) string {
+	return k.itemKey("restocked", item) + ":" + orderID
+}
+
 func (k Keys) itemKey(kind, item string) string {
 	return k.tag(k.Partition(item)) + kind + ":" + item
 }

@@ -14,3 +14,8 @@ var Purchase string
 //
 //go:embed stock.lua
 var Stock string
+
+// Restock cancels an order that cannot be projected: units back, restock event, XACK.
+//
+//go:embed restock.lua
+var Restock string

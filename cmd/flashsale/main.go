@@ -45,6 +45,7 @@ func commands() []command {
 	return []command{
 		{"serve", "sell over HTTP and gRPC and project the ledger into MySQL, in one process", serve},
 		{"ingest", "sell over HTTP and gRPC only (no MySQL)", ingestOnly},
+		{"project", "project the ledger into MySQL only (run several to share the work)", project},
 		{"migrate", "apply the MySQL schema migrations", migrate},
 		{"stock", "set, add to or show an item's stock and sale rules", stock},
 	}

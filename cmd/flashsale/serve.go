@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/projector"
 )
 
 func serve(ctx context.Context, e *env, args []string) error {
@@ -26,13 +28,14 @@ func ingestOnly(ctx context.Context, e *env, args []string) error {
 	return serveWith(ctx, e, args, "ingest", false)
 }
 
-// serveWith runs the purchase API, and with withMySQL also the MySQL side, until SIGINT or
-// SIGTERM (or ctx) stops it: the listeners close, in-flight requests finish within the
-// shutdown timeout, and it returns nil.
+// serveWith runs the purchase API, and with withMySQL also the projector and the order
+// lookups, until SIGINT or SIGTERM (or ctx) stops it: the listeners close, in-flight requests
+// finish within the shutdown timeout, the projector finishes its batch in hand, and it
+// returns nil.
 func serveWith(ctx context.Context, e *env, args []string, name string, withMySQL bool) error {
-	about := "Sells over HTTP and gRPC."
+	about := "Sells over HTTP and gRPC; the ledger is projected by separate 'flashsale project' processes."
 	if withMySQL {
-		about = "Sells over HTTP and gRPC and checks MySQL for readiness."
+		about = "Sells over HTTP and gRPC and projects the ledger into MySQL, in one process."
 	}
 	f := e.flags(name, "", about)
 	rf := f.redis()
@@ -40,8 +43,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	grpcAddr := f.str("grpc", "FLASHSALE_GRPC_ADDR", ":50051", "gRPC listen address")
 	shutdown := f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
 	var dsn *string
+	var pf projectorFlags
 	if withMySQL {
 		dsn = f.mysqlDSN()
+		pf = f.projector()
 	}
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
@@ -63,9 +68,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		log.Warn("Redis runs without AOF (appendonly no): acknowledged orders are lost if Redis restarts; run it with --appendonly yes")
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	checks := map[string]ingest.Check{"redis": l.Ping}
+	var g oklog.Group
+	var orders ingest.Orders
 	if withMySQL {
 		db, err := openMySQL(*dsn)
 		if err != nil {
@@ -73,10 +79,14 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		defer db.Close()
 		checks["mysql"] = db.PingContext
+		p, err := pf.build(l, db, reg, log)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		addProjector(&g, ctx, p)
+		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 	}
-	svc := ingest.NewService(l, nil, checks, ingest.NewMetrics(reg), log)
-
-	var g oklog.Group
+	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
 	{
 		ln, err := net.Listen("tcp", *httpAddr)
 		if err != nil {
@@ -122,21 +132,31 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 			}
 		})
 	}
-	{
-		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-		sctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error {
-			defer signal.Stop(sigs)
-			select {
-			case s := <-sigs:
-				log.Info("stopping", "signal", s.String())
-			case <-sctx.Done():
-			}
-			return nil
-		}, func(error) { cancel() })
-	}
+	addSignals(&g, ctx, log)
 	err = g.Run()
 	log.Info("stopped")
 	return err
+}
+
+// addSignals adds to g an actor that returns on SIGINT or SIGTERM, which stops the group.
+func addSignals(g *oklog.Group, ctx context.Context, log *slog.Logger) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	sctx, cancel := context.WithCancel(ctx)
+	g.Add(func() error {
+		defer signal.Stop(sigs)
+		select {
+		case s := <-sigs:
+			log.Info("stopping", "signal", s.String())
+		case <-sctx.Done():
+		}
+		return nil
+	}, func(error) { cancel() })
+}
+
+// newRegistry returns a Prometheus registry with the Go and process collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }

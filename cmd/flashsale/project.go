@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	oklog "github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/projector"
+)
+
+// projectorFlags tune the projector.
+type projectorFlags struct {
+	consumer               *string
+	workers                *int
+	batch                  *int
+	block, minIdle, writeT *time.Duration
+}
+
+func (f *flags) projector() projectorFlags {
+	return projectorFlags{
+		consumer: f.str("consumer", "FLASHSALE_CONSUMER", "", "consumer name in the group; keep it stable across restarts (default: hostname)"),
+		workers:  f.int("workers", "FLASHSALE_WORKERS", 1, "consumers per partition in this process"),
+		batch:    f.int("batch", "FLASHSALE_BATCH", 500, "entries per MySQL transaction"),
+		block:    f.duration("block", "FLASHSALE_BLOCK", time.Second, "how long one read waits for new entries"),
+		minIdle:  f.duration("min-idle", "FLASHSALE_MIN_IDLE", 30*time.Second, "how long another consumer's entry must sit unacknowledged before it is taken over"),
+		writeT:   f.duration("write-timeout", "FLASHSALE_WRITE_TIMEOUT", 10*time.Second, "bound on one MySQL transaction"),
+	}
+}
+
+// build returns the projector of l on db, with its metrics on reg.
+func (pf projectorFlags) build(l *ledger.Ledger, db *sql.DB, reg prometheus.Registerer, log *slog.Logger) (*projector.Projector, error) {
+	return projector.New(l, projector.NewStore(db), projector.Config{
+		Consumer:     *pf.consumer,
+		Workers:      *pf.workers,
+		BatchSize:    int64(*pf.batch),
+		Block:        *pf.block,
+		MinIdle:      *pf.minIdle,
+		WriteTimeout: *pf.writeT,
+	}, projector.NewMetrics(reg, l, projector.DefaultGroup), log)
+}
+
+// addProjector adds the projector to g: it stops when interrupted, after the batch in hand.
+func addProjector(g *oklog.Group, ctx context.Context, p *projector.Projector) {
+	pctx, cancel := context.WithCancel(ctx)
+	g.Add(func() error { return p.Run(pctx) }, func(error) { cancel() })
+}
+
+// orderLookup serves ingest's order routes from the projector's Lookup.
+type orderLookup struct{ *projector.Lookup }
+
+func (o orderLookup) Order(ctx context.Context, id string) (ingest.Order, error) {
+	x, err := o.Lookup.Order(ctx, id)
+	return ingest.Order(x), err
+}
+
+func project(ctx context.Context, e *env, args []string) error {
+	f := e.flags("project", "", "Projects the ledger into MySQL only (no purchase API). Run several with distinct -consumer names to share the work.")
+	rf := f.redis()
+	pf := f.projector()
+	dsn := f.mysqlDSN()
+	metricsAddr := f.str("metrics", "FLASHSALE_METRICS_ADDR", "", "address for /metrics and /health (off when empty)")
+	logger := f.logger()
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log := logger()
+	l, rdb, err := rf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	db, err := openMySQL(*dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	reg := newRegistry()
+	p, err := pf.build(l, db, reg, log)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	var g oklog.Group
+	addProjector(&g, ctx, p)
+	if *metricsAddr != "" {
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, `{"status":"ok"}`) })
+		srv := ingest.NewHTTPServer(*metricsAddr, mux)
+		g.Add(func() error {
+			log.Info("metrics listening", "addr", ln.Addr().String())
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		}, func(error) { srv.Close() })
+	}
+	addSignals(&g, ctx, log)
+	err = g.Run()
+	log.Info("stopped")
+	return err
+}

@@ -1,0 +1,164 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/lua"
+)
+
+var restockScript = redis.NewScript(lua.Restock)
+
+// EnsureGroup creates consumer group on partition p's stream, from its first entry, creating
+// the stream if needed. An existing group is left as it is.
+func (l *Ledger) EnsureGroup(ctx context.Context, p int, group string) error {
+	err := l.rdb.XGroupCreateMkStream(ctx, l.keys.Events(p), group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return redisErr("create group", err)
+	}
+	return nil
+}
+
+// ReadGroup reads up to count entries of partition p for consumer in group: id ">" for new
+// entries (waiting up to block), "0" for the consumer's own pending ones. Entries that do not
+// decode come back with Malformed set.
+func (l *Ledger) ReadGroup(ctx context.Context, p int, group, consumer, id string, count int64, block time.Duration) ([]Event, error) {
+	if id != ">" {
+		block = -1 // pending entries are there or not; never wait for them
+	}
+	res, err := l.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group:    group,
+		Consumer: consumer,
+		Streams:  []string{l.keys.Events(p), id},
+		Count:    count,
+		Block:    block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, redisErr("read group", err)
+	}
+	var events []Event
+	for _, s := range res {
+		for _, m := range s.Messages {
+			events = append(events, decodeOrMark(p, m))
+		}
+	}
+	return events, nil
+}
+
+// Ack acknowledges entries of partition p in group.
+func (l *Ledger) Ack(ctx context.Context, p int, group string, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := l.rdb.XAck(ctx, l.keys.Events(p), group, ids...).Err(); err != nil {
+		return redisErr("ack", err)
+	}
+	return nil
+}
+
+// AutoClaim moves to consumer up to count entries of partition p that have been pending in
+// group for at least minIdle, scanning from start ("0-0" first); it returns them and the start
+// of the next scan ("0-0" when the scan is complete).
+func (l *Ledger) AutoClaim(ctx context.Context, p int, group, consumer string, minIdle time.Duration, start string, count int64) ([]Event, string, error) {
+	msgs, next, err := l.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		Stream:   l.keys.Events(p),
+		Group:    group,
+		Consumer: consumer,
+		MinIdle:  minIdle,
+		Start:    start,
+		Count:    count,
+	}).Result()
+	if err != nil {
+		return nil, "", redisErr("autoclaim", err)
+	}
+	events := make([]Event, 0, len(msgs))
+	for _, m := range msgs {
+		events = append(events, decodeOrMark(p, m))
+	}
+	return events, next, nil
+}
+
+// Touch resets the idle time of consumer's pending entries ids, so that other consumers' claim
+// loops do not take over entries that are still being worked on.
+func (l *Ledger) Touch(ctx context.Context, p int, group, consumer string, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := l.rdb.XClaimJustID(ctx, &redis.XClaimArgs{
+		Stream: l.keys.Events(p), Group: group, Consumer: consumer, Messages: ids,
+	}).Err()
+	if err != nil {
+		return redisErr("touch pending", err)
+	}
+	return nil
+}
+
+// Restock cancels order (an order event read from the stream): it gives the units back,
+// releases the user's per-user count, appends a restock event with reason and acknowledges
+// the order's entry in group, all in one script call and at most once per order. It reports
+// whether this call did the restock (false: it had been done before).
+func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string) (bool, error) {
+	if order.Type != EventOrder || order.ItemID == "" || order.Quantity < 1 {
+		return false, fmt.Errorf("restock %s/%s: %w: not a restockable order", order.OrderID, order.StreamID, ErrInvalid)
+	}
+	k := l.keys
+	if ValidateItemID(order.ItemID) != nil || k.Partition(order.ItemID) != order.Partition {
+		return false, fmt.Errorf("restock %s: %w: item_id %q does not belong to partition %d", order.OrderID, ErrInvalid, order.ItemID, order.Partition)
+	}
+	keys := []string{
+		k.Stock(order.ItemID),
+		k.User(order.ItemID, order.UserID),
+		k.Events(order.Partition),
+		k.Restocked(order.ItemID, order.OrderID),
+	}
+	v, err := restockScript.Run(ctx, l.rdb, keys,
+		order.OrderID, order.StreamID, order.ItemID, order.UserID, order.RequestID,
+		order.Quantity, reason, group, order.Time.UnixMilli()).Result()
+	if err != nil {
+		return false, redisErr("restock", err)
+	}
+	_, code, err := scriptReply(v, 2)
+	if err != nil {
+		return false, err
+	}
+	switch code {
+	case 0:
+		return true, nil
+	case 1:
+		return false, nil
+	}
+	return false, fmt.Errorf("restock script: unknown code %d", code)
+}
+
+// GroupState is a consumer group's position on one partition stream.
+type GroupState struct {
+	// Pending counts entries delivered and not yet acknowledged.
+	Pending int64
+	// Lag counts entries not yet delivered to the group.
+	Lag int64
+}
+
+// GroupInfo returns group's state on partition p; a missing stream or group has none.
+func (l *Ledger) GroupInfo(ctx context.Context, p int, group string) (GroupState, error) {
+	groups, err := l.rdb.XInfoGroups(ctx, l.keys.Events(p)).Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			return GroupState{}, nil
+		}
+		return GroupState{}, redisErr("group info", err)
+	}
+	for _, g := range groups {
+		if g.Name == group {
+			return GroupState{Pending: g.Pending, Lag: max(g.Lag, 0)}, nil
+		}
+	}
+	return GroupState{}, nil
+}

@@ -1,0 +1,44 @@
+-- restock.lua: cancels one order whose projection failed for good, atomically and at most once:
+-- gives its units back, releases the buyer's per-user count, appends a `restock` event and
+-- acknowledges the order's stream entry in the projector's consumer group.
+--
+-- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>
+-- KEYS[2] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
+-- KEYS[3] ledger stream      <prefix>:{pN}:events
+-- KEYS[4] restock marker     <prefix>:{pN}:restocked:<order_id>
+--
+-- ARGV[1] order_id
+-- ARGV[2] stream ID of the order entry (acknowledged in group ARGV[8])
+-- ARGV[3] item_id
+-- ARGV[4] user_id
+-- ARGV[5] request_id
+-- ARGV[6] quantity (integer >= 1)
+-- ARGV[7] reason (free text, recorded in the event)
+-- ARGV[8] consumer group name
+-- ARGV[9] order time, unix milliseconds (copied into the event)
+--
+-- The marker makes a second call for the same order a no-op apart from the XACK.
+--
+-- Returns {code, stock}:
+--   0 restocked          stock after giving the units back
+--   1 already restocked  current stock (nothing changed but the XACK)
+
+if redis.call('SET', KEYS[4], ARGV[2], 'NX') == false then
+  redis.call('XACK', KEYS[3], ARGV[8], ARGV[2])
+  return {1, tonumber(redis.call('GET', KEYS[1]) or '0')}
+end
+
+local quantity = tonumber(ARGV[6])
+local stock = redis.call('INCRBY', KEYS[1], quantity)
+local bought = tonumber(redis.call('GET', KEYS[2]) or '0')
+if bought > quantity then
+  redis.call('DECRBY', KEYS[2], quantity)
+elseif bought > 0 then
+  redis.call('DEL', KEYS[2])
+end
+redis.call('XADD', KEYS[3], '*',
+  'v', '1', 'type', 'restock', 'order_id', ARGV[1], 'item_id', ARGV[3],
+  'user_id', ARGV[4], 'request_id', ARGV[5], 'quantity', ARGV[6],
+  'reason', ARGV[7], 'ts', ARGV[9])
+redis.call('XACK', KEYS[3], ARGV[8], ARGV[2])
+return {0, stock}

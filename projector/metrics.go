@@ -1,0 +1,98 @@
+package projector
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// Metrics are the projector's Prometheus metrics.
+type Metrics struct {
+	events       *prometheus.CounterVec
+	batchSize    prometheus.Histogram
+	batchSeconds prometheus.Histogram
+	restocks     prometheus.Counter
+	malformed    prometheus.Counter
+	retries      *prometheus.CounterVec
+	claimed      prometheus.Counter
+}
+
+// NewMetrics creates the projector's metrics and registers them on reg (none when reg is nil).
+// With l set, each scrape also reports every partition's lag and pending count for group.
+func NewMetrics(reg prometheus.Registerer, l *ledger.Ledger, group string) *Metrics {
+	m := &Metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashsale_projector_events_total",
+			Help: "Ledger events written to MySQL and acknowledged, by type.",
+		}, []string{"type"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flashsale_projector_batch_size",
+			Help:    "Entries per projected batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 8),
+		}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flashsale_projector_batch_seconds",
+			Help:    "Time to project one batch: MySQL transaction, restocks and XACK.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10),
+		}),
+		restocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashsale_projector_restocks_total",
+			Help: "Orders cancelled and restocked because they could never be projected.",
+		}),
+		malformed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashsale_projector_skipped_total",
+			Help: "Entries skipped because they could neither be decoded nor restocked.",
+		}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashsale_projector_retries_total",
+			Help: "Transient failures retried, by operation.",
+		}, []string{"op"}),
+		claimed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashsale_projector_claimed_total",
+			Help: "Entries taken over from idle consumers.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.events, m.batchSize, m.batchSeconds, m.restocks, m.malformed, m.retries, m.claimed)
+		if l != nil {
+			reg.MustRegister(&groupCollector{l: l, group: group})
+		}
+	}
+	return m
+}
+
+var (
+	lagDesc = prometheus.NewDesc("flashsale_projector_lag",
+		"Entries of the partition stream not yet delivered to the group.", []string{"partition"}, nil)
+	pendingDesc = prometheus.NewDesc("flashsale_projector_pending",
+		"Entries delivered to the group and not yet acknowledged.", []string{"partition"}, nil)
+)
+
+// groupCollector reads the group's lag and pending counts from Redis at scrape time.
+type groupCollector struct {
+	l     *ledger.Ledger
+	group string
+}
+
+func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- lagDesc
+	ch <- pendingDesc
+}
+
+func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for part := range c.l.Keys().Partitions() {
+		g, err := c.l.GroupInfo(ctx, part, c.group)
+		if err != nil {
+			continue
+		}
+		label := []string{strconv.Itoa(part)}
+		ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(g.Lag), label...)
+		ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(g.Pending), label...)
+	}
+}

@@ -1,0 +1,73 @@
+package projector
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	sq "github.com/Masterminds/squirrel"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// Order is an order with its status.
+type Order struct {
+	OrderID   string
+	RequestID string
+	UserID    string
+	ItemID    string
+	Quantity  int64
+	// Status is StatusPending, StatusConfirmed or StatusCancelled.
+	Status    string
+	CreatedAt time.Time
+}
+
+// Lookup finds orders wherever they are: MySQL for projected orders (confirmed or cancelled),
+// else the ledger stream (pending: acknowledged, not yet projected).
+type Lookup struct {
+	store  *Store
+	ledger *ledger.Ledger
+}
+
+// NewLookup returns a Lookup over store and l.
+func NewLookup(store *Store, l *ledger.Ledger) *Lookup { return &Lookup{store: store, ledger: l} }
+
+// Order returns the order orderID. Errors: ledger.ErrInvalid for a malformed ID,
+// ledger.ErrUnknownOrder, ledger.ErrUnavailable when MySQL or Redis cannot be asked.
+func (lk *Lookup) Order(ctx context.Context, orderID string) (Order, error) {
+	if _, _, err := ledger.ParseOrderID(orderID); err != nil {
+		return Order{}, err
+	}
+	o, err := lk.store.Order(ctx, orderID)
+	if err == nil {
+		return o, nil
+	}
+	if !errors.Is(err, ledger.ErrUnknownOrder) {
+		return Order{}, fmt.Errorf("%w: %w", ledger.ErrUnavailable, err)
+	}
+	e, err := lk.ledger.Order(ctx, orderID)
+	if err != nil {
+		return Order{}, err
+	}
+	return Order{
+		OrderID: e.OrderID, RequestID: e.RequestID, UserID: e.UserID, ItemID: e.ItemID,
+		Quantity: e.Quantity, Status: StatusPending, CreatedAt: e.Time,
+	}, nil
+}
+
+// Order reads orderID from MySQL, or returns ledger.ErrUnknownOrder.
+func (s *Store) Order(ctx context.Context, orderID string) (Order, error) {
+	q, args := sq.Select("order_id", "request_id", "user_id", "item_id", "quantity", "status", "created_at").
+		From("orders").Where(sq.Eq{"order_id": orderID}).MustSql()
+	var o Order
+	err := s.db.QueryRowContext(ctx, q, args...).Scan(&o.OrderID, &o.RequestID, &o.UserID, &o.ItemID, &o.Quantity, &o.Status, &o.CreatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, ledger.ErrUnknownOrder
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("read order: %w", err)
+	}
+	return o, nil
+}

@@ -1,0 +1,230 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// Config tunes the projector. Zero values take the defaults.
+type Config struct {
+	// Group is the consumer group on every partition stream.
+	Group string
+	// Consumer names this process in the group; keep it stable across restarts so that a
+	// restarted process first finishes its own pending entries. Default: the hostname.
+	Consumer string
+	// Workers is the number of consumers per partition in this process (named Consumer-N when
+	// more than one).
+	Workers int
+	// BatchSize is the most entries read, written in one MySQL transaction and acked at once.
+	BatchSize int64
+	// Block is how long one read waits for new entries.
+	Block time.Duration
+	// MinIdle is how long an entry must sit unacknowledged with another consumer before the
+	// claim loop takes it over; it must be well above the time a batch takes. Entries being
+	// retried are touched so that they never reach it.
+	MinIdle time.Duration
+	// ClaimEvery is how often the claim loop looks for such entries.
+	ClaimEvery time.Duration
+	// RetryMin and RetryMax bound the backoff between retries of transient failures.
+	RetryMin, RetryMax time.Duration
+	// WriteTimeout bounds one MySQL transaction.
+	WriteTimeout time.Duration
+}
+
+// DefaultGroup is the consumer group name.
+const DefaultGroup = "projector"
+
+func (c *Config) setDefaults() {
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.Consumer == "" {
+		c.Consumer, _ = os.Hostname()
+		if c.Consumer == "" {
+			c.Consumer = "projector"
+		}
+	}
+	if c.Workers == 0 {
+		c.Workers = 1
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 500
+	}
+	if c.Block == 0 {
+		c.Block = time.Second
+	}
+	if c.MinIdle == 0 {
+		c.MinIdle = 30 * time.Second
+	}
+	if c.ClaimEvery == 0 {
+		c.ClaimEvery = c.MinIdle / 3
+	}
+	if c.RetryMin == 0 {
+		c.RetryMin = 100 * time.Millisecond
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+}
+
+// Validate reports settings that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Workers < 1 || c.Workers > 64:
+		return fmt.Errorf("workers %d: want 1..64", c.Workers)
+	case c.BatchSize < 1 || c.BatchSize > 10000:
+		return fmt.Errorf("batch size %d: want 1..10000", c.BatchSize)
+	case c.Block < time.Millisecond:
+		return fmt.Errorf("block %s: want at least 1ms", c.Block)
+	case c.MinIdle < 3*c.WriteTimeout:
+		return fmt.Errorf("min-idle %s: want at least 3x the write timeout (%s) so that a slow batch is not taken over", c.MinIdle, c.WriteTimeout)
+	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
+		return fmt.Errorf("retry backoff %s..%s: want 0 < min <= max", c.RetryMin, c.RetryMax)
+	}
+	return nil
+}
+
+// Projector runs the consumer-group workers of every partition.
+type Projector struct {
+	ledger  *ledger.Ledger
+	store   *Store
+	cfg     Config
+	metrics *Metrics
+	log     *slog.Logger
+}
+
+// New returns a Projector; m may be nil when no metrics are wanted.
+func New(l *ledger.Ledger, store *Store, cfg Config, m *Metrics, log *slog.Logger) (*Projector, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("projector config: %w", err)
+	}
+	if m == nil {
+		m = NewMetrics(nil, nil, "")
+	}
+	return &Projector{ledger: l, store: store, cfg: cfg, metrics: m, log: log.With("component", "projector")}, nil
+}
+
+// Run projects every partition until ctx is done, then waits for the batches in hand to be
+// committed and acknowledged (or left pending) and returns nil. It returns an error only if
+// it cannot start.
+func (p *Projector) Run(ctx context.Context) error {
+	parts := p.ledger.Keys().Partitions()
+	for part := range parts {
+		if err := p.retry(ctx, "create group", func() error { return p.ledger.EnsureGroup(ctx, part, p.cfg.Group) }); err != nil {
+			return nil // ctx done while Redis was away: nothing started, nothing to stop
+		}
+	}
+	p.log.Info("projecting", "partitions", parts, "consumer", p.cfg.Consumer, "workers", p.cfg.Workers, "batch", p.cfg.BatchSize)
+	var wg sync.WaitGroup
+	for part := range parts {
+		for w := range p.cfg.Workers {
+			wg.Go(func() { p.consume(ctx, part, p.consumerName(w)) })
+		}
+		wg.Go(func() { p.claim(ctx, part, p.consumerName(0)) })
+	}
+	wg.Wait()
+	return nil
+}
+
+func (p *Projector) consumerName(w int) string {
+	if p.cfg.Workers == 1 {
+		return p.cfg.Consumer
+	}
+	return fmt.Sprintf("%s-%d", p.cfg.Consumer, w)
+}
+
+// consume reads the consumer's own pending entries first (ID 0: what it had read before a
+// crash), then new ones, and projects them batch by batch.
+func (p *Projector) consume(ctx context.Context, part int, consumer string) {
+	id := "0"
+	for ctx.Err() == nil {
+		var events []ledger.Event
+		err := p.retry(ctx, "read", func() (err error) {
+			events, err = p.ledger.ReadGroup(ctx, part, p.cfg.Group, consumer, id, p.cfg.BatchSize, p.cfg.Block)
+			return err
+		})
+		if err != nil {
+			return
+		}
+		if len(events) == 0 {
+			id = ">"
+			continue
+		}
+		p.handle(ctx, part, consumer, events)
+	}
+}
+
+// claim takes over entries that another consumer of the group left pending for MinIdle (it
+// crashed or lost its network), and projects them as this consumer.
+func (p *Projector) claim(ctx context.Context, part int, consumer string) {
+	t := time.NewTicker(p.cfg.ClaimEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := "0-0"
+		for ctx.Err() == nil {
+			events, next, err := p.ledger.AutoClaim(ctx, part, p.cfg.Group, consumer, p.cfg.MinIdle, start, p.cfg.BatchSize)
+			if err != nil {
+				if ctx.Err() == nil {
+					p.log.Warn("claim failed", "partition", part, "err", err)
+				}
+				break
+			}
+			if len(events) > 0 {
+				p.log.Info("claimed idle entries", "partition", part, "count", len(events))
+				p.metrics.claimed.Add(float64(len(events)))
+				p.handle(ctx, part, consumer, events)
+			}
+			if next == "0-0" || next == "" {
+				break
+			}
+			start = next
+		}
+	}
+}
+
+// retry runs f until it succeeds or ctx is done, backing off between attempts; it returns
+// ctx's error in the latter case.
+func (p *Projector) retry(ctx context.Context, what string, f func() error) error {
+	backoff := p.cfg.RetryMin
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.metrics.retries.WithLabelValues(what).Inc()
+		p.log.Warn("retrying", "op", what, "in", backoff, "err", err)
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, p.cfg.RetryMax)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,233 @@
+package projector
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	sq "github.com/Masterminds/squirrel"
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// Order statuses. The set is open: later events may add more (paid, expired).
+const (
+	StatusPending   = "pending"
+	StatusConfirmed = "confirmed"
+	StatusCancelled = "cancelled"
+)
+
+// rowsPerStatement bounds a multi-row INSERT (MySQL allows 65535 placeholders).
+const rowsPerStatement = 1000
+
+// Store writes ledger events to MySQL and reads orders back. Every write is idempotent: a
+// redelivered event changes nothing.
+type Store struct {
+	db  *sql.DB
+	now func() time.Time
+}
+
+// NewStore returns a Store on db.
+func NewStore(db *sql.DB) *Store {
+	return &Store{db: db, now: time.Now}
+}
+
+// Apply projects events in one transaction: order events become confirmed orders, restock
+// events cancel (or insert as cancelled) their order, stock events update the item. Malformed
+// events must not be passed. It returns the order events that were not written because their
+// (item_id, request_id) already holds another live order: a permanent failure for those
+// orders, which the caller restocks. Errors are either transient (retry) or permanent for the
+// batch (see Permanent).
+func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Event, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	now := s.now().UTC()
+	var orders, restocks, stocks []ledger.Event
+	for _, e := range events {
+		switch e.Type {
+		case ledger.EventOrder:
+			orders = append(orders, e)
+		case ledger.EventRestock:
+			restocks = append(restocks, e)
+		case ledger.EventStock:
+			stocks = append(stocks, e)
+		}
+	}
+	if err := insertOrders(ctx, tx, orders, now); err != nil {
+		return nil, err
+	}
+	if err := cancelOrders(ctx, tx, restocks, now); err != nil {
+		return nil, err
+	}
+	if err := upsertItems(ctx, tx, stocks, now); err != nil {
+		return nil, err
+	}
+	conflicts, err := missingOrders(ctx, tx, orders)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return conflicts, nil
+}
+
+func insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Event, now time.Time) error {
+	for chunk := range chunks(orders) {
+		q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status", "created_at", "updated_at")
+		for _, e := range chunk {
+			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, StatusConfirmed, e.Time.UTC(), now)
+		}
+		// A row that exists (redelivery, or already cancelled) stays as it is; a row whose
+		// (item_id, request_id) holds another live order is skipped and found by missingOrders.
+		if err := exec(ctx, tx, q.Suffix("ON DUPLICATE KEY UPDATE order_id = order_id")); err != nil {
+			return fmt.Errorf("insert orders: %w", err)
+		}
+	}
+	return nil
+}
+
+func cancelOrders(ctx context.Context, tx *sql.Tx, restocks []ledger.Event, now time.Time) error {
+	for chunk := range chunks(restocks) {
+		q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status", "cancel_reason", "created_at", "updated_at")
+		for _, e := range chunk {
+			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, StatusCancelled, truncate(e.Reason, 255), e.Time.UTC(), now)
+		}
+		q = q.Suffix("ON DUPLICATE KEY UPDATE status = VALUES(status), cancel_reason = VALUES(cancel_reason), updated_at = VALUES(updated_at)")
+		if err := exec(ctx, tx, q); err != nil {
+			return fmt.Errorf("cancel orders: %w", err)
+		}
+	}
+	return nil
+}
+
+func upsertItems(ctx context.Context, tx *sql.Tx, stocks []ledger.Event, now time.Time) error {
+	for chunk := range chunks(stocks) {
+		q := sq.Insert("items").Columns("item_id", "stock", "per_user_limit", "starts_at", "ends_at", "ledger_id", "updated_at")
+		for _, e := range chunk {
+			q = q.Values(e.ItemID, e.Stock, e.Limit, msTime(e.StartMS), msTime(e.EndMS), sortableID(e.StreamID), now)
+		}
+		// Only a newer event (by stream ID) overwrites; ledger_id is assigned last because
+		// MySQL evaluates these assignments left to right.
+		q = q.Suffix(`ON DUPLICATE KEY UPDATE
+			stock = IF(VALUES(ledger_id) > ledger_id, VALUES(stock), stock),
+			per_user_limit = IF(VALUES(ledger_id) > ledger_id, VALUES(per_user_limit), per_user_limit),
+			starts_at = IF(VALUES(ledger_id) > ledger_id, VALUES(starts_at), starts_at),
+			ends_at = IF(VALUES(ledger_id) > ledger_id, VALUES(ends_at), ends_at),
+			updated_at = IF(VALUES(ledger_id) > ledger_id, VALUES(updated_at), updated_at),
+			ledger_id = GREATEST(VALUES(ledger_id), ledger_id)`)
+		if err := exec(ctx, tx, q); err != nil {
+			return fmt.Errorf("upsert items: %w", err)
+		}
+	}
+	return nil
+}
+
+// missingOrders returns the orders of the batch that have no row after the inserts.
+func missingOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Event) ([]ledger.Event, error) {
+	found := make(map[string]bool, len(orders))
+	for chunk := range chunks(orders) {
+		ids := make([]string, len(chunk))
+		for i, e := range chunk {
+			ids[i] = e.OrderID
+		}
+		q, args, err := sq.Select("order_id").From("orders").Where(sq.Eq{"order_id": ids}).ToSql()
+		if err != nil {
+			return nil, fmt.Errorf("build order check: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("check orders: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("check orders: %w", err)
+			}
+			found[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("check orders: %w", err)
+		}
+	}
+	var missing []ledger.Event
+	for _, e := range orders {
+		if !found[e.OrderID] {
+			missing = append(missing, e)
+		}
+	}
+	return missing, nil
+}
+
+func exec(ctx context.Context, tx *sql.Tx, q sq.InsertBuilder) error {
+	query, args, err := q.ToSql()
+	if err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, query, args...)
+	return err
+}
+
+// chunks yields events in slices of at most rowsPerStatement.
+func chunks(events []ledger.Event) func(func([]ledger.Event) bool) {
+	return func(yield func([]ledger.Event) bool) {
+		for len(events) > 0 {
+			n := min(len(events), rowsPerStatement)
+			if !yield(events[:n]) {
+				return
+			}
+			events = events[n:]
+		}
+	}
+}
+
+// Permanent reports whether err is a MySQL error that retrying cannot fix because of the data
+// written (too long, out of range, invalid value). Everything else, including every outage,
+// is treated as transient: an outage delays orders, it never cancels them.
+func Permanent(err error) bool {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return false
+	}
+	switch me.Number {
+	case 1048, // column cannot be null
+		1264, // out of range
+		1292, // incorrect value
+		1366, // incorrect string value
+		1406: // data too long
+		return true
+	}
+	return false
+}
+
+func msTime(ms int64) sql.NullTime {
+	if ms <= 0 {
+		return sql.NullTime{}
+	}
+	return sql.NullTime{Time: time.UnixMilli(ms).UTC(), Valid: true}
+}
+
+// sortableID zero-pads a stream ID ("ms-seq") so that IDs compare as strings.
+func sortableID(id string) string {
+	var ms, seq uint64
+	fmt.Sscanf(id, "%d-%d", &ms, &seq)
+	return fmt.Sprintf("%020d-%019d", ms, seq)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xc0 == 0x80 { // do not cut a UTF-8 sequence
+		n--
+	}
+	return s[:n]
+}
