@@ -172,3 +172,24 @@ func RandomID(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// MySQLAddr returns the host:port of a MySQL DSN.
+func MySQLAddr(t testing.TB, dsn string) string {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatalf("parse dsn: %v", err)
+	}
+	return cfg.Addr
+}
+
+// WithMySQLAddr returns dsn with its host:port replaced by addr (e.g. a Proxy's).
+func WithMySQLAddr(t testing.TB, dsn, addr string) string {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatalf("parse dsn: %v", err)
+	}
+	cfg.Addr = addr
+	return cfg.FormatDSN()
+}
