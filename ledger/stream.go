@@ -140,6 +140,8 @@ func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string)
 
 // GroupState is a consumer group's position on one partition stream.
 type GroupState struct {
+	// Exists is false when the stream or the group has not been created yet.
+	Exists bool
 	// Pending counts entries delivered and not yet acknowledged.
 	Pending int64
 	// Lag counts entries not yet delivered to the group.
@@ -157,7 +159,7 @@ func (l *Ledger) GroupInfo(ctx context.Context, p int, group string) (GroupState
 	}
 	for _, g := range groups {
 		if g.Name == group {
-			return GroupState{Pending: g.Pending, Lag: max(g.Lag, 0)}, nil
+			return GroupState{Exists: true, Pending: g.Pending, Lag: max(g.Lag, 0)}, nil
 		}
 	}
 	return GroupState{}, nil

@@ -1,0 +1,292 @@
+package projector_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/projector"
+	"github.com/flashsale/flashsale/tests/testenv"
+)
+
+type env struct {
+	l   *ledger.Ledger
+	rdb *redis.Client
+	db  *sql.DB
+}
+
+func newEnv(t *testing.T) env {
+	t.Helper()
+	_, rdb := testenv.StartRedis(t)
+	l, err := ledger.Open(context.Background(), rdb, ledger.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, db := testenv.MySQL(t)
+	if _, err := projector.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	return env{l: l, rdb: rdb, db: db}
+}
+
+// start runs a projector until the test ends.
+func (e env) start(t *testing.T, cfg projector.Config) {
+	t.Helper()
+	if cfg.Consumer == "" {
+		cfg.Consumer = "c1"
+	}
+	cfg.Block = 50 * time.Millisecond
+	p, err := projector.New(e.l, projector.NewStore(e.db), cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { p.Run(ctx) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+}
+
+func (e env) setStock(t *testing.T, item string, n int64) {
+	t.Helper()
+	if _, err := e.l.SetStock(context.Background(), item, ledger.StockChange{Op: ledger.StockSet, Quantity: n}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e env) buy(t *testing.T, item, user, req string, qty int64) string {
+	t.Helper()
+	rc, err := e.l.Purchase(context.Background(), ledger.PurchaseRequest{RequestID: req, UserID: user, ItemID: item, Quantity: qty})
+	if err != nil {
+		t.Fatalf("purchase %s: %v", req, err)
+	}
+	return rc.OrderID
+}
+
+// waitSettled waits until every partition has nothing pending and nothing undelivered.
+func (e env) waitSettled(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		busy := false
+		for p := range e.l.Keys().Partitions() {
+			g, err := e.l.GroupInfo(context.Background(), p, projector.DefaultGroup)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !g.Exists || g.Pending > 0 || g.Lag > 0 {
+				busy = true
+			}
+		}
+		if !busy {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("projector did not settle in time")
+}
+
+func (e env) statuses(t *testing.T) map[string]string {
+	t.Helper()
+	rows, err := e.db.Query("SELECT order_id, status FROM orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, status string
+		if err := rows.Scan(&id, &status); err != nil {
+			t.Fatal(err)
+		}
+		out[id] = status
+	}
+	return out
+}
+
+func (e env) stock(t *testing.T, item string) int64 {
+	t.Helper()
+	it, err := e.l.Item(context.Background(), item)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return it.Stock
+}
+
+func TestProjectsEveryOrderOnce(t *testing.T) {
+	e := newEnv(t)
+	e.setStock(t, "a", 1000)
+	e.setStock(t, "b", 1000)
+	want := map[string]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range 600 {
+		wg.Go(func() {
+			id := e.buy(t, []string{"a", "b"}[i%2], fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i), 1)
+			mu.Lock()
+			want[id] = true
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	e.start(t, projector.Config{BatchSize: 64, Workers: 2})
+	e.waitSettled(t)
+	got := e.statuses(t)
+	if len(got) != len(want) {
+		t.Fatalf("got %d orders in MySQL, want %d", len(got), len(want))
+	}
+	for id := range want {
+		if got[id] != projector.StatusConfirmed {
+			t.Errorf("order %s: got status %q, want confirmed", id, got[id])
+		}
+	}
+	var stock int64
+	if err := e.db.QueryRow("SELECT stock FROM items WHERE item_id = 'a'").Scan(&stock); err != nil || stock != 1000 {
+		t.Fatalf("items.stock: got %d (%v), want 1000 (from the stock event)", stock, err)
+	}
+}
+
+func TestConflictingRequestIsRestockedOnce(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.setStock(t, "a", 10)
+	// MySQL already holds an order for (a, r1) that the ledger no longer remembers, as after
+	// the idempotency window expired.
+	if _, err := e.db.Exec(`INSERT INTO orders (order_id, request_id, user_id, item_id, quantity, status, created_at, updated_at)
+		VALUES ('0-1-0', 'r1', 'u0', 'a', 1, 'confirmed', NOW(), NOW())`); err != nil {
+		t.Fatal(err)
+	}
+	limit := int64(5)
+	if _, err := e.l.SetStock(ctx, "a", ledger.StockChange{Op: ledger.StockAdd, Quantity: 0, Limit: &limit}); err != nil {
+		t.Fatal(err)
+	}
+	conflict := e.buy(t, "a", "u1", "r1", 3)
+	ok := e.buy(t, "a", "u1", "r2", 2)
+	if got := e.stock(t, "a"); got != 5 {
+		t.Fatalf("stock before projection: got %d, want 5", got)
+	}
+	e.start(t, projector.Config{})
+	e.waitSettled(t)
+
+	got := e.statuses(t)
+	want := map[string]string{"0-1-0": "confirmed", conflict: "cancelled", ok: "confirmed"}
+	for id, status := range want {
+		if got[id] != status {
+			t.Errorf("order %s: got %q, want %q", id, got[id], status)
+		}
+	}
+	if s := e.stock(t, "a"); s != 8 {
+		t.Fatalf("stock after restock: got %d, want 8", s)
+	}
+	// The user's count was released: u1 holds 2 of the limit of 5, so 3 more fit.
+	e.buy(t, "a", "u1", "r3", 3)
+
+	// Restocking the same order again changes nothing.
+	ev, err := e.l.Order(ctx, conflict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := e.l.Restock(ctx, ev, projector.DefaultGroup, "again")
+	if err != nil || done {
+		t.Fatalf("second restock: got done=%v err=%v, want false, nil", done, err)
+	}
+	if s := e.stock(t, "a"); s != 5 {
+		t.Fatalf("stock after second restock: got %d, want 5", s)
+	}
+	e.waitSettled(t)
+	restocks := 0
+	var fold int64
+	for p := range e.l.Keys().Partitions() {
+		evs, err := e.l.Range(ctx, p, "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			switch {
+			case ev.Type == ledger.EventRestock:
+				restocks++
+				fold += ev.Quantity
+			case ev.Type == ledger.EventOrder:
+				fold -= ev.Quantity
+			case ev.Type == ledger.EventStock && ev.Op == ledger.StockSet:
+				fold = ev.Quantity
+			case ev.Type == ledger.EventStock:
+				fold += ev.Quantity
+			}
+		}
+	}
+	if restocks != 1 || fold != 5 {
+		t.Fatalf("got %d restock events and fold %d, want 1 and 5", restocks, fold)
+	}
+}
+
+func TestMalformedEntriesDoNotBlock(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.setStock(t, "a", 10)
+	p := e.l.Keys().Partition("a")
+	stream := e.l.Keys().Events(p)
+	// Garbage that cannot be restocked, and an order entry with a broken field that can.
+	if err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"junk", "1"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{
+		"v", "1", "type", "order", "item_id", "a", "quantity", "2", "user_id", "u", "request_id", "", "ts", "x"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	after := e.buy(t, "a", "u", "r1", 1)
+	e.start(t, projector.Config{})
+	e.waitSettled(t)
+	if got := e.statuses(t)[after]; got != projector.StatusConfirmed {
+		t.Fatalf("order behind the bad entries: got %q, want confirmed", got)
+	}
+	// The broken order's 2 units came back (10 - 1 + 2).
+	if s := e.stock(t, "a"); s != 11 {
+		t.Fatalf("stock: got %d, want 11", s)
+	}
+}
+
+func TestClaimLoopTakesOverIdleEntries(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.setStock(t, "a", 100)
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, e.buy(t, "a", "u", fmt.Sprintf("r%d", i), 1))
+	}
+	p := e.l.Keys().Partition("a")
+	if err := e.l.EnsureGroup(ctx, p, projector.DefaultGroup); err != nil {
+		t.Fatal(err)
+	}
+	// "dead" reads everything and never acknowledges.
+	evs, err := e.l.ReadGroup(ctx, p, projector.DefaultGroup, "dead", ">", 100, time.Millisecond)
+	if err != nil || len(evs) != 21 {
+		t.Fatalf("dead consumer read %d entries (%v), want 21", len(evs), err)
+	}
+	e.start(t, projector.Config{Consumer: "alive", MinIdle: 600 * time.Millisecond, WriteTimeout: 200 * time.Millisecond, ClaimEvery: 100 * time.Millisecond})
+	e.waitSettled(t)
+	got := e.statuses(t)
+	for _, id := range ids {
+		if got[id] != projector.StatusConfirmed {
+			t.Errorf("order %s: got %q, want confirmed", id, got[id])
+		}
+	}
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	e := newEnv(t)
+	applied, err := projector.Migrate(context.Background(), e.db)
+	if err != nil || len(applied) != 0 {
+		t.Fatalf("second migrate: applied %v (%v), want nothing", applied, err)
+	}
+}
