@@ -42,7 +42,7 @@ ensure_go() {
     export PATH="$PATH:/usr/local/go/bin"
   fi
   command -v go >/dev/null ||
-    die "Go 1.25 or newer is needed to build and test flashsale, but 'go' is neither on PATH nor in /usr/local/go/bin. Install it from https://go.dev/dl/"
+    die "Go 1.26 or newer is needed to build and test flashsale, but 'go' is neither on PATH nor in /usr/local/go/bin. Install it from https://go.dev/dl/"
   log "go: $(cd / && go version)"
 }
 
