@@ -31,7 +31,7 @@ services: ## install and start Redis and MariaDB, create the flashsale database 
 run: services build ## migrate, stock the item "demo" with 1000, then serve HTTP and gRPC
 	export FLASHSALE_MYSQL_DSN='$(FLASHSALE_MYSQL_DSN)' FLASHSALE_REDIS_ADDR='$(FLASHSALE_REDIS_ADDR)'; \
 	bin/flashsale migrate && \
-	bin/flashsale stock set demo 1000 && \
+	bin/flashsale stock set -if-new demo 1000 && \
 	exec bin/flashsale serve
 
 test: services ## go vet, then all tests against real Redis and MariaDB

@@ -30,6 +30,8 @@ var (
 	ErrEnded = errors.New("sale has ended")
 	// ErrSoldOut: fewer units are left than asked for.
 	ErrSoldOut = errors.New("sold out")
+	// ErrItemExists: an init on an item that already has stock.
+	ErrItemExists = errors.New("item already has stock")
 	// ErrNegativeStock: a stock change would take the stock below zero.
 	ErrNegativeStock = errors.New("stock would go below zero")
 	// ErrUnavailable: Redis cannot be reached (or is loading); nothing was done, retry later.

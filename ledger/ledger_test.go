@@ -206,7 +206,12 @@ func TestStockChangesAreEvents(t *testing.T) {
 	if _, err := l.SetStock(ctx, "x", ledger.StockChange{Op: ledger.StockAdd, Quantity: 5}); !errors.Is(err, ledger.ErrUnknownItem) {
 		t.Fatalf("add to unknown item: got %v, want ErrUnknownItem", err)
 	}
-	setStock(t, l, "x", 5)
+	if n, err := l.SetStock(ctx, "x", ledger.StockChange{Op: ledger.StockInit, Quantity: 5}); err != nil || n != 5 {
+		t.Fatalf("init: got %d, %v; want 5", n, err)
+	}
+	if n, err := l.SetStock(ctx, "x", ledger.StockChange{Op: ledger.StockInit, Quantity: 9}); !errors.Is(err, ledger.ErrItemExists) || n != 5 {
+		t.Fatalf("init again: got %d, %v; want 5, ErrItemExists", n, err)
+	}
 	if _, err := l.SetStock(ctx, "x", ledger.StockChange{Op: ledger.StockAdd, Quantity: -6}); !errors.Is(err, ledger.ErrNegativeStock) {
 		t.Fatalf("got %v, want ErrNegativeStock", err)
 	}

@@ -19,6 +19,9 @@ const (
 	StockSet StockOp = "set"
 	// StockAdd changes the stock by Quantity (negative takes units off sale).
 	StockAdd StockOp = "add"
+	// StockInit sets the stock like StockSet, but only for an item that has none yet; for
+	// an existing item it changes nothing and returns ErrItemExists. Its event says set.
+	StockInit StockOp = "init"
 )
 
 // MaxStock bounds the stock of one item.
@@ -47,15 +50,15 @@ type Item struct {
 
 // SetStock applies ch to item and appends the stock event that records it, atomically. It
 // returns the stock after the change. Errors: ErrInvalid, ErrUnknownItem (an add on an item
-// never set), ErrNegativeStock, ErrUnavailable.
+// never set), ErrNegativeStock, ErrItemExists (init), ErrUnavailable.
 func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int64, error) {
 	if err := ValidateItemID(item); err != nil {
 		return 0, err
 	}
 	switch {
-	case ch.Op != StockSet && ch.Op != StockAdd:
-		return 0, invalid("stock op %q: want set or add", ch.Op)
-	case ch.Op == StockSet && (ch.Quantity < 0 || ch.Quantity > MaxStock):
+	case ch.Op != StockSet && ch.Op != StockAdd && ch.Op != StockInit:
+		return 0, invalid("stock op %q: want set, add or init", ch.Op)
+	case ch.Op != StockAdd && (ch.Quantity < 0 || ch.Quantity > MaxStock):
 		return 0, invalid("stock must be between 0 and %d", MaxStock)
 	case ch.Op == StockAdd && (ch.Quantity < -MaxStock || ch.Quantity > MaxStock):
 		return 0, invalid("stock change must be between -%d and %d", MaxStock, MaxStock)
@@ -87,6 +90,8 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 		return 0, ErrUnknownItem
 	case 2:
 		return stock, ErrNegativeStock
+	case 3:
+		return stock, ErrItemExists
 	}
 	return 0, fmt.Errorf("stock script: unknown code %d", code)
 }

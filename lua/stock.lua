@@ -6,7 +6,8 @@
 -- KEYS[3] ledger stream      <prefix>:{pN}:events
 --
 -- ARGV[1] item_id
--- ARGV[2] op: 'set' (stock becomes ARGV[3]) or 'add' (stock changes by ARGV[3], may be < 0)
+-- ARGV[2] op: 'set' (stock becomes ARGV[3]), 'init' (like set, but only for an item that has
+--         no stock yet; recorded as a set) or 'add' (stock changes by ARGV[3], may be < 0)
 -- ARGV[3] quantity, an integer
 -- ARGV[4] per-user limit, integer >= 0 (0 = no limit), or '' to keep the current one
 -- ARGV[5] sale start, unix milliseconds (0 = open), or '' to keep
@@ -19,11 +20,19 @@
 --   0 ok              stock after the change
 --   1 unknown item    0 ('add' on an item that has never been set)
 --   2 negative stock  current stock ('add' would take the stock below zero)
+--   3 exists          current stock ('init' on an item that already has stock; nothing changed)
 
 local current = redis.call('GET', KEYS[1])
 local quantity = tonumber(ARGV[3])
+local op = ARGV[2]
 local stock
-if ARGV[2] == 'set' then
+if op == 'init' then
+  if current then
+    return {3, tonumber(current)}
+  end
+  op = 'set'
+end
+if op == 'set' then
   stock = quantity
 else
   if not current then
@@ -43,6 +52,6 @@ local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms')
 redis.call('SET', KEYS[1], stock)
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'stock', 'item_id', ARGV[1],
-  'op', ARGV[2], 'quantity', ARGV[3], 'stock', tostring(stock),
+  'op', op, 'quantity', ARGV[3], 'stock', tostring(stock),
   'limit', rules[1] or '0', 'start_ms', rules[2] or '0', 'end_ms', rules[3] or '0')
 return {0, stock}

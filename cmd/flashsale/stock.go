@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"strconv"
@@ -13,7 +14,7 @@ import (
 
 func stock(ctx context.Context, e *env, args []string) error {
 	const about = `Subcommands:
-  set ITEM QUANTITY   make the stock exactly QUANTITY (creates the item)
+  set ITEM QUANTITY   make the stock exactly QUANTITY (creates the item; -if-new: only then)
   add ITEM DELTA      change the stock by DELTA (negative takes units off sale)
   get ITEM            print the remaining stock (with -json: stock and rules)
 Every change is appended to the ledger as a stock event.`
@@ -37,13 +38,16 @@ Every change is appended to the ledger as a stock event.`
 	f := e.flags("stock "+sub, argNames, about)
 	rf := f.redis()
 	var limit, start, end *string
-	var jsonOut *bool
+	var jsonOut, ifNew *bool
 	if sub == "get" {
 		jsonOut = f.Bool("json", false, "print the item as JSON")
 	} else {
 		limit = f.String("limit", "", "per-user limit (0 = none; empty keeps the current one)")
 		start = f.String("start", "", "sale start, RFC 3339 (\"none\" = open; empty keeps the current one)")
 		end = f.String("end", "", "sale end, RFC 3339 (\"none\" = never; empty keeps the current one)")
+	}
+	if sub == "set" {
+		ifNew = f.Bool("if-new", false, "only for an item that has no stock yet (a restart then never resets a running sale)")
 	}
 	if err := f.parse(args[1:]); err != nil {
 		return err
@@ -65,6 +69,9 @@ Every change is appended to the ledger as a stock event.`
 			return usageError{fmt.Sprintf("stock %s: quantity %q is not an integer", sub, f.Arg(1))}
 		}
 		ch = ledger.StockChange{Op: ledger.StockOp(sub), Quantity: n}
+		if ifNew != nil && *ifNew {
+			ch.Op = ledger.StockInit
+		}
 		if *limit != "" {
 			n, err := strconv.ParseInt(*limit, 10, 64)
 			if err != nil {
@@ -87,6 +94,10 @@ Every change is appended to the ledger as a stock event.`
 	defer rdb.Close()
 	if sub != "get" {
 		n, err := l.SetStock(ctx, item, ch)
+		if errors.Is(err, ledger.ErrItemExists) {
+			fmt.Fprintf(e.stdout, "%s stock %d (exists, left as it is)\n", item, n)
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("stock %s %s: %w", sub, item, err)
 		}
