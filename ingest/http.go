@@ -75,27 +75,46 @@ var errBody = errors.New("invalid request body")
 // DecodePurchase reads one purchase from a JSON body: exactly one object, known fields only,
 // typed values, nothing after it. It checks the shape only; ledger validates the values.
 func DecodePurchase(body []byte) (ledger.PurchaseRequest, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var b purchaseBody
-	if err := dec.Decode(&b); err != nil {
-		return ledger.PurchaseRequest{}, errBody
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return ledger.PurchaseRequest{}, errBody
+	if err := decodeStrict(body, &b); err != nil {
+		return ledger.PurchaseRequest{}, err
 	}
 	return ledger.PurchaseRequest{RequestID: b.RequestID, UserID: b.UserID, ItemID: b.ItemID, Quantity: b.Quantity}, nil
 }
 
-func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
+// decodeStrict decodes exactly one JSON object into v: known fields only, typed values,
+// nothing after it. Any failure is errBody.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errBody
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errBody
+	}
+	return nil
+}
+
+// readBody reads a request body of at most MaxBodyBytes, answering 413 or 400 itself when it
+// cannot; ok is false then.
+func readBody(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "request body too large", "")
-			return
+			return nil, false
 		}
 		writeError(w, http.StatusBadRequest, errBody.Error(), "")
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
 		return
 	}
 	req, err := DecodePurchase(body)
@@ -126,6 +145,10 @@ func (s *Service) handleItem(w http.ResponseWriter, r *http.Request) {
 		s.writeLedgerError(w, r, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, newItemReply(it))
+}
+
+func newItemReply(it ledger.Item) itemReply {
 	reply := itemReply{ItemID: it.ItemID, Stock: it.Stock, PerUserLimit: it.Limit}
 	if !it.Start.IsZero() {
 		reply.StartsAt = &it.Start
@@ -133,7 +156,7 @@ func (s *Service) handleItem(w http.ResponseWriter, r *http.Request) {
 	if !it.End.IsZero() {
 		reply.EndsAt = &it.End
 	}
-	writeJSON(w, http.StatusOK, reply)
+	return reply
 }
 
 // orderReply is the JSON reply of GET /api/orders/{order_id}.

@@ -152,7 +152,7 @@ type GroupState struct {
 func (l *Ledger) GroupInfo(ctx context.Context, p int, group string) (GroupState, error) {
 	groups, err := l.rdb.XInfoGroups(ctx, l.keys.Events(p)).Result()
 	if err != nil {
-		if strings.Contains(err.Error(), "no such key") {
+		if isNoGroup(err) {
 			return GroupState{}, nil
 		}
 		return GroupState{}, redisErr("group info", err)
@@ -163,4 +163,13 @@ func (l *Ledger) GroupInfo(ctx context.Context, p int, group string) (GroupState
 		}
 	}
 	return GroupState{}, nil
+}
+
+// Length returns the number of entries of partition p's stream.
+func (l *Ledger) Length(ctx context.Context, p int) (int64, error) {
+	n, err := l.rdb.XLen(ctx, l.keys.Events(p)).Result()
+	if err != nil {
+		return 0, redisErr("xlen", err)
+	}
+	return n, nil
 }

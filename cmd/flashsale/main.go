@@ -24,13 +24,25 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// exitError asks for a specific exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
 func exitCode(err error) int {
 	var u usageError
+	var x exitError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &u):
 		return 2
+	case errors.As(err, &x):
+		return x.code
 	}
 	return 1
 }
@@ -48,6 +60,9 @@ func commands() []command {
 		{"project", "project the ledger into MySQL only (run several to share the work)", project},
 		{"migrate", "apply the MySQL schema migrations", migrate},
 		{"stock", "set, add to or show an item's stock and sale rules", stock},
+		{"replay", "rebuild the MySQL projection from the ledger", replay},
+		{"pending", "show ledger entries read by the projector and not yet acknowledged", pending},
+		{"audit", "check that stock + sold = put on sale and that MySQL matches the ledger", audit},
 	}
 }
 

@@ -41,6 +41,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	rf := f.redis()
 	httpAddr := f.str("http", "FLASHSALE_HTTP_ADDR", ":8080", "HTTP listen address")
 	grpcAddr := f.str("grpc", "FLASHSALE_GRPC_ADDR", ":50051", "gRPC listen address")
+	adminToken := f.str("admin-token", "FLASHSALE_ADMIN_TOKEN", "", "bearer token of the /admin routes (not mounted when empty)")
 	shutdown := f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
 	var dsn *string
 	var pf projectorFlags
@@ -92,7 +93,9 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		if err != nil {
 			return fmt.Errorf("http listen: %w", err)
 		}
-		srv := ingest.NewHTTPServer(*httpAddr, svc.Router(reg))
+		router := svc.Router(reg)
+		svc.MountAdmin(router, *adminToken, l, projector.DefaultGroup)
+		srv := ingest.NewHTTPServer(*httpAddr, router)
 		g.Add(func() error {
 			log.Info("http listening", "addr", ln.Addr().String())
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
