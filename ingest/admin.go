@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -95,7 +96,22 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 		return
 	}
 	var b itemBody
-	if err := decodeStrict(body, &b); err != nil {
+	err := decodeObject(body, func(key string, dec *json.Decoder) error {
+		switch key {
+		case "stock":
+			return dec.Decode(&b.Stock)
+		case "add":
+			return dec.Decode(&b.Add)
+		case "per_user_limit":
+			return dec.Decode(&b.PerUserLimit)
+		case "starts_at":
+			return dec.Decode(&b.StartsAt)
+		case "ends_at":
+			return dec.Decode(&b.EndsAt)
+		}
+		return errBody
+	})
+	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), "")
 		return
 	}

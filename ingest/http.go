@@ -7,7 +7,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,7 +42,8 @@ func (s *Service) Router(gatherer prometheus.Gatherer) *mux.Router {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not found", "")
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Allow", strings.Join(allowed(r, req), ", "))
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed", "")
 	})
 	r.HandleFunc("/api/purchase", s.handlePurchase).Methods(http.MethodPost)
@@ -53,6 +57,27 @@ func (s *Service) Router(gatherer prometheus.Gatherer) *mux.Router {
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	return r
+}
+
+// allowed lists the methods of router's routes that match req's path, for the Allow header.
+func allowed(router *mux.Router, req *http.Request) []string {
+	var methods []string
+	router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		probe := req.Clone(req.Context())
+		ms, err := route.GetMethods()
+		if err != nil {
+			return nil
+		}
+		for _, m := range ms {
+			probe.Method = m
+			var match mux.RouteMatch
+			if route.Match(probe, &match) && !slices.Contains(methods, m) {
+				methods = append(methods, m)
+			}
+		}
+		return nil
+	})
+	return methods
 }
 
 // purchaseBody is the JSON body of POST /api/purchase.
@@ -76,18 +101,52 @@ var errBody = errors.New("invalid request body")
 // typed values, nothing after it. It checks the shape only; ledger validates the values.
 func DecodePurchase(body []byte) (ledger.PurchaseRequest, error) {
 	var b purchaseBody
-	if err := decodeStrict(body, &b); err != nil {
+	err := decodeObject(body, func(key string, dec *json.Decoder) error {
+		switch key {
+		case "request_id":
+			return dec.Decode(&b.RequestID)
+		case "user_id":
+			return dec.Decode(&b.UserID)
+		case "item_id":
+			return dec.Decode(&b.ItemID)
+		case "quantity":
+			return dec.Decode(&b.Quantity)
+		}
+		return errBody
+	})
+	if err != nil {
 		return ledger.PurchaseRequest{}, err
 	}
 	return ledger.PurchaseRequest{RequestID: b.RequestID, UserID: b.UserID, ItemID: b.ItemID, Quantity: b.Quantity}, nil
 }
 
-// decodeStrict decodes exactly one JSON object into v: known fields only, typed values,
-// nothing after it. Any failure is errBody.
-func decodeStrict(body []byte, v any) error {
+// decodeObject reads a body that is exactly one JSON object, calling field for each key to
+// decode its value. It is stricter than encoding/json alone: the body must be valid UTF-8 (no
+// bytes silently turned into U+FFFD), keys match exactly (not case-insensitively) and appear
+// at most once, and nothing may follow the object. Any failure is errBody.
+func decodeObject(body []byte, field func(key string, dec *json.Decoder) error) error {
+	if !utf8.Valid(body) {
+		return errBody
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return errBody
+	}
+	var seen [8]string
+	n := 0
+	for dec.More() {
+		tok, err := dec.Token()
+		key, ok := tok.(string)
+		if err != nil || !ok || n == len(seen) || slices.Contains(seen[:n], key) {
+			return errBody
+		}
+		seen[n] = key
+		n++
+		if err := field(key, dec); err != nil {
+			return errBody
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
 		return errBody
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {

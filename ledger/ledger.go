@@ -110,14 +110,15 @@ func (l *Ledger) Ping(ctx context.Context) error {
 	return nil
 }
 
-// AOFEnabled reports whether Redis persists writes to its append-only file. Without it an
-// acknowledged order can be lost when Redis restarts.
-func (l *Ledger) AOFEnabled(ctx context.Context) (bool, error) {
-	v, err := l.rdb.ConfigGet(ctx, "appendonly").Result()
+// Durability reports how Redis persists writes: appendonly ("yes" or "no") and appendfsync
+// ("always", "everysec" or "no"). Without AOF every acknowledged order is lost when Redis
+// restarts; with everysec a crash can lose about the last two seconds of them.
+func (l *Ledger) Durability(ctx context.Context) (appendonly, appendfsync string, err error) {
+	v, err := l.rdb.ConfigGet(ctx, "append*").Result()
 	if err != nil {
-		return false, redisErr("config get appendonly", err)
+		return "", "", redisErr("config get append*", err)
 	}
-	return v["appendonly"] == "yes", nil
+	return v["appendonly"], v["appendfsync"], nil
 }
 
 // scriptReply reads the {code, ...} array every script returns.

@@ -53,7 +53,8 @@ func ValidateItemID(id string) error {
 }
 
 // validID reports whether s is 1..max bytes; with printable, any valid UTF-8 without control
-// characters, otherwise only [A-Za-z0-9._-].
+// characters or U+FFFD (what decoders put in place of broken bytes), otherwise only
+// [A-Za-z0-9._-].
 func validID(s string, max int, printable bool) bool {
 	if len(s) == 0 || len(s) > max {
 		return false
@@ -63,7 +64,7 @@ func validID(s string, max int, printable bool) bool {
 			return false
 		}
 		for _, r := range s {
-			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError {
 				return false
 			}
 		}

@@ -63,10 +63,13 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		return err
 	}
 	defer rdb.Close()
-	if on, err := l.AOFEnabled(ctx); err != nil {
+	switch aof, fsync, err := l.Durability(ctx); {
+	case err != nil:
 		log.Warn("cannot tell whether Redis has AOF on", "err", err)
-	} else if !on {
-		log.Warn("Redis runs without AOF (appendonly no): acknowledged orders are lost if Redis restarts; run it with --appendonly yes")
+	case aof != "yes":
+		log.Warn("Redis runs without AOF (appendonly no): acknowledged orders are lost if Redis restarts; run it with --appendonly yes --appendfsync always")
+	case fsync != "always":
+		log.Warn("Redis AOF fsyncs "+fsync+": a Redis crash can lose the last seconds of acknowledged orders; --appendfsync always loses none", "appendfsync", fsync)
 	}
 
 	reg := newRegistry()

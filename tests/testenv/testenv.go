@@ -32,7 +32,7 @@ type Redis struct {
 	args   []string
 }
 
-// StartRedis starts a redis-server with appendonly yes and appendfsync everysec on a free
+// StartRedis starts a redis-server with appendonly yes and appendfsync always (no acknowledged write is lost when it is killed) on a free
 // port in a temp dir, and returns it with a client. Both are closed by t.Cleanup.
 func StartRedis(t testing.TB) (*Redis, *redis.Client) {
 	t.Helper()
@@ -47,7 +47,7 @@ func StartRedis(t testing.TB) (*Redis, *redis.Client) {
 		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		r.args = []string{
 			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-			"--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+			"--appendonly", "yes", "--appendfsync", "always", "--save", "",
 			"--logfile", filepath.Join(dir, "redis.log"),
 		}
 		if lastErr = r.Start(); lastErr == nil {

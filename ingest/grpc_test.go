@@ -1,0 +1,285 @@
+package ingest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/flashsale/flashsale/ledger"
+	pb "github.com/flashsale/flashsale/proto"
+)
+
+func TestGRPCPurchaseNeverOversells(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	client := e.orderClient(t)
+	ctx := context.Background()
+	const stock, buyers = 40, 400
+	setStock(t, e.l, "hot", stockSet(stock))
+
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		won     = map[string]ledger.PurchaseRequest{}
+		soldOut int
+	)
+	for i := range buyers {
+		wg.Go(func() {
+			req := ledger.PurchaseRequest{
+				RequestID: fmt.Sprintf("req-%d", i), UserID: fmt.Sprintf("user-%d", i), ItemID: "hot", Quantity: 1,
+			}
+			resp, err := client.Purchase(ctx, &pb.PurchaseRequest{
+				RequestId: req.RequestID, UserId: req.UserID, ItemId: req.ItemID, Quantity: int32(req.Quantity),
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && resp.GetSuccess() && resp.GetOrderId() != "":
+				if prev, dup := won[resp.GetOrderId()]; dup {
+					t.Errorf("order_id %s: got it for %s and %s, want one order per order_id", resp.GetOrderId(), prev.RequestID, req.RequestID)
+				}
+				won[resp.GetOrderId()] = req
+			case status.Code(err) == codes.ResourceExhausted:
+				soldOut++
+			default:
+				t.Errorf("purchase %s: got %v, %v, want an order or %v", req.RequestID, resp, err, codes.ResourceExhausted)
+			}
+		})
+	}
+	wg.Wait()
+	if len(won) != stock || soldOut != buyers-stock {
+		t.Fatalf("got %d orders and %d sold out, want %d and %d", len(won), soldOut, stock, buyers-stock)
+	}
+	it, err := client.GetItem(ctx, &pb.GetItemRequest{ItemId: "hot"})
+	if err != nil || it.GetStock() != 0 {
+		t.Errorf("stock after sale: got %d (%v), want 0", it.GetStock(), err)
+	}
+	checkLedger(t, e.l, won)
+}
+
+func TestGRPCDuplicateReturnsOriginalOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	client := e.orderClient(t)
+	ctx := context.Background()
+	setStock(t, e.l, "a", stockSet(5))
+	req := &pb.PurchaseRequest{RequestId: "once", UserId: "u1", ItemId: "a", Quantity: 2}
+
+	first, err := client.Purchase(ctx, req)
+	if err != nil || first.GetOrderId() == "" {
+		t.Fatalf("first purchase: got %v, %v, want an order", first, err)
+	}
+	before := snapshot(t, e.rdb)
+	_, err = client.Purchase(ctx, req)
+	st := status.Convert(err)
+	if st.Code() != codes.AlreadyExists {
+		t.Fatalf("second purchase: got %v, want %v", err, codes.AlreadyExists)
+	}
+	if !strings.Contains(st.Message(), first.GetOrderId()) {
+		t.Errorf("second purchase message: got %q, want it to contain %q", st.Message(), first.GetOrderId())
+	}
+	var detail *pb.PurchaseResponse
+	for _, d := range st.Details() {
+		if pr, ok := d.(*pb.PurchaseResponse); ok {
+			detail = pr
+		}
+	}
+	if detail == nil || detail.GetOrderId() != first.GetOrderId() {
+		t.Errorf("second purchase detail: got %v in %v, want a PurchaseResponse with order_id %s", detail, st.Details(), first.GetOrderId())
+	}
+	assertUnchanged(t, e.rdb, before)
+	checkLedger(t, e.l, map[string]ledger.PurchaseRequest{
+		first.GetOrderId(): {RequestID: "once", UserID: "u1", ItemID: "a", Quantity: 2},
+	})
+}
+
+func TestGRPCSoldOutDoesNotBurnRequestID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	client := e.orderClient(t)
+	ctx := context.Background()
+	setStock(t, e.l, "a", stockSet(1))
+	req := &pb.PurchaseRequest{RequestId: "later", UserId: "u1", ItemId: "a", Quantity: 2}
+
+	if _, err := client.Purchase(ctx, req); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("purchase of 2 out of 1: got %v, want %v", err, codes.ResourceExhausted)
+	}
+	setStock(t, e.l, "a", ledger.StockChange{Op: ledger.StockAdd, Quantity: 1})
+	resp, err := client.Purchase(ctx, req)
+	if err != nil {
+		t.Fatalf("purchase after restock: %v", err)
+	}
+	checkLedger(t, e.l, map[string]ledger.PurchaseRequest{
+		resp.GetOrderId(): {RequestID: "later", UserID: "u1", ItemID: "a", Quantity: 2},
+	})
+}
+
+func TestGRPCStatusCodes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	client := e.orderClient(t)
+	limit := int64(1)
+	future, past := time.Now().Add(time.Hour), time.Now().Add(-time.Hour)
+	setStock(t, e.l, "a", stockSet(100))
+	setStock(t, e.l, "gone", stockSet(0))
+	setStock(t, e.l, "limited", ledger.StockChange{Op: ledger.StockSet, Quantity: 10, Limit: &limit})
+	setStock(t, e.l, "early", ledger.StockChange{Op: ledger.StockSet, Quantity: 10, Start: &future})
+	setStock(t, e.l, "late", ledger.StockChange{Op: ledger.StockSet, Quantity: 10, End: &past})
+	buy(t, e.l, ledger.PurchaseRequest{RequestID: "lim-1", UserID: "u-lim", ItemID: "limited", Quantity: 1})
+	dup := buy(t, e.l, ledger.PurchaseRequest{RequestID: "dup-1", UserID: "u-dup", ItemID: "a", Quantity: 1})
+
+	purchase := func(req *pb.PurchaseRequest) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := client.Purchase(ctx, req)
+			return err
+		}
+	}
+	getItem := func(item string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := client.GetItem(ctx, &pb.GetItemRequest{ItemId: item})
+			return err
+		}
+	}
+	const missing = "missing required fields"
+	tests := []struct {
+		name        string
+		call        func(context.Context) error
+		wantCode    codes.Code
+		wantMessage string // "" means any
+	}{
+		{"request_id missing", purchase(&pb.PurchaseRequest{UserId: "u", ItemId: "a", Quantity: 1}), codes.InvalidArgument, missing},
+		{"user_id missing", purchase(&pb.PurchaseRequest{RequestId: "r", ItemId: "a", Quantity: 1}), codes.InvalidArgument, missing},
+		{"item_id missing", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", Quantity: 1}), codes.InvalidArgument, missing},
+		{"quantity 0", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", ItemId: "a"}), codes.InvalidArgument, missing},
+		{"empty request", purchase(&pb.PurchaseRequest{}), codes.InvalidArgument, missing},
+		{"quantity -1", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", ItemId: "a", Quantity: -1}), codes.InvalidArgument, ""},
+		{"quantity 101", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", ItemId: "a", Quantity: 101}), codes.InvalidArgument, ""},
+		{"item_id with colon", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", ItemId: "a:b", Quantity: 1}), codes.InvalidArgument, ""},
+		{"item_id 65 chars", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", ItemId: strings.Repeat("a", 65), Quantity: 1}), codes.InvalidArgument, ""},
+		{"request_id 129 bytes", purchase(&pb.PurchaseRequest{RequestId: strings.Repeat("r", 129), UserId: "u", ItemId: "a", Quantity: 1}), codes.InvalidArgument, ""},
+		{"user_id control character", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u\x01", ItemId: "a", Quantity: 1}), codes.InvalidArgument, ""},
+		{"unknown item", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", ItemId: "nope", Quantity: 1}), codes.NotFound, "item not found"},
+		{"duplicate", purchase(&pb.PurchaseRequest{RequestId: "dup-1", UserId: "u-dup", ItemId: "a", Quantity: 1}), codes.AlreadyExists, "duplicate request: order_id " + dup.OrderID},
+		{"sold out", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", ItemId: "gone", Quantity: 1}), codes.ResourceExhausted, "sold out"},
+		{"limit reached", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u-lim", ItemId: "limited", Quantity: 1}), codes.FailedPrecondition, "purchase limit reached"},
+		{"not started", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", ItemId: "early", Quantity: 1}), codes.FailedPrecondition, "sale has not started"},
+		{"ended", purchase(&pb.PurchaseRequest{RequestId: "r", UserId: "u", ItemId: "late", Quantity: 1}), codes.FailedPrecondition, "sale has ended"},
+		{"GetItem unknown item", getItem("nope"), codes.NotFound, "item not found"},
+		{"GetItem bad item id", getItem("a:b"), codes.InvalidArgument, ""},
+		{"GetItem empty item id", getItem(""), codes.InvalidArgument, ""},
+		{"GetOrder without order lookup", func(ctx context.Context) error {
+			_, err := client.GetOrder(ctx, &pb.GetOrderRequest{OrderId: dup.OrderID})
+			return err
+		}, codes.Unimplemented, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := snapshot(t, e.rdb)
+			st := status.Convert(tt.call(context.Background()))
+			if st.Code() != tt.wantCode {
+				t.Errorf("code: got %v (%q), want %v", st.Code(), st.Message(), tt.wantCode)
+			}
+			if tt.wantMessage != "" && st.Message() != tt.wantMessage {
+				t.Errorf("message: got %q, want %q", st.Message(), tt.wantMessage)
+			}
+			if st.Message() == "" || st.Message() == "internal error" {
+				t.Errorf("message: got %q, want a client-facing reason", st.Message())
+			}
+			assertUnchanged(t, e.rdb, before)
+		})
+	}
+}
+
+func TestGRPCGetItem(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	client := e.orderClient(t)
+	limit := int64(2)
+	start, end := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	setStock(t, e.l, "windowed", ledger.StockChange{Op: ledger.StockSet, Quantity: 7, Limit: &limit, Start: &start, End: &end})
+	setStock(t, e.l, "open", stockSet(3))
+	buy(t, e.l, ledger.PurchaseRequest{RequestID: "r", UserID: "u", ItemID: "windowed", Quantity: 2})
+
+	tests := []struct {
+		item string
+		want *pb.Item
+	}{
+		{"windowed", &pb.Item{ItemId: "windowed", Stock: 5, PerUserLimit: 2, StartsAtMs: start.UnixMilli(), EndsAtMs: end.UnixMilli()}},
+		{"open", &pb.Item{ItemId: "open", Stock: 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.item, func(t *testing.T) {
+			got, err := client.GetItem(context.Background(), &pb.GetItemRequest{ItemId: tt.item})
+			if err != nil {
+				t.Fatalf("GetItem: %v", err)
+			}
+			if got.GetItemId() != tt.want.GetItemId() || got.GetStock() != tt.want.GetStock() ||
+				got.GetPerUserLimit() != tt.want.GetPerUserLimit() ||
+				got.GetStartsAtMs() != tt.want.GetStartsAtMs() || got.GetEndsAtMs() != tt.want.GetEndsAtMs() {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestGRPCHealth(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	conn := e.startGRPC(t)
+	resp, err := healthpb.NewHealthClient(conn).Check(context.Background(),
+		&healthpb.HealthCheckRequest{Service: "flashsale.OrderService"})
+	if err != nil {
+		t.Fatalf("health check: %v", err)
+	}
+	if got := resp.GetStatus(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health of flashsale.OrderService: got %v, want %v", got, healthpb.HealthCheckResponse_SERVING)
+	}
+}
+
+func TestGRPCReflection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	conn := e.startGRPC(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatalf("reflection stream: %v", err)
+	}
+	err = stream.Send(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"},
+	})
+	if err != nil {
+		t.Fatalf("send list services: %v", err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("receive list services: %v", err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	for _, want := range []string{"flashsale.OrderService", "grpc.health.v1.Health"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("services: got %v, want %s among them", names, want)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatalf("close send: %v", err)
+	}
+	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Errorf("after close: got %v, want %v", err, io.EOF)
+	}
+}

@@ -1,0 +1,302 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ledger"
+	pb "github.com/flashsale/flashsale/proto"
+	"github.com/flashsale/flashsale/tests/testenv"
+)
+
+// env is one test's world: its own redis-server, a ledger on it and an ingest Service.
+type env struct {
+	redis *testenv.Redis
+	rdb   *redis.Client
+	l     *ledger.Ledger
+	svc   *ingest.Service
+	reg   *prometheus.Registry
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv, rdb := testenv.StartRedis(t)
+	l, err := ledger.Open(context.Background(), rdb, ledger.Config{})
+	if err != nil {
+		t.Fatalf("open ledger: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	svc := ingest.NewService(l, nil, map[string]ingest.Check{"redis": l.Ping}, ingest.NewMetrics(reg),
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return &env{redis: srv, rdb: rdb, l: l, svc: svc, reg: reg}
+}
+
+// startHTTP serves the router with the production server settings and returns its base URL
+// and a client for it; both are closed by t.Cleanup.
+func (e *env) startHTTP(t *testing.T) (string, *http.Client) {
+	t.Helper()
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = ingest.NewHTTPServer("", e.svc.Router(e.reg))
+	ts.Start()
+	t.Cleanup(ts.Close)
+	return ts.URL, ts.Client()
+}
+
+// startGRPC serves the gRPC server on a 127.0.0.1 port and returns a connection to it; both
+// are stopped by t.Cleanup.
+func (e *env) startGRPC(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	srv, _ := ingest.NewGRPCServer(e.svc)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("grpc client: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (e *env) orderClient(t *testing.T) pb.OrderServiceClient {
+	t.Helper()
+	return pb.NewOrderServiceClient(e.startGRPC(t))
+}
+
+func setStock(t *testing.T, l *ledger.Ledger, item string, ch ledger.StockChange) {
+	t.Helper()
+	if _, err := l.SetStock(context.Background(), item, ch); err != nil {
+		t.Fatalf("set stock of %s: %v", item, err)
+	}
+}
+
+func stockSet(n int64) ledger.StockChange {
+	return ledger.StockChange{Op: ledger.StockSet, Quantity: n}
+}
+
+func buy(t *testing.T, l *ledger.Ledger, req ledger.PurchaseRequest) ledger.Receipt {
+	t.Helper()
+	rc, err := l.Purchase(context.Background(), req)
+	if err != nil {
+		t.Fatalf("purchase %+v: %v", req, err)
+	}
+	return rc
+}
+
+// reply is the JSON body of every purchase reply and error.
+type reply struct {
+	Success bool   `json:"success"`
+	Message string `json:"message"`
+	OrderID string `json:"order_id"`
+}
+
+// response is one HTTP answer.
+type response struct {
+	status      int
+	contentType string
+	body        []byte
+}
+
+func purchaseJSON(requestID, userID, itemID string, quantity int64) []byte {
+	return fmt.Appendf(nil, `{"request_id":%q,"user_id":%q,"item_id":%q,"quantity":%d}`,
+		requestID, userID, itemID, quantity)
+}
+
+// send is safe to call from any goroutine.
+func send(c *http.Client, method, url string, body []byte) (response, error) {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		return response{}, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return response{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return response{}, err
+	}
+	return response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b}, nil
+}
+
+func mustSend(t *testing.T, c *http.Client, method, url string, body []byte) response {
+	t.Helper()
+	r, err := send(c, method, url, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return r
+}
+
+// decodeReply decodes a purchase reply, requiring exactly the success and message fields and
+// at most an order_id besides.
+func decodeReply(r response) (reply, error) {
+	if !strings.HasPrefix(r.contentType, "application/json") {
+		return reply{}, fmt.Errorf("content type: got %q, want application/json", r.contentType)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(r.body, &fields); err != nil {
+		return reply{}, fmt.Errorf("body %q: %v", r.body, err)
+	}
+	for _, name := range []string{"success", "message"} {
+		if _, ok := fields[name]; !ok {
+			return reply{}, fmt.Errorf("body %q: missing %s", r.body, name)
+		}
+	}
+	for name := range fields {
+		if name != "success" && name != "message" && name != "order_id" {
+			return reply{}, fmt.Errorf("body %q: unexpected field %s", r.body, name)
+		}
+	}
+	var rep reply
+	if err := json.Unmarshal(r.body, &rep); err != nil {
+		return reply{}, fmt.Errorf("body %q: %v", r.body, err)
+	}
+	return rep, nil
+}
+
+// purchase posts a good purchase and requires a 200 with an order_id.
+func purchase(t *testing.T, c *http.Client, base string, requestID, userID, itemID string, quantity int64) string {
+	t.Helper()
+	r := mustSend(t, c, http.MethodPost, base+"/api/purchase", purchaseJSON(requestID, userID, itemID, quantity))
+	rep, err := decodeReply(r)
+	if err != nil {
+		t.Fatalf("purchase %s: %v", requestID, err)
+	}
+	if r.status != http.StatusOK || !rep.Success || rep.OrderID == "" {
+		t.Fatalf("purchase %s: got %d %s, want 200 with an order_id", requestID, r.status, r.body)
+	}
+	return rep.OrderID
+}
+
+// snapshot returns every key of the Redis with its DUMP.
+func snapshot(t *testing.T, rdb *redis.Client) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatalf("keys: %v", err)
+	}
+	slices.Sort(keys)
+	snap := make(map[string]string, len(keys))
+	for _, k := range keys {
+		v, err := rdb.Dump(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("dump %s: %v", k, err)
+		}
+		snap[k] = v
+	}
+	return snap
+}
+
+// snapshotDiff reports the keys that differ between two snapshots, sorted.
+func snapshotDiff(before, after map[string]string) []string {
+	var diff []string
+	for k, v := range before {
+		if w, ok := after[k]; !ok {
+			diff = append(diff, "-"+k)
+		} else if w != v {
+			diff = append(diff, "~"+k)
+		}
+	}
+	for k := range after {
+		if _, ok := before[k]; !ok {
+			diff = append(diff, "+"+k)
+		}
+	}
+	slices.Sort(diff)
+	return diff
+}
+
+func assertUnchanged(t *testing.T, rdb *redis.Client, before map[string]string) {
+	t.Helper()
+	if diff := snapshotDiff(before, snapshot(t, rdb)); len(diff) > 0 {
+		t.Errorf("redis changed: got changed keys %v, want none", diff)
+	}
+}
+
+// allEvents reads every partition of the ledger from the start.
+func allEvents(t *testing.T, l *ledger.Ledger) []ledger.Event {
+	t.Helper()
+	var all []ledger.Event
+	for p := range l.Keys().Partitions() {
+		after := ""
+		for {
+			evs, err := l.Range(context.Background(), p, after, 100)
+			if err != nil {
+				t.Fatalf("range partition %d: %v", p, err)
+			}
+			if len(evs) == 0 {
+				break
+			}
+			all = append(all, evs...)
+			after = evs[len(evs)-1].StreamID
+		}
+	}
+	return all
+}
+
+// orderEvents returns the ledger's order events by order_id, failing on malformed entries.
+func orderEvents(t *testing.T, l *ledger.Ledger) map[string]ledger.Event {
+	t.Helper()
+	orders := map[string]ledger.Event{}
+	for _, e := range allEvents(t, l) {
+		if e.Malformed != nil {
+			t.Fatalf("malformed ledger entry %d/%s: %v", e.Partition, e.StreamID, e.Malformed)
+		}
+		if e.Type == ledger.EventOrder {
+			orders[e.OrderID] = e
+		}
+	}
+	return orders
+}
+
+// checkLedger requires the ledger's order events to be exactly the acknowledged orders.
+func checkLedger(t *testing.T, l *ledger.Ledger, acked map[string]ledger.PurchaseRequest) {
+	t.Helper()
+	orders := orderEvents(t, l)
+	if len(orders) != len(acked) {
+		t.Errorf("order events: got %d, want %d", len(orders), len(acked))
+	}
+	for id, req := range acked {
+		e, ok := orders[id]
+		if !ok {
+			t.Errorf("order %s: acknowledged but not in the ledger", id)
+			continue
+		}
+		got := ledger.PurchaseRequest{RequestID: e.RequestID, UserID: e.UserID, ItemID: e.ItemID, Quantity: e.Quantity}
+		if got != req || e.OrderID != id {
+			t.Errorf("order %s: got event %+v, want %+v", id, e, req)
+		}
+	}
+}
