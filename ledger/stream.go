@@ -148,6 +148,9 @@ type GroupState struct {
 	Lag int64
 }
 
+// lagCountCap bounds the entries read to count a lag that Redis does not report.
+const lagCountCap = 100_000
+
 // GroupInfo returns group's state on partition p; a missing stream or group has none.
 func (l *Ledger) GroupInfo(ctx context.Context, p int, group string) (GroupState, error) {
 	groups, err := l.rdb.XInfoGroups(ctx, l.keys.Events(p)).Result()
@@ -158,9 +161,20 @@ func (l *Ledger) GroupInfo(ctx context.Context, p int, group string) (GroupState
 		return GroupState{}, redisErr("group info", err)
 	}
 	for _, g := range groups {
-		if g.Name == group {
-			return GroupState{Exists: true, Pending: g.Pending, Lag: max(g.Lag, 0)}, nil
+		if g.Name != group {
+			continue
 		}
+		st := GroupState{Exists: true, Pending: g.Pending, Lag: g.Lag}
+		if st.Lag < 0 {
+			// Redis cannot tell the lag once entries were deleted from the stream: count the
+			// entries after the group's last delivered one instead (capped).
+			n, err := l.rdb.XRangeN(ctx, l.keys.Events(p), "("+g.LastDeliveredID, "+", lagCountCap).Result()
+			if err != nil {
+				return GroupState{}, redisErr("count lag", err)
+			}
+			st.Lag = int64(len(n))
+		}
+		return st, nil
 	}
 	return GroupState{}, nil
 }

@@ -1,0 +1,171 @@
+package projector_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/flashsale/flashsale/projector"
+)
+
+// ordersHash hashes the orders table (without updated_at, which records when a row was
+// written), in order_id order.
+func (e env) ordersHash(t *testing.T) string {
+	t.Helper()
+	rows, err := e.db.Query("SELECT order_id, request_id, user_id, item_id, quantity, status, COALESCE(cancel_reason, ''), created_at FROM orders ORDER BY order_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	h := sha256.New()
+	n := 0
+	for rows.Next() {
+		var id, req, user, item, status, reason, created string
+		var qty int64
+		if err := rows.Scan(&id, &req, &user, &item, &qty, &status, &reason, &created); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(h, "%s|%s|%s|%s|%d|%s|%s|%s\n", id, req, user, item, qty, status, reason, created)
+		n++
+	}
+	if n == 0 {
+		t.Fatal("orders table is empty")
+	}
+	return fmt.Sprintf("%x/%d", h.Sum(nil), n)
+}
+
+// sale sells on two items, with one order that conflicts in MySQL and is restocked, and
+// projects everything.
+func (e env) sale(t *testing.T) {
+	t.Helper()
+	e.setStock(t, "a", 100)
+	e.setStock(t, "b", 80)
+	if _, err := e.db.Exec(`INSERT INTO orders (order_id, request_id, user_id, item_id, quantity, status, created_at, updated_at)
+		VALUES ('0-1-0', 'taken', 'u0', 'a', 1, 'confirmed', NOW(), NOW())`); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 120 {
+		e.buy(t, []string{"a", "b"}[i%2], fmt.Sprintf("u%d", i%7), fmt.Sprintf("r%d", i), 1)
+	}
+	e.buy(t, "a", "u1", "taken", 2)
+	e.start(t, projector.Config{})
+	e.waitSettled(t)
+	if _, err := e.db.Exec("DELETE FROM orders WHERE order_id = '0-1-0'"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReplayRebuildsTheSameOrders(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.sale(t)
+	want := e.ordersHash(t)
+	store := projector.NewStore(e.db)
+
+	st, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{Fresh: true, PageSize: 17})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Orders != 121 || st.Restocks != 1 || st.Stocks != 2 {
+		t.Fatalf("replay saw %+v, want 121 orders, 1 restock, 2 stock changes", st)
+	}
+	if got := e.ordersHash(t); got != want {
+		t.Fatalf("after replay -fresh: got %s, want %s", got, want)
+	}
+	// Lose the table, migrate again, replay without -fresh.
+	for _, q := range []string{"DROP TABLE orders", "DELETE FROM schema_migrations"} {
+		if _, err := e.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := projector.Migrate(ctx, e.db); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.ordersHash(t); got != want {
+		t.Fatalf("after drop + migrate + replay: got %s, want %s", got, want)
+	}
+	// And once more changes nothing.
+	if _, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.ordersHash(t); got != want {
+		t.Fatalf("after a second replay: got %s, want %s", got, want)
+	}
+}
+
+func TestAuditFindsEachViolation(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.sale(t)
+	store := projector.NewStore(e.db)
+	rep, err := projector.Audit(ctx, e.l, store, projector.DefaultGroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Clean() || rep.Pending != 0 {
+		t.Fatalf("audit after a clean sale: %+v", rep.Violations)
+	}
+	for _, it := range rep.Items {
+		if it.Stock+it.Sold != it.PutOnSale || it.Confirmed != it.Sold || it.Cancelled != it.Restocked {
+			t.Errorf("item %s does not add up: %+v", it.ItemID, it)
+		}
+	}
+
+	var victim string
+	if err := e.db.QueryRow("SELECT order_id FROM orders WHERE item_id = 'b' LIMIT 1").Scan(&victim); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		break_, fix func() error
+		want        string
+	}{
+		{
+			"counter raised by hand",
+			func() error { return e.rdb.IncrBy(ctx, e.l.Keys().Stock("a"), 3).Err() },
+			func() error { return e.rdb.DecrBy(ctx, e.l.Keys().Stock("a"), 3).Err() },
+			"redis stock",
+		},
+		{
+			"row deleted from MySQL",
+			func() error { _, err := e.db.Exec("DELETE FROM orders WHERE order_id = ?", victim); return err },
+			func() error { _, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{}); return err },
+			"in the ledger but not in MySQL",
+		},
+		{
+			"extra row in MySQL",
+			func() error {
+				_, err := e.db.Exec(`INSERT INTO orders (order_id, request_id, user_id, item_id, quantity, status, created_at, updated_at)
+					VALUES ('1-5-0', 'ghost', 'u', 'b', 1, 'confirmed', NOW(), NOW())`)
+				return err
+			},
+			func() error { _, err := e.db.Exec("DELETE FROM orders WHERE order_id = '1-5-0'"); return err },
+			"not in the ledger",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.break_(); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := projector.Audit(ctx, e.l, store, projector.DefaultGroup)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Violations) != 1 || !strings.Contains(rep.Violations[0].What, tt.want) {
+				t.Fatalf("got violations %+v, want one saying %q", rep.Violations, tt.want)
+			}
+			if err := tt.fix(); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err := projector.Audit(ctx, e.l, store, projector.DefaultGroup); err != nil || !rep.Clean() {
+				t.Fatalf("after the fix: %+v (%v)", rep.Violations, err)
+			}
+		})
+	}
+}
