@@ -23,7 +23,7 @@ type env struct {
 	db  *sql.DB
 }
 
-func newEnv(t *testing.T) env {
+func newEnv(t testing.TB) env {
 	t.Helper()
 	_, rdb := testenv.StartRedis(t)
 	l, err := ledger.Open(context.Background(), rdb, ledger.Config{})
@@ -38,7 +38,13 @@ func newEnv(t *testing.T) env {
 }
 
 // start runs a projector until the test ends.
-func (e env) start(t *testing.T, cfg projector.Config) {
+func (e env) start(t testing.TB, cfg projector.Config) {
+	t.Helper()
+	t.Cleanup(e.run(t, cfg))
+}
+
+// run starts a projector and returns the func that stops it and waits for it.
+func (e env) run(t testing.TB, cfg projector.Config) func() {
 	t.Helper()
 	if cfg.Consumer == "" {
 		cfg.Consumer = "c1"
@@ -51,13 +57,13 @@ func (e env) start(t *testing.T, cfg projector.Config) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { p.Run(ctx) })
-	t.Cleanup(func() {
+	return func() {
 		cancel()
 		wg.Wait()
-	})
+	}
 }
 
-func (e env) setStock(t *testing.T, item string, n int64) {
+func (e env) setStock(t testing.TB, item string, n int64) {
 	t.Helper()
 	if _, err := e.l.SetStock(context.Background(), item, ledger.StockChange{Op: ledger.StockSet, Quantity: n}); err != nil {
 		t.Fatal(err)
@@ -74,9 +80,9 @@ func (e env) buy(t *testing.T, item, user, req string, qty int64) string {
 }
 
 // waitSettled waits until every partition has nothing pending and nothing undelivered.
-func (e env) waitSettled(t *testing.T) {
+func (e env) waitSettled(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		busy := false
 		for p := range e.l.Keys().Partitions() {
@@ -91,7 +97,7 @@ func (e env) waitSettled(t *testing.T) {
 		if !busy {
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("projector did not settle in time")
 }

@@ -72,9 +72,15 @@ redis_pings() { [ "$(redis_cli ping 2>/dev/null)" = PONG ]; }
 
 ensure_redis() {
   if redis_pings; then
-    log "Redis already answers on $REDIS_HOST:$REDIS_PORT; using it as is"
-    [ "$(redis_cli config get appendonly 2>/dev/null | tail -n 1)" = yes ] ||
-      warn "that Redis does not run with appendonly yes; flashsale wants AOF on (CONFIG SET appendonly yes)"
+    log "Redis already answers on $REDIS_HOST:$REDIS_PORT; using it"
+    if [ "$(redis_cli config get appendonly 2>/dev/null | tail -n 1)" != yes ] ||
+      [ "$(redis_cli config get appendfsync 2>/dev/null | tail -n 1)" != always ]; then
+      # An acknowledged order must survive a Redis restart: turn the AOF on, fsynced per write.
+      log "turning on AOF there (CONFIG SET appendonly yes, appendfsync always)"
+      redis_cli config set appendonly yes >/dev/null &&
+        redis_cli config set appendfsync always >/dev/null ||
+        warn "could not turn on AOF on that Redis; acknowledged orders would not survive its restart"
+    fi
     return
   fi
   listening "$REDIS_HOST" "$REDIS_PORT" &&
