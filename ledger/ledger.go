@@ -26,6 +26,7 @@ const (
 	DefaultPrefix         = "fs"
 	DefaultPartitions     = 4
 	DefaultIdempotencyTTL = 24 * time.Hour
+	DefaultSoldOutTTL     = time.Second
 	// MaxPartitions bounds the partition count a new ledger may be created with.
 	MaxPartitions = 1024
 )
@@ -39,6 +40,10 @@ type Config struct {
 	Partitions int
 	// IdempotencyTTL is how long a request_id keeps returning its original order.
 	IdempotencyTTL time.Duration
+	// SoldOutTTL is how long this process answers sold out for an item, without running the
+	// purchase script, after the script found it sold out; a stock or restock event ends it
+	// sooner (see WatchStock). Negative disables it.
+	SoldOutTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -50,6 +55,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdempotencyTTL == 0 {
 		c.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if c.SoldOutTTL == 0 {
+		c.SoldOutTTL = DefaultSoldOutTTL
 	}
 }
 
@@ -72,6 +80,7 @@ type Ledger struct {
 	rdb     redis.UniversalClient
 	keys    Keys
 	idemTTL string // milliseconds, as the purchase script takes it
+	soldOut *soldOut
 }
 
 // Open returns the ledger under cfg.Prefix, creating it with cfg.Partitions partitions if it
@@ -96,6 +105,7 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 		rdb:     rdb,
 		keys:    NewKeys(cfg.Prefix, p),
 		idemTTL: strconv.FormatInt(cfg.IdempotencyTTL.Milliseconds(), 10),
+		soldOut: &soldOut{ttl: cfg.SoldOutTTL, until: map[string]time.Time{}},
 	}, nil
 }
 

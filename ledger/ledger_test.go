@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -339,4 +340,75 @@ func dump(t *testing.T, rdb *redis.Client) string {
 		out += fmt.Sprintf("%s=%x;", k, v)
 	}
 	return out
+}
+
+// evalCalls counts the purchase script runs Redis has served.
+func evalCalls(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for line := range strings.Lines(info) {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+			fmt.Sscanf(rest, "%d", &n)
+		}
+	}
+	return n
+}
+
+func TestSoldOutSkipsTheScript(t *testing.T) {
+	ctx := context.Background()
+	_, rdb := testenv.StartRedis(t)
+	l, err := ledger.Open(ctx, rdb, ledger.Config{SoldOutTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ledger.Open(ctx, rdb, ledger.Config{}) // another process
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { l.WatchStock(wctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	setStock(t, l, "a", 1)
+	first, err := buy(l, "a", "u1", "r1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buy(l, "a", "u2", "r2", 1); !errors.Is(err, ledger.ErrSoldOut) {
+		t.Fatalf("got %v, want ErrSoldOut", err)
+	}
+	before := evalCalls(t, rdb)
+	for i := range 20 {
+		if _, err := buy(l, "a", "u3", fmt.Sprintf("x%d", i), 1); !errors.Is(err, ledger.ErrSoldOut) {
+			t.Fatalf("got %v, want ErrSoldOut", err)
+		}
+	}
+	// A retry of the order that won still gets it back.
+	var dup *ledger.DuplicateError
+	if _, err := buy(l, "a", "u1", "r1", 1); !errors.As(err, &dup) || dup.OrderID != first.OrderID {
+		t.Fatalf("retry of the winner: got %v, want duplicate of %s", err, first.OrderID)
+	}
+	if got := evalCalls(t, rdb) - before; got != 0 {
+		t.Fatalf("the script ran %d times for a known sold-out item, want 0", got)
+	}
+	// Stock added by another process is announced and ends the sold-out answer at once.
+	if _, err := other.SetStock(ctx, "a", ledger.StockChange{Op: ledger.StockAdd, Quantity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := buy(l, "a", "u2", "r2", 1)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ledger.ErrSoldOut) || time.Now().After(deadline) {
+			t.Fatalf("after the stock event: got %v, want success", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"time"
 	"unicode/utf8"
 )
 
@@ -90,10 +91,15 @@ type Receipt struct {
 // Purchase decides req in one script call: on success the stock is decremented and the order
 // event is in the ledger stream before Purchase returns. Refusals are ErrInvalid,
 // ErrUnknownItem, *DuplicateError, ErrNotStarted, ErrEnded, ErrLimit and ErrSoldOut, and they
-// change nothing; ErrUnavailable means Redis could not be asked.
+// change nothing; ErrUnavailable means Redis could not be asked. For an item this process
+// recently saw sold out, only the duplicate check runs (see Config.SoldOutTTL).
 func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, error) {
 	if err := req.Validate(); err != nil {
 		return Receipt{}, err
+	}
+	now := time.Now()
+	if l.soldOut.known(req.ItemID, now) {
+		return l.soldOutOrDuplicate(ctx, req)
 	}
 	k := l.keys
 	p := k.Partition(req.ItemID)
@@ -129,6 +135,9 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	case 5:
 		return Receipt{}, ErrLimit
 	case 6:
+		if stock == 0 {
+			l.soldOut.mark(req.ItemID, now)
+		}
 		return Receipt{}, ErrSoldOut
 	}
 	return Receipt{}, fmt.Errorf("purchase script: unknown code %d", code)

@@ -74,7 +74,7 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 	}
 	k := l.keys
 	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item))}
-	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end).Result()
+	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges()).Result()
 	if err != nil {
 		return 0, redisErr("set stock", err)
 	}
@@ -85,6 +85,7 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 	stock, _ := a[1].(int64)
 	switch code {
 	case 0:
+		l.soldOut.forget(item)
 		return stock, nil
 	case 1:
 		return 0, ErrUnknownItem

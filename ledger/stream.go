@@ -121,7 +121,7 @@ func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string)
 	}
 	v, err := restockScript.Run(ctx, l.rdb, keys,
 		order.OrderID, order.StreamID, order.ItemID, order.UserID, order.RequestID,
-		order.Quantity, reason, group, order.Time.UnixMilli()).Result()
+		order.Quantity, reason, group, order.Time.UnixMilli(), k.StockChanges()).Result()
 	if err != nil {
 		return false, redisErr("restock", err)
 	}

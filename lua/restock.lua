@@ -16,6 +16,7 @@
 -- ARGV[7] reason (free text, recorded in the event)
 -- ARGV[8] consumer group name
 -- ARGV[9] order time, unix milliseconds (copied into the event)
+-- ARGV[10] Pub/Sub channel on which the item is announced after the restock (not a key)
 --
 -- The marker makes a second call for the same order a no-op apart from the XACK.
 --
@@ -41,4 +42,5 @@ redis.call('XADD', KEYS[3], '*',
   'user_id', ARGV[4], 'request_id', ARGV[5], 'quantity', ARGV[6],
   'reason', ARGV[7], 'ts', ARGV[9])
 redis.call('XACK', KEYS[3], ARGV[8], ARGV[2])
+redis.call('PUBLISH', ARGV[10], ARGV[3])
 return {0, stock}

@@ -12,6 +12,7 @@
 -- ARGV[4] per-user limit, integer >= 0 (0 = no limit), or '' to keep the current one
 -- ARGV[5] sale start, unix milliseconds (0 = open), or '' to keep
 -- ARGV[6] sale end, unix milliseconds (0 = never), or '' to keep
+-- ARGV[7] Pub/Sub channel on which the item is announced after a change (not a key)
 --
 -- The event carries the op and quantity (so that folding the events gives the counter) and the
 -- rules in force after the change.
@@ -54,4 +55,5 @@ redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'stock', 'item_id', ARGV[1],
   'op', op, 'quantity', ARGV[3], 'stock', tostring(stock),
   'limit', rules[1] or '0', 'start_ms', rules[2] or '0', 'end_ms', rules[3] or '0')
+redis.call('PUBLISH', ARGV[7], ARGV[1])
 return {0, stock}

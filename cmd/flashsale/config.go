@@ -69,6 +69,7 @@ type redisFlags struct {
 	partitions     *int
 	pool           *int
 	idempotencyTTL *time.Duration
+	soldOutTTL     *time.Duration
 }
 
 func (f *flags) redis() redisFlags {
@@ -78,6 +79,7 @@ func (f *flags) redis() redisFlags {
 		partitions:     f.int("partitions", "FLASHSALE_PARTITIONS", ledger.DefaultPartitions, "partition streams of a ledger created now (an existing ledger keeps its count)"),
 		pool:           f.int("redis-pool", "FLASHSALE_REDIS_POOL", 32*runtime.GOMAXPROCS(0), "Redis connection pool size"),
 		idempotencyTTL: f.duration("idempotency-ttl", "FLASHSALE_IDEMPOTENCY_TTL", ledger.DefaultIdempotencyTTL, "how long a request_id keeps returning its order"),
+		soldOutTTL:     f.duration("soldout-ttl", "FLASHSALE_SOLDOUT_TTL", ledger.DefaultSoldOutTTL, "how long a sold-out item is answered without the purchase script, unless a stock event ends it sooner (negative: never)"),
 	}
 }
 
@@ -96,6 +98,7 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, *redis.Client, er
 		Prefix:         *r.prefix,
 		Partitions:     *r.partitions,
 		IdempotencyTTL: *r.idempotencyTTL,
+		SoldOutTTL:     *r.soldOutTTL,
 	})
 	if err != nil {
 		rdb.Close()

@@ -92,6 +92,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
 	{
+		wctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return l.WatchStock(wctx) }, func(error) { cancel() })
+	}
+	{
 		ln, err := net.Listen("tcp", *httpAddr)
 		if err != nil {
 			return fmt.Errorf("http listen: %w", err)
