@@ -44,6 +44,11 @@ type Config struct {
 	// purchase script, after the script found it sold out; a stock or restock event ends it
 	// sooner (see WatchStock). Negative disables it.
 	SoldOutTTL time.Duration
+	// Pipeline, when > 0, sends concurrent purchases as pipelines of up to this many script
+	// calls (see batcher); 0 sends each call on its own round trip.
+	Pipeline int
+	// Senders is the number of pipelines in flight at once, with Pipeline.
+	Senders int
 }
 
 func (c *Config) setDefaults() {
@@ -81,6 +86,7 @@ type Ledger struct {
 	keys    Keys
 	idemTTL string // milliseconds, as the purchase script takes it
 	soldOut *soldOut
+	batch   *batcher
 }
 
 // Open returns the ledger under cfg.Prefix, creating it with cfg.Partitions partitions if it
@@ -101,12 +107,25 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 	if p < 1 || p > MaxPartitions {
 		return nil, fmt.Errorf("ledger %s: stored partition count %d out of range", meta, p)
 	}
+	var batch *batcher
+	if cfg.Pipeline > 0 {
+		batch = newBatcher(rdb, max(cfg.Senders, 1), cfg.Pipeline)
+	}
 	return &Ledger{
 		rdb:     rdb,
 		keys:    NewKeys(cfg.Prefix, p),
 		idemTTL: strconv.FormatInt(cfg.IdempotencyTTL.Milliseconds(), 10),
 		soldOut: &soldOut{ttl: cfg.SoldOutTTL, until: map[string]time.Time{}},
+		batch:   batch,
 	}, nil
+}
+
+// Close stops the ledger's background work (the pipeline senders), after the calls in flight.
+// The Redis client stays open; it belongs to the caller.
+func (l *Ledger) Close() {
+	if l.batch != nil {
+		l.batch.close()
+	}
 }
 
 // Keys returns the ledger's key builder.

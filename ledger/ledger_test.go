@@ -412,3 +412,64 @@ func TestSoldOutSkipsTheScript(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestPipelinedPurchasesNeverOversell(t *testing.T) {
+	ctx := context.Background()
+	_, rdb := testenv.StartRedis(t)
+	l, err := ledger.Open(ctx, rdb, ledger.Config{Pipeline: 16, Senders: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	const stock, buyers = 60, 500
+	setStock(t, l, "hot", stock)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won := map[string]bool{}
+	for i := range buyers {
+		wg.Go(func() {
+			if i == buyers/2 {
+				rdb.ScriptFlush(ctx) // calls in flight meet NOSCRIPT and are sent again
+			}
+			rc, err := buy(l, "hot", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i), 1)
+			switch {
+			case err == nil:
+				mu.Lock()
+				won[rc.OrderID] = true
+				mu.Unlock()
+			case !errors.Is(err, ledger.ErrSoldOut):
+				t.Errorf("purchase %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	orders := 0
+	for _, e := range allEvents(t, l) {
+		if e.Type == ledger.EventOrder {
+			orders++
+			if !won[e.OrderID] {
+				t.Errorf("order %s in the ledger was not acknowledged", e.OrderID)
+			}
+		}
+	}
+	if len(won) != stock || orders != stock {
+		t.Fatalf("got %d acknowledged and %d in the ledger, want %d", len(won), orders, stock)
+	}
+	// A duplicate through the pipeline still returns its order.
+	var dup *ledger.DuplicateError
+	for id := range won {
+		e, err := l.Order(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := buy(l, "hot", e.UserID, e.RequestID, 1); !errors.As(err, &dup) || dup.OrderID != id {
+			t.Fatalf("duplicate: got %v, want order %s", err, id)
+		}
+		break
+	}
+	setStock(t, l, "fresh", 5)
+	l.Close()
+	if _, err := buy(l, "fresh", "late", "late", 1); !errors.Is(err, ledger.ErrUnavailable) {
+		t.Fatalf("purchase after Close: got %v, want ErrUnavailable", err)
+	}
+}

@@ -110,8 +110,14 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 		k.User(req.ItemID, req.UserID),
 		k.Events(p),
 	}
-	v, err := purchaseScript.Run(ctx, l.rdb, keys,
-		req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p).Result()
+	var v any
+	var err error
+	if l.batch != nil {
+		v, err = l.batch.run(ctx, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p)
+	} else {
+		v, err = purchaseScript.Run(ctx, l.rdb, keys,
+			req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p).Result()
+	}
 	if err != nil {
 		return Receipt{}, redisErr("purchase", err)
 	}

@@ -70,6 +70,8 @@ type redisFlags struct {
 	pool           *int
 	idempotencyTTL *time.Duration
 	soldOutTTL     *time.Duration
+	pipeline       *int
+	senders        *int
 }
 
 func (f *flags) redis() redisFlags {
@@ -79,12 +81,14 @@ func (f *flags) redis() redisFlags {
 		partitions:     f.int("partitions", "FLASHSALE_PARTITIONS", ledger.DefaultPartitions, "partition streams of a ledger created now (an existing ledger keeps its count)"),
 		pool:           f.int("redis-pool", "FLASHSALE_REDIS_POOL", 32*runtime.GOMAXPROCS(0), "Redis connection pool size"),
 		idempotencyTTL: f.duration("idempotency-ttl", "FLASHSALE_IDEMPOTENCY_TTL", ledger.DefaultIdempotencyTTL, "how long a request_id keeps returning its order"),
+		pipeline:       f.int("pipeline", "FLASHSALE_PIPELINE", 0, "send concurrent purchases as pipelines of up to this many script calls (0: one call per round trip)"),
+		senders:        f.int("pipeline-senders", "FLASHSALE_PIPELINE_SENDERS", 8, "pipelines in flight at once, with -pipeline"),
 		soldOutTTL:     f.duration("soldout-ttl", "FLASHSALE_SOLDOUT_TTL", ledger.DefaultSoldOutTTL, "how long a sold-out item is answered without the purchase script, unless a stock event ends it sooner (negative: never)"),
 	}
 }
 
-// open connects to Redis and opens the ledger; the client is closed by the returned func.
-func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, *redis.Client, error) {
+// open connects to Redis and opens the ledger; the returned func closes both.
+func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 	rdb := redis.NewClient(&redis.Options{
 		Addr:         *r.addr,
 		PoolSize:     *r.pool,
@@ -99,12 +103,17 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, *redis.Client, er
 		Partitions:     *r.partitions,
 		IdempotencyTTL: *r.idempotencyTTL,
 		SoldOutTTL:     *r.soldOutTTL,
+		Pipeline:       *r.pipeline,
+		Senders:        *r.senders,
 	})
 	if err != nil {
 		rdb.Close()
 		return nil, nil, fmt.Errorf("open ledger at %s: %w", *r.addr, err)
 	}
-	return l, rdb, nil
+	return l, func() {
+		l.Close()
+		rdb.Close()
+	}, nil
 }
 
 func (f *flags) mysqlDSN() *string {

@@ -28,11 +28,11 @@ func pending(ctx context.Context, e *env, args []string) error {
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	l, rdb, err := rf.open(ctx)
+	l, closeLedger, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
+	defer closeLedger()
 	rep, err := l.Pending(ctx, projector.DefaultGroup, ledger.PendingFilter{ItemID: *item, Consumer: *consumer, MinIdle: *minIdle, Limit: *limit})
 	if err != nil {
 		return fmt.Errorf("pending: %w", err)
@@ -81,11 +81,11 @@ func audit(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	cannot := func(err error) error { return exitError{2, fmt.Errorf("audit could not run: %w", err)} }
-	l, rdb, err := rf.open(ctx)
+	l, closeLedger, err := rf.open(ctx)
 	if err != nil {
 		return cannot(err)
 	}
-	defer rdb.Close()
+	defer closeLedger()
 	db, err := openMySQL(*dsn)
 	if err != nil {
 		return cannot(err)
@@ -144,11 +144,11 @@ func replay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	log := logger()
-	l, rdb, err := rf.open(ctx)
+	l, closeLedger, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
+	defer closeLedger()
 	db, err := openMySQL(*dsn)
 	if err != nil {
 		return err

@@ -75,11 +75,11 @@ func project(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	log := logger()
-	l, rdb, err := rf.open(ctx)
+	l, closeLedger, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
+	defer closeLedger()
 	db, err := openMySQL(*dsn)
 	if err != nil {
 		return err

@@ -58,11 +58,11 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 	log := logger()
 
-	l, rdb, err := rf.open(ctx)
+	l, closeLedger, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
+	defer closeLedger()
 	switch aof, fsync, err := l.Durability(ctx); {
 	case err != nil:
 		log.Warn("cannot tell whether Redis has AOF on", "err", err)

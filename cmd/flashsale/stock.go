@@ -87,11 +87,11 @@ Every change is appended to the ledger as a stock event.`
 		}
 	}
 
-	l, rdb, err := rf.open(ctx)
+	l, closeLedger, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
+	defer closeLedger()
 	if sub != "get" {
 		n, err := l.SetStock(ctx, item, ch)
 		if errors.Is(err, ledger.ErrItemExists) {
