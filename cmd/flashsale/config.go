@@ -116,6 +116,23 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 	}, nil
 }
 
+// openWithMySQL opens the ledger and the MySQL database of dsn; the returned func closes both.
+func (r redisFlags) openWithMySQL(ctx context.Context, dsn string) (*ledger.Ledger, *sql.DB, func(), error) {
+	db, err := openMySQL(dsn)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	l, closeLedger, err := r.open(ctx)
+	if err != nil {
+		db.Close()
+		return nil, nil, nil, err
+	}
+	return l, db, func() {
+		closeLedger()
+		db.Close()
+	}, nil
+}
+
 func (f *flags) mysqlDSN() *string {
 	return f.str("mysql", "FLASHSALE_MYSQL_DSN", "flashsale:flashsale@tcp(127.0.0.1:3306)/flashsale?parseTime=true",
 		"MySQL/MariaDB DSN (go-sql-driver/mysql format)")

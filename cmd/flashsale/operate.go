@@ -81,16 +81,11 @@ func audit(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	cannot := func(err error) error { return exitError{2, fmt.Errorf("audit could not run: %w", err)} }
-	l, closeLedger, err := rf.open(ctx)
+	l, db, closeAll, err := rf.openWithMySQL(ctx, *dsn)
 	if err != nil {
 		return cannot(err)
 	}
-	defer closeLedger()
-	db, err := openMySQL(*dsn)
-	if err != nil {
-		return cannot(err)
-	}
-	defer db.Close()
+	defer closeAll()
 	rep, err := projector.Audit(ctx, l, projector.NewStore(db), projector.DefaultGroup)
 	if err != nil {
 		return cannot(err)
@@ -144,16 +139,11 @@ func replay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	log := logger()
-	l, closeLedger, err := rf.open(ctx)
+	l, db, closeAll, err := rf.openWithMySQL(ctx, *dsn)
 	if err != nil {
 		return err
 	}
-	defer closeLedger()
-	db, err := openMySQL(*dsn)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
+	defer closeAll()
 	if *fresh && !*force {
 		live, err := projector.LiveConsumers(ctx, l, projector.DefaultGroup, 10*time.Second)
 		if err != nil {

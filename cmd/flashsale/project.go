@@ -75,16 +75,11 @@ func project(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	log := logger()
-	l, closeLedger, err := rf.open(ctx)
+	l, db, closeAll, err := rf.openWithMySQL(ctx, *dsn)
 	if err != nil {
 		return err
 	}
-	defer closeLedger()
-	db, err := openMySQL(*dsn)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
+	defer closeAll()
 	reg := newRegistry()
 	p, err := pf.build(l, db, reg, log)
 	if err != nil {
