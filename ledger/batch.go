@@ -57,8 +57,13 @@ func (b *batcher) run(ctx context.Context, keys []string, args ...any) (any, err
 		return nil, ctx.Err()
 	}
 	b.mu.RUnlock()
-	<-c.done
-	return c.res, c.err
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		// The call may still run; as on a lost reply, a retry with the same request_id tells.
+		return nil, ctx.Err()
+	}
 }
 
 // close refuses new calls, lets the queued ones finish and waits for the senders.

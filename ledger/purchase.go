@@ -3,7 +3,6 @@ package ledger
 import (
 	"context"
 	"fmt"
-	"time"
 	"unicode/utf8"
 )
 
@@ -97,7 +96,7 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	if err := req.Validate(); err != nil {
 		return Receipt{}, err
 	}
-	now := time.Now()
+	now, epoch := l.soldOut.now()
 	if l.soldOut.known(req.ItemID, now) {
 		return l.soldOutOrDuplicate(ctx, req)
 	}
@@ -142,7 +141,7 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 		return Receipt{}, ErrLimit
 	case 6:
 		if stock == 0 {
-			l.soldOut.mark(req.ItemID, now)
+			l.soldOut.mark(req.ItemID, now, epoch)
 		}
 		return Receipt{}, ErrSoldOut
 	}

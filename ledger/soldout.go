@@ -18,6 +18,9 @@ type soldOut struct {
 	ttl   time.Duration
 	mu    sync.RWMutex
 	until map[string]time.Time
+	// epoch counts forgets, so that a sold-out answer that raced with a stock change is not
+	// remembered (see mark).
+	epoch uint64
 }
 
 func (s *soldOut) known(item string, now time.Time) bool {
@@ -30,18 +33,30 @@ func (s *soldOut) known(item string, now time.Time) bool {
 	return ok && now.Before(until)
 }
 
-func (s *soldOut) mark(item string, now time.Time) {
+// now returns the time and epoch to pass to mark after asking Redis.
+func (s *soldOut) now() (time.Time, uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return time.Now(), s.epoch
+}
+
+// mark remembers item as sold out, unless a forget happened since epoch was read: the sold-out
+// answer may then predate a restock.
+func (s *soldOut) mark(item string, now time.Time, epoch uint64) {
 	if s.ttl <= 0 {
 		return
 	}
 	s.mu.Lock()
-	s.until[item] = now.Add(s.ttl)
+	if s.epoch == epoch {
+		s.until[item] = now.Add(s.ttl)
+	}
 	s.mu.Unlock()
 }
 
 func (s *soldOut) forget(item string) {
 	s.mu.Lock()
 	delete(s.until, item)
+	s.epoch++
 	s.mu.Unlock()
 }
 
