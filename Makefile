@@ -16,7 +16,7 @@ FLASHSALE_REDIS_ADDR     ?= $(REDIS_HOST):$(REDIS_PORT)
 FLASHSALE_MYSQL_DSN      ?= flashsale:flashsale@tcp(127.0.0.1:$(MYSQL_PORT))/flashsale?parseTime=true
 FLASHSALE_TEST_MYSQL_DSN ?= root@tcp(127.0.0.1:$(MYSQL_PORT))/?parseTime=true
 
-.PHONY: help build services run test proto stop clean
+.PHONY: help build services run test chaos bench proto stop clean
 
 help: ## list the targets
 	@echo 'Usage: make TARGET'
@@ -37,6 +37,12 @@ run: services build ## migrate, stock the item "demo" with 1000, then serve HTTP
 test: services ## go vet, then all tests against real Redis and MariaDB
 	go vet ./...
 	FLASHSALE_TEST_MYSQL_DSN='$(FLASHSALE_TEST_MYSQL_DSN)' go test -count=1 -timeout 20m ./...
+
+chaos: services ## chaos suite at scale 10 (kill -9, Redis crash, MySQL cut, SCRIPT FLUSH; ~6 min)
+	FLASHSALE_TEST_MYSQL_DSN='$(FLASHSALE_TEST_MYSQL_DSN)' FLASHSALE_CHAOS_SCALE=10 go test -count=1 -v -run Chaos -timeout 30m ./tests/
+
+bench: ## measure flashsale against a bare HTTP handler and Redis (scripts/bench.sh, ~2 min)
+	FLASHSALE_MYSQL_PORT='$(MYSQL_PORT)' bash scripts/bench.sh
 
 proto: ## regenerate proto/*.pb.go from proto/flashsale.proto
 	@command -v protoc >/dev/null || { \

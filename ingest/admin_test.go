@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/tests/testenv"
 )
 
 // startAdmin serves the router with the admin routes behind token ("" mounts none).
@@ -120,7 +121,7 @@ func TestAdminPutItem(t *testing.T) {
 	}
 	// Every change went through the ledger as a stock event.
 	stockEvents := 0
-	for _, ev := range allEvents(t, e.l) {
+	for _, ev := range testenv.Events(t, e.l) {
 		if ev.Type == ledger.EventStock {
 			stockEvents++
 		}

@@ -245,32 +245,11 @@ func assertUnchanged(t *testing.T, rdb *redis.Client, before map[string]string) 
 	}
 }
 
-// allEvents reads every partition of the ledger from the start.
-func allEvents(t *testing.T, l *ledger.Ledger) []ledger.Event {
-	t.Helper()
-	var all []ledger.Event
-	for p := range l.Keys().Partitions() {
-		after := ""
-		for {
-			evs, err := l.Range(context.Background(), p, after, 100)
-			if err != nil {
-				t.Fatalf("range partition %d: %v", p, err)
-			}
-			if len(evs) == 0 {
-				break
-			}
-			all = append(all, evs...)
-			after = evs[len(evs)-1].StreamID
-		}
-	}
-	return all
-}
-
 // orderEvents returns the ledger's order events by order_id, failing on malformed entries.
 func orderEvents(t *testing.T, l *ledger.Ledger) map[string]ledger.Event {
 	t.Helper()
 	orders := map[string]ledger.Event{}
-	for _, e := range allEvents(t, l) {
+	for _, e := range testenv.Events(t, l) {
 		if e.Malformed != nil {
 			t.Fatalf("malformed ledger entry %d/%s: %v", e.Partition, e.StreamID, e.Malformed)
 		}

@@ -97,9 +97,9 @@ func (b *batcher) send() {
 	}
 }
 
-// exec sends the calls whose callers still wait as one pipeline of EVALSHA; if the server
-// lost the script (restart, SCRIPT FLUSH) it loads it and sends the refused calls again
-// (a NOSCRIPT reply means the call did not run).
+// exec sends the calls whose callers still wait as one pipeline of EVALSHA; calls the server
+// refused with NOSCRIPT (it lost the script: restart, SCRIPT FLUSH) did not run, and go out
+// again as EVAL, which carries the script and so cannot be refused that way.
 func (b *batcher) exec(batch []*scriptCall) {
 	live := batch[:0:0]
 	for _, c := range batch {
@@ -115,7 +115,11 @@ func (b *batcher) exec(batch []*scriptCall) {
 		pipe := b.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(live))
 		for i, c := range live {
-			cmds[i] = purchaseScript.EvalSha(ctx, pipe, c.keys, c.args...)
+			if attempt == 0 {
+				cmds[i] = purchaseScript.EvalSha(ctx, pipe, c.keys, c.args...)
+			} else {
+				cmds[i] = purchaseScript.Eval(ctx, pipe, c.keys, c.args...)
+			}
 		}
 		pipe.Exec(ctx)
 		var again []*scriptCall
@@ -126,15 +130,6 @@ func (b *batcher) exec(batch []*scriptCall) {
 				continue
 			}
 			close(c.done)
-		}
-		if len(again) > 0 {
-			if err := purchaseScript.Load(ctx, b.rdb).Err(); err != nil {
-				for _, c := range again {
-					c.err = err
-					close(c.done)
-				}
-				return
-			}
 		}
 		live = again
 	}

@@ -37,26 +37,6 @@ func buy(l *ledger.Ledger, item, user, req string, qty int64) (ledger.Receipt, e
 	return l.Purchase(context.Background(), ledger.PurchaseRequest{RequestID: req, UserID: user, ItemID: item, Quantity: qty})
 }
 
-func allEvents(t *testing.T, l *ledger.Ledger) []ledger.Event {
-	t.Helper()
-	var all []ledger.Event
-	for p := range l.Keys().Partitions() {
-		after := ""
-		for {
-			evs, err := l.Range(context.Background(), p, after, 100)
-			if err != nil {
-				t.Fatalf("range: %v", err)
-			}
-			if len(evs) == 0 {
-				break
-			}
-			all = append(all, evs...)
-			after = evs[len(evs)-1].StreamID
-		}
-	}
-	return all
-}
-
 func TestPurchaseNeverOversells(t *testing.T) {
 	l, _ := newLedger(t)
 	const stock, buyers = 50, 400
@@ -91,7 +71,7 @@ func TestPurchaseNeverOversells(t *testing.T) {
 		t.Fatalf("stock after sale: got %d (%v), want 0", it.Stock, err)
 	}
 	orders := 0
-	for _, e := range allEvents(t, l) {
+	for _, e := range testenv.Events(t, l) {
 		if e.Malformed != nil {
 			t.Fatalf("malformed event: %v", e.Malformed)
 		}
@@ -224,7 +204,7 @@ func TestStockChangesAreEvents(t *testing.T) {
 	}
 	// Folding the events gives the counter.
 	var fold int64
-	for _, e := range allEvents(t, l) {
+	for _, e := range testenv.Events(t, l) {
 		switch {
 		case e.Type == ledger.EventStock && e.Op == ledger.StockSet:
 			fold = e.Quantity
@@ -444,7 +424,7 @@ func TestPipelinedPurchasesNeverOversell(t *testing.T) {
 	}
 	wg.Wait()
 	orders := 0
-	for _, e := range allEvents(t, l) {
+	for _, e := range testenv.Events(t, l) {
 		if e.Type == ledger.EventOrder {
 			orders++
 			if !won[e.OrderID] {

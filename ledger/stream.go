@@ -165,9 +165,20 @@ func (l *Ledger) GroupInfo(ctx context.Context, p int, group string) (GroupState
 			continue
 		}
 		st := GroupState{Exists: true, Pending: g.Pending, Lag: g.Lag}
+		if st.Lag != 0 {
+			// Redis's lag is a counter it cannot always keep right (it gives up after entries
+			// are deleted, and can come back wrong from an AOF reload): when the group has been
+			// delivered the stream's last entry, nothing is undelivered, whatever it says.
+			info, err := l.rdb.XInfoStream(ctx, l.keys.Events(p)).Result()
+			if err != nil {
+				return GroupState{}, redisErr("stream info", err)
+			}
+			if info.LastGeneratedID == g.LastDeliveredID {
+				st.Lag = 0
+			}
+		}
 		if st.Lag < 0 {
-			// Redis cannot tell the lag once entries were deleted from the stream: count the
-			// entries after the group's last delivered one instead (capped).
+			// Unknown: count the entries after the group's last delivered one (capped).
 			n, err := l.rdb.XRangeN(ctx, l.keys.Events(p), "("+g.LastDeliveredID, "+", lagCountCap).Result()
 			if err != nil {
 				return GroupState{}, redisErr("count lag", err)

@@ -151,6 +151,11 @@ func (p *Projector) consume(ctx context.Context, part int, consumer string) {
 		var events []ledger.Event
 		err := p.retry(ctx, "read", func() (err error) {
 			events, err = p.ledger.ReadGroup(ctx, part, p.cfg.Group, consumer, id, p.cfg.BatchSize, p.cfg.Block)
+			if err != nil {
+				// Redis may have delivered entries whose reply was lost: they are pending on
+				// this consumer now, and only ID 0 reads them again.
+				id = "0"
+			}
 			return err
 		})
 		if err != nil {

@@ -158,32 +158,11 @@ func (s *stack) waitDrained(t *testing.T, n int, timeout time.Duration) {
 	}
 }
 
-// ledgerEvents returns every event of every partition, in stream order per partition.
-func (s *stack) ledgerEvents(t *testing.T) []ledger.Event {
-	t.Helper()
-	var all []ledger.Event
-	for p := range s.l.Keys().Partitions() {
-		after := ""
-		for {
-			evs, err := s.l.Range(context.Background(), p, after, 1000)
-			if err != nil {
-				t.Fatalf("range partition %d: %v", p, err)
-			}
-			if len(evs) == 0 {
-				break
-			}
-			all = append(all, evs...)
-			after = evs[len(evs)-1].StreamID
-		}
-	}
-	return all
-}
-
 // ledgerOrders returns the ledger's order events by order ID.
 func (s *stack) ledgerOrders(t *testing.T) map[string]ledger.Event {
 	t.Helper()
 	orders := map[string]ledger.Event{}
-	for _, e := range s.ledgerEvents(t) {
+	for _, e := range testenv.Events(t, s.l) {
 		if e.Malformed != nil {
 			t.Errorf("malformed ledger entry %d/%s: %v", e.Partition, e.StreamID, e.Malformed)
 			continue
@@ -265,7 +244,7 @@ func (s *stack) checkExactlyOnce(t *testing.T, acked []string, initial map[strin
 			t.Errorf("acknowledged order %s is not in the ledger", id)
 		}
 	}
-	for _, e := range s.ledgerEvents(t) {
+	for _, e := range testenv.Events(t, s.l) {
 		if e.Type == ledger.EventRestock {
 			t.Errorf("ledger holds a restock of order %s (%s)", e.OrderID, e.Reason)
 		}
