@@ -1,0 +1,158 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// runCode runs `flashsale args...` and returns its output and exit code.
+func runCode(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, flashsaleBin, args...)
+	cmd.Env = append(baseEnv(), env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("flashsale %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+// ordersHash hashes the orders table without updated_at (when a row was written).
+func (s *stack) ordersHash(t *testing.T) string {
+	t.Helper()
+	rows, err := s.db.Query("SELECT order_id, request_id, user_id, item_id, quantity, status, COALESCE(cancel_reason, ''), created_at FROM orders ORDER BY order_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	h := sha256.New()
+	n := 0
+	for rows.Next() {
+		var id, req, user, item, status, reason string
+		var qty int64
+		var created time.Time
+		if err := rows.Scan(&id, &req, &user, &item, &qty, &status, &reason, &created); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(h, "%s|%s|%s|%s|%d|%s|%s|%d\n", id, req, user, item, qty, status, reason, created.UnixMilli())
+		n++
+	}
+	return fmt.Sprintf("%d rows, %x", n, h.Sum(nil))
+}
+
+// TestOperatorsRebuildAndAudit is the operators' day: a sale through serve, MySQL rebuilt from
+// the ledger twice over, pending entries inspected, and the books audited and broken.
+func TestOperatorsRebuildAndAudit(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t)
+	env := s.env(s.dsn)
+	items := itemsPerPartition(s.l, 1)
+	for _, it := range items {
+		runCmd(t, env, "stock", "set", it, "100")
+	}
+	srv := startServe(t, s, s.dsn, "-consumer", "ops")
+	c := newHTTPClient()
+	sold := 0
+	for i := range 300 {
+		status, _, err := purchaseHTTP(c, srv, fmt.Sprintf("r%d", i), fmt.Sprintf("u%d", i%17), items[i%len(items)], 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status == 200 {
+			sold++
+		}
+	}
+	s.waitDrained(t, sold, 30*time.Second)
+	want := s.ordersHash(t)
+
+	// Replay -fresh refuses while the projector inside serve is live.
+	if _, stderr, code := runCode(t, env, "replay", "-fresh"); code != 1 || !strings.Contains(stderr, "projectors are live (ops)") {
+		t.Fatalf("replay -fresh with serve live: exit %d, %s; want exit 1 naming ops", code, stderr)
+	}
+	srv.signal(t, syscall.SIGTERM)
+	if code, ok := srv.wait(15 * time.Second); !ok || code != 0 {
+		t.Fatalf("serve after SIGTERM: exit %d (exited %v), want 0", code, ok)
+	}
+	out := runCmd(t, env, "replay", "-fresh", "-force")
+	if !strings.Contains(out, fmt.Sprintf("(%d orders,", sold)) {
+		t.Fatalf("replay summary %q does not count %d orders", out, sold)
+	}
+	if got := s.ordersHash(t); got != want {
+		t.Fatalf("after replay -fresh: got %s, want %s", got, want)
+	}
+	// MySQL lost: the table goes, migrate brings the schema back, replay the rows.
+	for _, q := range []string{"DROP TABLE orders", "DELETE FROM schema_migrations"} {
+		if _, err := s.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCmd(t, env, "migrate")
+	runCmd(t, env, "replay")
+	runCmd(t, env, "replay") // twice changes nothing
+	if got := s.ordersHash(t); got != want {
+		t.Fatalf("after drop + migrate + replay: got %s, want %s", got, want)
+	}
+	if out, _, code := runCode(t, env, "audit"); code != 0 || !strings.Contains(out, "clean") {
+		t.Fatalf("audit after the rebuild: exit %d\n%s", code, out)
+	}
+
+	// A consumer that reads and never acknowledges shows up in pending, as a table and as JSON.
+	p := s.l.Keys().Partition(items[0])
+	if _, err := s.l.Purchase(ctx, ledger.PurchaseRequest{RequestID: "late", UserID: "u", ItemID: items[0], Quantity: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.l.ReadGroup(ctx, p, "projector", "stuck", ">", 10, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	var rep ledger.PendingReport
+	if err := json.Unmarshal([]byte(runCmd(t, env, "pending", "-json", "-consumer", "stuck")), &rep); err != nil {
+		t.Fatalf("pending -json: %v", err)
+	}
+	if len(rep.Entries) != 1 || rep.Entries[0].RequestID != "late" || rep.Entries[0].Quantity != 2 || rep.Entries[0].Deliveries != 1 {
+		t.Fatalf("pending -json: got %+v, want the late order held by stuck", rep.Entries)
+	}
+	if table := runCmd(t, env, "pending"); !strings.Contains(table, "stuck=1") || !strings.Contains(table, rep.Entries[0].OrderID) {
+		t.Fatalf("pending table does not show the stuck entry:\n%s", table)
+	}
+	// While it is pending, the order missing from MySQL is in flight, not a violation.
+	if out, _, code := runCode(t, env, "audit"); code != 0 || !strings.Contains(out, "not yet projected") {
+		t.Fatalf("audit with an entry pending: exit %d\n%s", code, out)
+	}
+	if err := s.l.Ack(ctx, p, "projector", rep.Entries[0].StreamID); err != nil {
+		t.Fatal(err)
+	}
+	// Acknowledged but never written: now the audit says so.
+	if out, _, code := runCode(t, env, "audit"); code != 1 || !strings.Contains(out, "in the ledger but not in MySQL") {
+		t.Fatalf("audit with an order lost from MySQL: exit %d\n%s", code, out)
+	}
+	runCmd(t, env, "replay")
+	if _, _, code := runCode(t, env, "audit"); code != 0 {
+		t.Fatalf("audit after replay: exit %d", code)
+	}
+	// A counter raised by hand.
+	if err := s.rdb.IncrBy(ctx, s.l.Keys().Stock(items[1]), 5).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, code := runCode(t, env, "audit"); code != 1 || !strings.Contains(out, "item "+items[1]+": redis stock") {
+		t.Fatalf("audit with a raised counter: exit %d\n%s", code, out)
+	}
+}
