@@ -81,7 +81,7 @@ func (f *flags) redis() redisFlags {
 		partitions:     f.int("partitions", "FLASHSALE_PARTITIONS", ledger.DefaultPartitions, "partition streams of a ledger created now (an existing ledger keeps its count)"),
 		pool:           f.int("redis-pool", "FLASHSALE_REDIS_POOL", 32*runtime.GOMAXPROCS(0), "Redis connection pool size"),
 		idempotencyTTL: f.duration("idempotency-ttl", "FLASHSALE_IDEMPOTENCY_TTL", ledger.DefaultIdempotencyTTL, "how long a request_id keeps returning its order"),
-		pipeline:       f.int("pipeline", "FLASHSALE_PIPELINE", 0, "send concurrent purchases as pipelines of up to this many script calls (0: one call per round trip)"),
+		pipeline:       f.int("pipeline", "FLASHSALE_PIPELINE", 16, "send concurrent purchases as pipelines of up to this many script calls (0: one call per round trip)"),
 		senders:        f.int("pipeline-senders", "FLASHSALE_PIPELINE_SENDERS", 8, "pipelines in flight at once, with -pipeline"),
 		soldOutTTL:     f.duration("soldout-ttl", "FLASHSALE_SOLDOUT_TTL", ledger.DefaultSoldOutTTL, "how long a sold-out item is answered without the purchase script, unless a stock event ends it sooner (negative: never)"),
 	}
