@@ -2,39 +2,13 @@ package projector_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/flashsale/flashsale/projector"
+	"github.com/flashsale/flashsale/tests/testenv"
 )
-
-// ordersHash hashes the orders table (without updated_at, which records when a row was
-// written), in order_id order.
-func (e env) ordersHash(t *testing.T) string {
-	t.Helper()
-	rows, err := e.db.Query("SELECT order_id, request_id, user_id, item_id, quantity, status, COALESCE(cancel_reason, ''), created_at FROM orders ORDER BY order_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	h := sha256.New()
-	n := 0
-	for rows.Next() {
-		var id, req, user, item, status, reason, created string
-		var qty int64
-		if err := rows.Scan(&id, &req, &user, &item, &qty, &status, &reason, &created); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(h, "%s|%s|%s|%s|%d|%s|%s|%s\n", id, req, user, item, qty, status, reason, created)
-		n++
-	}
-	if n == 0 {
-		t.Fatal("orders table is empty")
-	}
-	return fmt.Sprintf("%x/%d", h.Sum(nil), n)
-}
 
 // sale sells on two items, with one order that conflicts in MySQL and is restocked, and
 // projects everything.
@@ -61,7 +35,7 @@ func TestReplayRebuildsTheSameOrders(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	e.sale(t)
-	want := e.ordersHash(t)
+	want := testenv.OrdersHash(t, e.db)
 	store := projector.NewStore(e.db)
 
 	st, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{Fresh: true, PageSize: 17})
@@ -71,7 +45,7 @@ func TestReplayRebuildsTheSameOrders(t *testing.T) {
 	if st.Orders != 121 || st.Restocks != 1 || st.Stocks != 2 {
 		t.Fatalf("replay saw %+v, want 121 orders, 1 restock, 2 stock changes", st)
 	}
-	if got := e.ordersHash(t); got != want {
+	if got := testenv.OrdersHash(t, e.db); got != want {
 		t.Fatalf("after replay -fresh: got %s, want %s", got, want)
 	}
 	// Lose the table, migrate again, replay without -fresh.
@@ -86,14 +60,14 @@ func TestReplayRebuildsTheSameOrders(t *testing.T) {
 	if _, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.ordersHash(t); got != want {
+	if got := testenv.OrdersHash(t, e.db); got != want {
 		t.Fatalf("after drop + migrate + replay: got %s, want %s", got, want)
 	}
 	// And once more changes nothing.
 	if _, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.ordersHash(t); got != want {
+	if got := testenv.OrdersHash(t, e.db); got != want {
 		t.Fatalf("after a second replay: got %s, want %s", got, want)
 	}
 }

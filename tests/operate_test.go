@@ -1,63 +1,17 @@
 package tests
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/tests/testenv"
 )
-
-// runCode runs `flashsale args...` and returns its output and exit code.
-func runCode(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, flashsaleBin, args...)
-	cmd.Env = append(baseEnv(), env...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		code = exit.ExitCode()
-	case err != nil:
-		t.Fatalf("flashsale %s: %v", strings.Join(args, " "), err)
-	}
-	return out.String(), errOut.String(), code
-}
-
-// ordersHash hashes the orders table without updated_at (when a row was written).
-func (s *stack) ordersHash(t *testing.T) string {
-	t.Helper()
-	rows, err := s.db.Query("SELECT order_id, request_id, user_id, item_id, quantity, status, COALESCE(cancel_reason, ''), created_at FROM orders ORDER BY order_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	h := sha256.New()
-	n := 0
-	for rows.Next() {
-		var id, req, user, item, status, reason string
-		var qty int64
-		var created time.Time
-		if err := rows.Scan(&id, &req, &user, &item, &qty, &status, &reason, &created); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(h, "%s|%s|%s|%s|%d|%s|%s|%d\n", id, req, user, item, qty, status, reason, created.UnixMilli())
-		n++
-	}
-	return fmt.Sprintf("%d rows, %x", n, h.Sum(nil))
-}
 
 // TestOperatorsRebuildAndAudit is the operators' day: a sale through serve, MySQL rebuilt from
 // the ledger twice over, pending entries inspected, and the books audited and broken.
@@ -82,7 +36,7 @@ func TestOperatorsRebuildAndAudit(t *testing.T) {
 		}
 	}
 	s.waitDrained(t, sold, 30*time.Second)
-	want := s.ordersHash(t)
+	want := testenv.OrdersHash(t, s.db)
 
 	// Replay -fresh refuses while the projector inside serve is live.
 	if _, stderr, code := runCode(t, env, "replay", "-fresh"); code != 1 || !strings.Contains(stderr, "projectors are live (ops)") {
@@ -96,7 +50,7 @@ func TestOperatorsRebuildAndAudit(t *testing.T) {
 	if !strings.Contains(out, fmt.Sprintf("(%d orders,", sold)) {
 		t.Fatalf("replay summary %q does not count %d orders", out, sold)
 	}
-	if got := s.ordersHash(t); got != want {
+	if got := testenv.OrdersHash(t, s.db); got != want {
 		t.Fatalf("after replay -fresh: got %s, want %s", got, want)
 	}
 	// MySQL lost: the table goes, migrate brings the schema back, replay the rows.
@@ -108,7 +62,7 @@ func TestOperatorsRebuildAndAudit(t *testing.T) {
 	runCmd(t, env, "migrate")
 	runCmd(t, env, "replay")
 	runCmd(t, env, "replay") // twice changes nothing
-	if got := s.ordersHash(t); got != want {
+	if got := testenv.OrdersHash(t, s.db); got != want {
 		t.Fatalf("after drop + migrate + replay: got %s, want %s", got, want)
 	}
 	if out, _, code := runCode(t, env, "audit"); code != 0 || !strings.Contains(out, "clean") {

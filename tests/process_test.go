@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"regexp"
@@ -134,20 +135,35 @@ func (p *process) waitLog(t *testing.T, re *regexp.Regexp, timeout time.Duration
 	}
 }
 
-// runCmd runs `flashsale args...` to completion and returns its standard output; a failure
-// or a non-zero exit fails the test.
-func runCmd(t *testing.T, env []string, args ...string) string {
+// runCode runs `flashsale args...` and returns its output and exit code.
+func runCode(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, flashsaleBin, args...)
 	cmd.Env = append(baseEnv(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("flashsale %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("flashsale %s: %v", strings.Join(args, " "), err)
 	}
-	return stdout.String()
+	return out.String(), errOut.String(), code
+}
+
+// runCmd runs `flashsale args...` to completion and returns its standard output; a non-zero
+// exit fails the test.
+func runCmd(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	stdout, stderr, code := runCode(t, env, args...)
+	if code != 0 {
+		t.Fatalf("flashsale %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, stdout, stderr)
+	}
+	return stdout
 }
 
 var (

@@ -7,6 +7,7 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"fmt"
@@ -192,4 +193,31 @@ func WithMySQLAddr(t testing.TB, dsn, addr string) string {
 	}
 	cfg.Addr = addr
 	return cfg.FormatDSN()
+}
+
+// OrdersHash hashes the orders table of db in order_id order, without updated_at (when a row
+// was written), so that two projections of one ledger hash the same.
+func OrdersHash(t testing.TB, db *sql.DB) string {
+	t.Helper()
+	rows, err := db.Query("SELECT order_id, request_id, user_id, item_id, quantity, status, COALESCE(cancel_reason, ''), created_at FROM orders ORDER BY order_id")
+	if err != nil {
+		t.Fatalf("read orders: %v", err)
+	}
+	defer rows.Close()
+	h := sha256.New()
+	n := 0
+	for rows.Next() {
+		var id, req, user, item, status, reason string
+		var qty int64
+		var created time.Time
+		if err := rows.Scan(&id, &req, &user, &item, &qty, &status, &reason, &created); err != nil {
+			t.Fatalf("read orders: %v", err)
+		}
+		fmt.Fprintf(h, "%s|%s|%s|%s|%d|%s|%s|%d\n", id, req, user, item, qty, status, reason, created.UnixMilli())
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("read orders: %v", err)
+	}
+	return fmt.Sprintf("%d rows, %x", n, h.Sum(nil))
 }
