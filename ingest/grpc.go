@@ -3,11 +3,13 @@ package ingest
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -16,10 +18,17 @@ import (
 )
 
 // NewGRPCServer returns a gRPC server offering OrderService backed by s, grpc.health.v1 and
-// server reflection. The returned health server is SERVING; set it NOT_SERVING before a
+// server reflection, with a message size limit, a handshake timeout and idle connections
+// closed after 5 minutes. The returned health server is SERVING; set it NOT_SERVING before a
 // graceful stop.
 func NewGRPCServer(s *Service, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
-	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxBodyBytes)}, opts...)...)
+	defaults := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxBodyBytes),
+		grpc.ConnectionTimeout(5 * time.Second), // handshake, as ReadHeaderTimeout for HTTP
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	srv := grpc.NewServer(append(defaults, opts...)...)
 	pb.RegisterOrderServiceServer(srv, &grpcService{s: s})
 	hs := health.NewServer()
 	hs.SetServingStatus(pb.OrderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
