@@ -8,12 +8,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// batcher runs concurrent purchase-script calls as pipelines: while one pipeline is on the
-// wire, calls queue up and go out together in the next. Under load this turns many round trips
-// and Redis reads into one; an idle system sends each call alone, without waiting.
+// batcher sends the commands of concurrent purchases (script calls, and the idempotency GETs of
+// the sold-out path) as pipelines: while one pipeline is on the wire, calls queue up and go out
+// together in the next. Under load this turns many round trips, system calls and Redis reads
+// into one; an idle system sends each call alone, without waiting.
 type batcher struct {
 	rdb   redis.UniversalClient
-	calls chan *scriptCall
+	calls chan *call
 	max   int
 
 	mu     sync.RWMutex // held for reading while queueing, for writing to close
@@ -23,28 +24,53 @@ type batcher struct {
 
 var errClosed = errors.New("ledger closed")
 
-type scriptCall struct {
-	ctx  context.Context
-	keys []string
-	args []any
-	res  any
-	err  error
-	done chan struct{}
+// call is one queued command. queue adds it to a pipeline: first as EVALSHA (evalsha true);
+// a call whose EVALSHA was refused NOSCRIPT did not run and is queued again with evalsha false.
+type call struct {
+	ctx   context.Context
+	queue func(ctx context.Context, pipe redis.Pipeliner, evalsha bool) redis.Cmder
+	cmd   redis.Cmder
+	done  chan struct{}
 }
 
 // newBatcher starts `senders` goroutines, each sending pipelines of up to max calls, until
 // close.
 func newBatcher(rdb redis.UniversalClient, senders, max int) *batcher {
-	b := &batcher{rdb: rdb, calls: make(chan *scriptCall, senders*max), max: max}
+	b := &batcher{rdb: rdb, calls: make(chan *call, senders*max), max: max}
 	for range senders {
 		b.wg.Go(b.send)
 	}
 	return b
 }
 
-// run queues one call of the purchase script and waits for its reply.
-func (b *batcher) run(ctx context.Context, keys []string, args ...any) (any, error) {
-	c := &scriptCall{ctx: ctx, keys: keys, args: args, done: make(chan struct{})}
+// script runs the purchase script with keys and args in the next pipeline.
+func (b *batcher) script(ctx context.Context, keys []string, args ...any) (any, error) {
+	cmd, err := b.do(ctx, func(ctx context.Context, pipe redis.Pipeliner, evalsha bool) redis.Cmder {
+		if evalsha {
+			return purchaseScript.EvalSha(ctx, pipe, keys, args...)
+		}
+		return purchaseScript.Eval(ctx, pipe, keys, args...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cmd.(*redis.Cmd).Result()
+}
+
+// get reads key in the next pipeline.
+func (b *batcher) get(ctx context.Context, key string) (string, error) {
+	cmd, err := b.do(ctx, func(ctx context.Context, pipe redis.Pipeliner, _ bool) redis.Cmder {
+		return pipe.Get(ctx, key)
+	})
+	if err != nil {
+		return "", err
+	}
+	return cmd.(*redis.StringCmd).Result()
+}
+
+// do queues one call and waits for its command to be answered.
+func (b *batcher) do(ctx context.Context, queue func(context.Context, redis.Pipeliner, bool) redis.Cmder) (redis.Cmder, error) {
+	c := &call{ctx: ctx, queue: queue, done: make(chan struct{})}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
@@ -59,7 +85,7 @@ func (b *batcher) run(ctx context.Context, keys []string, args ...any) (any, err
 	b.mu.RUnlock()
 	select {
 	case <-c.done:
-		return c.res, c.err
+		return c.cmd, nil
 	case <-ctx.Done():
 		// The call may still run; as on a lost reply, a retry with the same request_id tells.
 		return nil, ctx.Err()
@@ -78,7 +104,7 @@ func (b *batcher) close() {
 }
 
 func (b *batcher) send() {
-	batch := make([]*scriptCall, 0, b.max)
+	batch := make([]*call, 0, b.max)
 	for c := range b.calls {
 		batch = append(batch[:0], c)
 	fill:
@@ -97,35 +123,27 @@ func (b *batcher) send() {
 	}
 }
 
-// exec sends the calls whose callers still wait as one pipeline of EVALSHA; calls the server
-// refused with NOSCRIPT (it lost the script: restart, SCRIPT FLUSH) did not run, and go out
-// again as EVAL, which carries the script and so cannot be refused that way.
-func (b *batcher) exec(batch []*scriptCall) {
-	live := batch[:0:0]
+// exec sends the calls whose callers still wait as one pipeline; calls the server refused with
+// NOSCRIPT (it lost the script: restart, SCRIPT FLUSH) did not run, and go out again as EVAL,
+// which carries the script and so cannot be refused that way.
+func (b *batcher) exec(batch []*call) {
+	live := make([]*call, 0, len(batch))
 	for _, c := range batch {
-		if err := c.ctx.Err(); err != nil {
-			c.err = err
-			close(c.done)
-			continue
+		if c.ctx.Err() != nil {
+			continue // the caller has gone (do returned its ctx error); nothing is sent
 		}
 		live = append(live, c)
 	}
-	for attempt := 0; len(live) > 0; attempt++ {
+	for evalsha := true; len(live) > 0; evalsha = false {
 		ctx := context.WithoutCancel(live[0].ctx)
 		pipe := b.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(live))
-		for i, c := range live {
-			if attempt == 0 {
-				cmds[i] = purchaseScript.EvalSha(ctx, pipe, c.keys, c.args...)
-			} else {
-				cmds[i] = purchaseScript.Eval(ctx, pipe, c.keys, c.args...)
-			}
+		for _, c := range live {
+			c.cmd = c.queue(ctx, pipe, evalsha)
 		}
 		pipe.Exec(ctx)
-		var again []*scriptCall
-		for i, c := range live {
-			c.res, c.err = cmds[i].Result()
-			if c.err != nil && attempt == 0 && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
+		again := live[:0]
+		for _, c := range live {
+			if evalsha && redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 				again = append(again, c)
 				continue
 			}

@@ -339,12 +339,26 @@ func evalCalls(t *testing.T, rdb *redis.Client) int64 {
 }
 
 func TestSoldOutSkipsTheScript(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  ledger.Config
+	}{
+		{"one call per round trip", ledger.Config{SoldOutTTL: time.Hour}},
+		{"pipelined", ledger.Config{SoldOutTTL: time.Hour, Pipeline: 8, Senders: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { testSoldOutSkipsTheScript(t, tt.cfg) })
+	}
+}
+
+func testSoldOutSkipsTheScript(t *testing.T, cfg ledger.Config) {
 	ctx := context.Background()
 	_, rdb := testenv.StartRedis(t)
-	l, err := ledger.Open(ctx, rdb, ledger.Config{SoldOutTTL: time.Hour})
+	l, err := ledger.Open(ctx, rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(l.Close)
 	other, err := ledger.Open(ctx, rdb, ledger.Config{}) // another process
 	if err != nil {
 		t.Fatal(err)

@@ -112,7 +112,7 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	var v any
 	var err error
 	if l.batch != nil {
-		v, err = l.batch.run(ctx, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p)
+		v, err = l.batch.script(ctx, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p)
 	} else {
 		v, err = purchaseScript.Run(ctx, l.rdb, keys,
 			req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p).Result()

@@ -64,7 +64,14 @@ func (s *soldOut) forget(item string) {
 // earlier order still gets its order back (one GET of the idempotency key), anything else is
 // ErrSoldOut without running the script.
 func (l *Ledger) soldOutOrDuplicate(ctx context.Context, req PurchaseRequest) (Receipt, error) {
-	orderID, err := l.rdb.Get(ctx, l.keys.Request(req.ItemID, req.RequestID)).Result()
+	key := l.keys.Request(req.ItemID, req.RequestID)
+	var orderID string
+	var err error
+	if l.batch != nil {
+		orderID, err = l.batch.get(ctx, key)
+	} else {
+		orderID, err = l.rdb.Get(ctx, key).Result()
+	}
 	switch {
 	case errors.Is(err, redis.Nil):
 		return Receipt{}, ErrSoldOut

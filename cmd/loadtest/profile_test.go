@@ -20,7 +20,7 @@ import (
 )
 
 // BenchmarkServe runs flashsale's purchase path (ingest over a real Redis with AOF fsync
-// always, no projector) in this process and drives it with the load generator, so that one
+// always, pipelined as serve does by default, no projector) in this process and drives it with the load generator, so that one
 // CPU profile shows where a purchase's time goes, client and server alike:
 //
 //	go test -run '^$' -bench Serve -benchtime 50000x -cpuprofile /tmp/cpu.out ./cmd/loadtest
@@ -31,7 +31,8 @@ func BenchmarkServe(b *testing.B) {
 	// As flashsale serve configures its client: 32 connections per core, no retries.
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64, MaxRetries: -1})
 	b.Cleanup(func() { rdb.Close() })
-	l, err := ledger.Open(ctx, rdb, ledger.Config{})
+	// And as its flags default: pipelines of up to 16 purchases from 8 senders.
+	l, err := ledger.Open(ctx, rdb, ledger.Config{Pipeline: 16, Senders: 8})
 	if err != nil {
 		b.Fatal(err)
 	}
