@@ -24,6 +24,30 @@ type batcher struct {
 
 var errClosed = errors.New("ledger closed")
 
+// calls is how a purchase reaches Redis: direct (one command per round trip) or through a
+// batcher (pipelines).
+type calls interface {
+	// script runs the purchase script.
+	script(ctx context.Context, keys []string, args ...any) (any, error)
+	// get reads a string key; redis.Nil when it is missing.
+	get(ctx context.Context, key string) (string, error)
+	close()
+}
+
+// direct sends each command on its own round trip; the script goes as EVALSHA, and as EVAL
+// after a NOSCRIPT.
+type direct struct{ rdb redis.UniversalClient }
+
+func (d direct) script(ctx context.Context, keys []string, args ...any) (any, error) {
+	return purchaseScript.Run(ctx, d.rdb, keys, args...).Result()
+}
+
+func (d direct) get(ctx context.Context, key string) (string, error) {
+	return d.rdb.Get(ctx, key).Result()
+}
+
+func (d direct) close() {}
+
 // call is one queued command. queue adds it to a pipeline: first as EVALSHA (evalsha true);
 // a call whose EVALSHA was refused NOSCRIPT did not run and is queued again with evalsha false.
 type call struct {

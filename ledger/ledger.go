@@ -86,7 +86,7 @@ type Ledger struct {
 	keys    Keys
 	idemTTL string // milliseconds, as the purchase script takes it
 	soldOut *soldOut
-	batch   *batcher
+	calls   calls
 }
 
 // Open returns the ledger under cfg.Prefix, creating it with cfg.Partitions partitions if it
@@ -107,25 +107,23 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 	if p < 1 || p > MaxPartitions {
 		return nil, fmt.Errorf("ledger %s: stored partition count %d out of range", meta, p)
 	}
-	var batch *batcher
+	var c calls = direct{rdb}
 	if cfg.Pipeline > 0 {
-		batch = newBatcher(rdb, max(cfg.Senders, 1), cfg.Pipeline)
+		c = newBatcher(rdb, max(cfg.Senders, 1), cfg.Pipeline)
 	}
 	return &Ledger{
 		rdb:     rdb,
 		keys:    NewKeys(cfg.Prefix, p),
 		idemTTL: strconv.FormatInt(cfg.IdempotencyTTL.Milliseconds(), 10),
 		soldOut: &soldOut{ttl: cfg.SoldOutTTL, until: map[string]time.Time{}},
-		batch:   batch,
+		calls:   c,
 	}, nil
 }
 
 // Close stops the ledger's background work (the pipeline senders), after the calls in flight.
 // The Redis client stays open; it belongs to the caller.
 func (l *Ledger) Close() {
-	if l.batch != nil {
-		l.batch.close()
-	}
+	l.calls.close()
 }
 
 // Keys returns the ledger's key builder.

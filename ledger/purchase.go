@@ -96,8 +96,8 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	if err := req.Validate(); err != nil {
 		return Receipt{}, err
 	}
-	now, epoch := l.soldOut.now()
-	if l.soldOut.known(req.ItemID, now) {
+	soldOut, now, epoch := l.soldOut.check(req.ItemID)
+	if soldOut {
 		return l.soldOutOrDuplicate(ctx, req)
 	}
 	k := l.keys
@@ -109,14 +109,7 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 		k.User(req.ItemID, req.UserID),
 		k.Events(p),
 	}
-	var v any
-	var err error
-	if l.batch != nil {
-		v, err = l.batch.script(ctx, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p)
-	} else {
-		v, err = purchaseScript.Run(ctx, l.rdb, keys,
-			req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p).Result()
-	}
+	v, err := l.calls.script(ctx, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p)
 	if err != nil {
 		return Receipt{}, redisErr("purchase", err)
 	}

@@ -23,21 +23,18 @@ type soldOut struct {
 	epoch uint64
 }
 
-func (s *soldOut) known(item string, now time.Time) bool {
+// check reports whether item is known sold out, and returns the time and epoch to pass to
+// mark if the caller goes on to ask Redis: one lock for both.
+func (s *soldOut) check(item string) (known bool, now time.Time, epoch uint64) {
+	now = time.Now()
 	if s.ttl <= 0 {
-		return false
+		return false, now, 0
 	}
 	s.mu.RLock()
 	until, ok := s.until[item]
+	epoch = s.epoch
 	s.mu.RUnlock()
-	return ok && now.Before(until)
-}
-
-// now returns the time and epoch to pass to mark after asking Redis.
-func (s *soldOut) now() (time.Time, uint64) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return time.Now(), s.epoch
+	return ok && now.Before(until), now, epoch
 }
 
 // mark remembers item as sold out, unless a forget happened since epoch was read: the sold-out
@@ -64,14 +61,7 @@ func (s *soldOut) forget(item string) {
 // earlier order still gets its order back (one GET of the idempotency key), anything else is
 // ErrSoldOut without running the script.
 func (l *Ledger) soldOutOrDuplicate(ctx context.Context, req PurchaseRequest) (Receipt, error) {
-	key := l.keys.Request(req.ItemID, req.RequestID)
-	var orderID string
-	var err error
-	if l.batch != nil {
-		orderID, err = l.batch.get(ctx, key)
-	} else {
-		orderID, err = l.rdb.Get(ctx, key).Result()
-	}
+	orderID, err := l.calls.get(ctx, l.keys.Request(req.ItemID, req.RequestID))
 	switch {
 	case errors.Is(err, redis.Nil):
 		return Receipt{}, ErrSoldOut
