@@ -7,7 +7,6 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,39 +27,18 @@ func TestGRPCPurchaseNeverOversells(t *testing.T) {
 	const stock, buyers = 40, 400
 	setStock(t, e.l, "hot", stockSet(stock))
 
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		won     = map[string]ledger.PurchaseRequest{}
-		soldOut int
-	)
-	for i := range buyers {
-		wg.Go(func() {
-			req := ledger.PurchaseRequest{
-				RequestID: fmt.Sprintf("req-%d", i), UserID: fmt.Sprintf("user-%d", i), ItemID: "hot", Quantity: 1,
-			}
-			resp, err := client.Purchase(ctx, &pb.PurchaseRequest{
-				RequestId: req.RequestID, UserId: req.UserID, ItemId: req.ItemID, Quantity: int32(req.Quantity),
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil && resp.GetSuccess() && resp.GetOrderId() != "":
-				if prev, dup := won[resp.GetOrderId()]; dup {
-					t.Errorf("order_id %s: got it for %s and %s, want one order per order_id", resp.GetOrderId(), prev.RequestID, req.RequestID)
-				}
-				won[resp.GetOrderId()] = req
-			case status.Code(err) == codes.ResourceExhausted:
-				soldOut++
-			default:
-				t.Errorf("purchase %s: got %v, %v, want an order or %v", req.RequestID, resp, err, codes.ResourceExhausted)
-			}
+	won := sellOut(t, stock, buyers, func(req ledger.PurchaseRequest) (string, bool, string) {
+		resp, err := client.Purchase(ctx, &pb.PurchaseRequest{
+			RequestId: req.RequestID, UserId: req.UserID, ItemId: req.ItemID, Quantity: int32(req.Quantity),
 		})
-	}
-	wg.Wait()
-	if len(won) != stock || soldOut != buyers-stock {
-		t.Fatalf("got %d orders and %d sold out, want %d and %d", len(won), soldOut, stock, buyers-stock)
-	}
+		switch {
+		case err == nil && resp.GetSuccess() && resp.GetOrderId() != "":
+			return resp.GetOrderId(), false, ""
+		case status.Code(err) == codes.ResourceExhausted:
+			return "", true, ""
+		}
+		return "", false, fmt.Sprintf("got %v, %v, want an order or %v", resp, err, codes.ResourceExhausted)
+	})
 	it, err := client.GetItem(ctx, &pb.GetItemRequest{ItemId: "hot"})
 	if err != nil || it.GetStock() != 0 {
 		t.Errorf("stock after sale: got %d (%v), want 0", it.GetStock(), err)

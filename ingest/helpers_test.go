@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -278,4 +279,45 @@ func checkLedger(t *testing.T, l *ledger.Ledger, acked map[string]ledger.Purchas
 			t.Errorf("order %s: got event %+v, want %+v", id, e, req)
 		}
 	}
+}
+
+// sellOut runs the oversell race: buyers concurrent purchases of one unit of "hot" with
+// distinct request and user IDs through buy, which returns the order ID of a success, or
+// soldOut for a sold-out refusal, or a problem to report. It fails unless exactly stock
+// purchases succeeded with distinct order IDs and the rest were sold out, and returns the
+// winners by order ID.
+func sellOut(t *testing.T, stock, buyers int, buy func(req ledger.PurchaseRequest) (orderID string, soldOut bool, problem string)) map[string]ledger.PurchaseRequest {
+	t.Helper()
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		won     = map[string]ledger.PurchaseRequest{}
+		soldOut int
+	)
+	for i := range buyers {
+		wg.Go(func() {
+			req := ledger.PurchaseRequest{
+				RequestID: fmt.Sprintf("req-%d", i), UserID: fmt.Sprintf("user-%d", i), ItemID: "hot", Quantity: 1,
+			}
+			orderID, out, problem := buy(req)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case problem != "":
+				t.Errorf("purchase %s: %s", req.RequestID, problem)
+			case out:
+				soldOut++
+			default:
+				if prev, dup := won[orderID]; dup {
+					t.Errorf("order_id %s: got it for %s and %s, want one order per order_id", orderID, prev.RequestID, req.RequestID)
+				}
+				won[orderID] = req
+			}
+		})
+	}
+	wg.Wait()
+	if len(won) != stock || soldOut != buyers-stock {
+		t.Fatalf("got %d orders and %d sold out, want %d and %d", len(won), soldOut, stock, buyers-stock)
+	}
+	return won
 }

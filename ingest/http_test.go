@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,47 +28,23 @@ func TestHTTPPurchaseNeverOversells(t *testing.T) {
 	const stock, buyers = 40, 400
 	setStock(t, e.l, "hot", stockSet(stock))
 
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		won     = map[string]ledger.PurchaseRequest{}
-		soldOut int
-	)
-	for i := range buyers {
-		wg.Go(func() {
-			req := ledger.PurchaseRequest{
-				RequestID: fmt.Sprintf("req-%d", i), UserID: fmt.Sprintf("user-%d", i), ItemID: "hot", Quantity: 1,
-			}
-			r, err := send(c, http.MethodPost, base+"/api/purchase",
-				purchaseJSON(req.RequestID, req.UserID, req.ItemID, req.Quantity))
-			if err != nil {
-				t.Errorf("purchase %s: %v", req.RequestID, err)
-				return
-			}
-			rep, err := decodeReply(r)
-			if err != nil {
-				t.Errorf("purchase %s: %v", req.RequestID, err)
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case r.status == http.StatusOK && rep.Success && rep.OrderID != "":
-				if prev, dup := won[rep.OrderID]; dup {
-					t.Errorf("order_id %s: got it for %s and %s, want one order per order_id", rep.OrderID, prev.RequestID, req.RequestID)
-				}
-				won[rep.OrderID] = req
-			case r.status == http.StatusGone && !rep.Success && rep.Message == "sold out":
-				soldOut++
-			default:
-				t.Errorf("purchase %s: got %d %s, want 200 or 410 sold out", req.RequestID, r.status, r.body)
-			}
-		})
-	}
-	wg.Wait()
-	if len(won) != stock || soldOut != buyers-stock {
-		t.Fatalf("got %d orders and %d sold out, want %d and %d", len(won), soldOut, stock, buyers-stock)
-	}
+	won := sellOut(t, stock, buyers, func(req ledger.PurchaseRequest) (string, bool, string) {
+		r, err := send(c, http.MethodPost, base+"/api/purchase",
+			purchaseJSON(req.RequestID, req.UserID, req.ItemID, req.Quantity))
+		if err != nil {
+			return "", false, err.Error()
+		}
+		rep, err := decodeReply(r)
+		switch {
+		case err != nil:
+			return "", false, err.Error()
+		case r.status == http.StatusOK && rep.Success && rep.OrderID != "":
+			return rep.OrderID, false, ""
+		case r.status == http.StatusGone && !rep.Success && rep.Message == "sold out":
+			return "", true, ""
+		}
+		return "", false, fmt.Sprintf("got %d %s, want 200 or 410 sold out", r.status, r.body)
+	})
 
 	r := mustSend(t, c, http.MethodGet, base+"/api/items/hot", nil)
 	var it struct {
