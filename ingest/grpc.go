@@ -53,7 +53,7 @@ func PurchaseRequest(in *pb.PurchaseRequest) ledger.PurchaseRequest {
 }
 
 func (g *grpcService) Purchase(ctx context.Context, in *pb.PurchaseRequest) (*pb.PurchaseResponse, error) {
-	rc, err := g.s.purchase(ctx, "grpc", PurchaseRequest(in))
+	rc, err := g.s.purchase(ctx, g.s.grpc, PurchaseRequest(in))
 	if err != nil {
 		return nil, g.status(ctx, "Purchase", err)
 	}

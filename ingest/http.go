@@ -181,7 +181,7 @@ func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error(), "")
 		return
 	}
-	rc, err := s.purchase(r.Context(), "http", req)
+	rc, err := s.purchase(r.Context(), s.http, req)
 	if err != nil {
 		s.writeLedgerError(w, r, err)
 		return

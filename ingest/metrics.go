@@ -31,3 +31,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.purchases, m.latency, m.inFlight)
 	return m
 }
+
+// outcomes are the labels outcome returns; their series exist from the start, at zero.
+var outcomes = []string{"ok", "sold_out", "duplicate", "invalid", "unknown_item", "limit", "closed", "unavailable", "error"}
+
+// transportMetrics are one transport's series, resolved once so that a request does no label
+// lookup.
+type transportMetrics struct {
+	latency  prometheus.Observer
+	outcomes map[string]prometheus.Counter
+	inFlight prometheus.Gauge
+}
+
+func (m *Metrics) transport(name string) transportMetrics {
+	t := transportMetrics{
+		latency:  m.latency.WithLabelValues(name),
+		outcomes: make(map[string]prometheus.Counter, len(outcomes)),
+		inFlight: m.inFlight,
+	}
+	for _, o := range outcomes {
+		t.outcomes[o] = m.purchases.WithLabelValues(name, o)
+	}
+	return t
+}

@@ -40,27 +40,36 @@ type Check func(ctx context.Context) error
 
 // Service is the shared core of the HTTP and gRPC handlers.
 type Service struct {
-	ledger  Ledger
-	orders  Orders
-	checks  map[string]Check
-	metrics *Metrics
-	log     *slog.Logger
+	ledger Ledger
+	orders Orders
+	checks map[string]Check
+	http   transportMetrics
+	grpc   transportMetrics
+	log    *slog.Logger
 }
 
 // NewService returns a Service. orders may be nil: the order routes are then not offered.
 // checks are the readiness probes, by name.
 func NewService(l Ledger, orders Orders, checks map[string]Check, m *Metrics, log *slog.Logger) *Service {
-	return &Service{ledger: l, orders: orders, checks: checks, metrics: m, log: log.With("component", "ingest")}
+	return &Service{
+		ledger: l, orders: orders, checks: checks,
+		http: m.transport("http"), grpc: m.transport("grpc"),
+		log: log.With("component", "ingest"),
+	}
 }
 
-// purchase asks the ledger and records the metrics; transport labels them.
-func (s *Service) purchase(ctx context.Context, transport string, req ledger.PurchaseRequest) (ledger.Receipt, error) {
-	s.metrics.inFlight.Inc()
+// purchase asks the ledger and records the metrics in m, its transport's.
+func (s *Service) purchase(ctx context.Context, m transportMetrics, req ledger.PurchaseRequest) (ledger.Receipt, error) {
+	m.inFlight.Inc()
 	start := time.Now()
 	rc, err := s.ledger.Purchase(ctx, req)
-	s.metrics.latency.WithLabelValues(transport).Observe(time.Since(start).Seconds())
-	s.metrics.inFlight.Dec()
-	s.metrics.purchases.WithLabelValues(transport, outcome(err)).Inc()
+	m.latency.Observe(time.Since(start).Seconds())
+	m.inFlight.Dec()
+	c, ok := m.outcomes[outcome(err)]
+	if !ok {
+		c = m.outcomes["error"]
+	}
+	c.Inc()
 	return rc, err
 }
 
