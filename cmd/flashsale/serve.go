@@ -95,28 +95,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		wctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return l.WatchStock(wctx) }, func(error) { cancel() })
 	}
-	{
-		ln, err := net.Listen("tcp", *httpAddr)
-		if err != nil {
-			return fmt.Errorf("http listen: %w", err)
-		}
-		router := svc.Router(reg)
-		svc.MountAdmin(router, *adminToken, l, projector.DefaultGroup)
-		srv := ingest.NewHTTPServer(*httpAddr, router)
-		g.Add(func() error {
-			log.Info("http listening", "addr", ln.Addr().String())
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("http: %w", err)
-			}
-			return nil
-		}, func(error) {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *shutdown)
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				log.Warn("http shutdown", "err", err)
-				srv.Close()
-			}
-		})
+	router := svc.Router(reg)
+	svc.MountAdmin(router, *adminToken, l, projector.DefaultGroup)
+	if err := addHTTP(&g, ctx, log, "http", *httpAddr, router, *shutdown); err != nil {
+		return err
 	}
 	{
 		ln, err := net.Listen("tcp", *grpcAddr)
@@ -169,4 +151,30 @@ func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// addHTTP listens on addr and adds to g an actor serving h there; interrupted, it stops
+// accepting and lets the requests in flight finish within shutdown. name labels the log line
+// and errors.
+func addHTTP(g *oklog.Group, ctx context.Context, log *slog.Logger, name, addr string, h http.Handler, shutdown time.Duration) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s listen: %w", name, err)
+	}
+	srv := ingest.NewHTTPServer(addr, h)
+	g.Add(func() error {
+		log.Info(name+" listening", "addr", ln.Addr().String())
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}, func(error) {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdown)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn(name+" shutdown", "err", err)
+			srv.Close()
+		}
+	})
+	return nil
 }
