@@ -56,6 +56,8 @@ type ledgerOrder struct {
 	item, request string
 	quantity      int64
 	restocked     bool
+	// reason is the restock event's reason.
+	reason string
 }
 
 type mysqlOrder struct {
@@ -123,6 +125,7 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 					it.Restocked += e.Quantity
 					if o := orders[e.OrderID]; o != nil {
 						o.restocked = true
+						o.reason = e.Reason
 					} else {
 						rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, "restock of an order the ledger does not hold"})
 					}
@@ -191,6 +194,23 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 			flag(item(o.item), id, o.quantity, fmt.Sprintf("request %q holds two live orders (%s and %s)", o.request, other, id))
 		}
 		live[key] = id
+	}
+	// An order cancelled because its request_id held another live order needs that holder,
+	// byte for byte: MySQL must not have taken two distinct request_ids for one.
+	holders := map[[2]string]bool{}
+	for key := range live {
+		holders[key] = true
+	}
+	for _, r := range rows {
+		if r.status != StatusCancelled {
+			holders[[2]string{r.item, r.request}] = true
+		}
+	}
+	for id, o := range orders {
+		if o.restocked && o.reason == ReasonRequestConflict && !holders[[2]string{o.item, o.request}] {
+			rep.Violations = append(rep.Violations, Violation{o.item, id,
+				fmt.Sprintf("conflict-cancel without holder: request %q holds no other live order", o.request)})
+		}
 	}
 
 	for _, it := range items {

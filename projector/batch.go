@@ -7,6 +7,11 @@ import (
 	"github.com/flashsale/flashsale/ledger"
 )
 
+// ReasonRequestConflict is the reason recorded (in the restock event and the cancelled row)
+// for an order cancelled because its (item_id, request_id) already holds another live order in
+// MySQL. Audit checks that such a holder exists, byte for byte.
+const ReasonRequestConflict = "request_id already holds another order in MySQL"
+
 // cancellation is an order that can never be projected, and why.
 type cancellation struct {
 	order  ledger.Event
@@ -134,7 +139,7 @@ func (p *Projector) write(ctx context.Context, events []ledger.Event) ([]cancell
 	}
 	out := make([]cancellation, len(conflicts))
 	for i, e := range conflicts {
-		out[i] = cancellation{e, "request_id already holds another order in MySQL"}
+		out[i] = cancellation{e, ReasonRequestConflict}
 	}
 	return out, nil
 }
