@@ -19,3 +19,9 @@ var Stock string
 //
 //go:embed restock.lua
 var Restock string
+
+// Snapshot reads one partition at one instant for audit: last stream ID, group position and
+// stock counters.
+//
+//go:embed snapshot.lua
+var Snapshot string
