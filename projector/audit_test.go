@@ -82,6 +82,8 @@ func TestAuditIsCleanDuringASale(t *testing.T) {
 	store := projector.NewStore(e.db)
 	stop := make(chan struct{})
 	wait := e.burst(t, items, stop)
+	end := sync.OnceFunc(func() { close(stop); wait() })
+	defer end()
 
 	inFlight := 0
 	for range 12 {
@@ -90,8 +92,6 @@ func TestAuditIsCleanDuringASale(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !rep.Clean() {
-			close(stop)
-			wait()
 			t.Fatalf("audit during the sale: %d violations, first %+v", len(rep.Violations), rep.Violations[:min(5, len(rep.Violations))])
 		}
 		for _, it := range rep.Items {
@@ -103,8 +103,7 @@ func TestAuditIsCleanDuringASale(t *testing.T) {
 			inFlight++
 		}
 	}
-	close(stop)
-	wait()
+	end()
 	if inFlight == 0 {
 		t.Fatal("no audit ran while entries were in flight: the test did not test a running sale")
 	}
@@ -130,8 +129,7 @@ func TestAuditCatchesViolationsDuringASale(t *testing.T) {
 	store := projector.NewStore(e.db)
 	stop := make(chan struct{})
 	wait := e.burst(t, items, stop)
-	defer wait()
-	defer close(stop)
+	defer func() { close(stop); wait() }()
 	time.Sleep(100 * time.Millisecond)
 
 	p := e.l.Keys().Partition("a")
