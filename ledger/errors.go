@@ -34,6 +34,8 @@ var (
 	ErrItemExists = errors.New("item already has stock")
 	// ErrNegativeStock: a stock change would take the stock below zero.
 	ErrNegativeStock = errors.New("stock would go below zero")
+	// ErrTooMuchStock: a stock change would take the stock above MaxStock.
+	ErrTooMuchStock = fmt.Errorf("stock would exceed the maximum of %d units", MaxStock)
 	// ErrUnavailable: Redis cannot be reached (or is loading); nothing was done, retry later.
 	ErrUnavailable = errors.New("ledger unavailable")
 )
