@@ -69,11 +69,12 @@ func redisErr(what string, err error) error {
 }
 
 // transientReply reports whether a Redis error reply means "not now" rather than "never".
+// OOM (Redis at maxmemory with noeviction) refuses a write before anything was written.
 func transientReply(msg string) bool {
-	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY"} {
+	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "OOM"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}
 	}
-	return false
+	return strings.Contains(msg, "OOM command not allowed")
 }
