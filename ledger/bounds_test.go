@@ -51,6 +51,39 @@ func TestStockBounds(t *testing.T) {
 	if _, err := add(-1); !errors.Is(err, ledger.ErrNegativeStock) {
 		t.Fatalf("got %v, want ErrNegativeStock", err)
 	}
+
+	// A restock gives back units sold and may leave the stock above the maximum; the rules
+	// can still change and units can be taken off, but none added.
+	p := l.Keys().Partition("a")
+	if err := l.EnsureGroup(ctx, p, "projector"); err != nil {
+		t.Fatal(err)
+	}
+	setStock(t, l, "a", 5)
+	if _, err := buy(l, "a", "u", "r", 3); err != nil {
+		t.Fatal(err)
+	}
+	setStock(t, l, "a", ledger.MaxStock)
+	evs, err := l.ReadGroup(ctx, p, "projector", "c", ">", 100, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Type == ledger.EventOrder {
+			if _, err := l.Restock(ctx, e, "projector", "test"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	limit := int64(2)
+	if n, err := l.SetStock(ctx, "a", ledger.StockChange{Op: ledger.StockAdd, Limit: &limit}); err != nil || n != ledger.MaxStock+3 {
+		t.Fatalf("rules only, above the maximum: got %d, %v", n, err)
+	}
+	if _, err := add(1); !errors.Is(err, ledger.ErrTooMuchStock) {
+		t.Fatalf("add above the maximum: got %v, want ErrTooMuchStock", err)
+	}
+	if n, err := add(-1); err != nil || n != ledger.MaxStock+2 {
+		t.Fatalf("take one off above the maximum: got %d, %v", n, err)
+	}
 }
 
 // The scripts write numbers as integers however large: an event or counter written as

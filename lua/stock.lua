@@ -50,7 +50,9 @@ else
     return {2, tonumber(current)}
   end
 end
-if stock > max_stock then
+-- A restock may leave the stock above the maximum: taking units off or changing only the rules
+-- is still allowed then.
+if stock > max_stock and (op == 'set' or quantity > 0) then
   return {4, tonumber(current) or 0}
 end
 
