@@ -139,6 +139,10 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 				writeError(w, http.StatusBadRequest, "starts_at and ends_at must be RFC 3339 times or \"\"", "")
 				return
 			}
+			if t.UnixMilli() <= 0 {
+				writeError(w, http.StatusBadRequest, "starts_at and ends_at must be after 1970-01-01T00:00:00Z", "")
+				return
+			}
 		}
 		*bound.dst = &t
 	}

@@ -93,6 +93,12 @@ func TestAdminPutItem(t *testing.T) {
 		{"negative stock", "a", `{"stock":-1}`, http.StatusBadRequest, 5, 2},
 		{"bad time", "a", `{"ends_at":"tomorrow"}`, http.StatusBadRequest, 5, 2},
 		{"end before start", "a", `{"starts_at":"2030-01-01T00:00:00Z","ends_at":"2029-01-01T00:00:00Z"}`, http.StatusBadRequest, 5, 2},
+		{"start after the end in force", "a", `{"starts_at":"2036-01-01T00:00:01Z"}`, http.StatusBadRequest, 5, 2},
+		{"end before the start in force", "a", `{"ends_at":"2025-12-31T23:59:59Z"}`, http.StatusBadRequest, 5, 2},
+		{"end before 1970", "a", `{"ends_at":"1969-12-31T23:59:59Z"}`, http.StatusBadRequest, 5, 2},
+		{"start at year 1", "a", `{"starts_at":"0001-01-01T00:00:00Z"}`, http.StatusBadRequest, 5, 2},
+		{"add past the maximum", "a", `{"add":1000000000}`, http.StatusConflict, 5, 2},
+		{"set past the maximum", "a", `{"stock":1000000001}`, http.StatusBadRequest, 5, 2},
 		{"unknown field", "a", `{"stok":1}`, http.StatusBadRequest, 5, 2},
 		{"bad item id", "a:b", `{"stock":1}`, http.StatusBadRequest, 0, 0},
 	}
@@ -105,6 +111,9 @@ func TestAdminPutItem(t *testing.T) {
 			got, body := adminDo(t, c, http.MethodPut, base+"/admin/items/"+tt.item, "tok", tt.body)
 			if got != tt.want {
 				t.Fatalf("got %d (%s), want %d", got, body, tt.want)
+			}
+			if tt.want == http.StatusConflict && !bytes.Contains(body, []byte("below zero")) && !bytes.Contains(body, []byte("maximum of 1000000000")) {
+				t.Fatalf("body %s does not say which bound", body)
 			}
 			if tt.want != http.StatusOK {
 				assertUnchanged(t, e.rdb, before)

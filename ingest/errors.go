@@ -32,6 +32,7 @@ var (
 		{refusal{ledger.ErrEnded, "sale has ended"}, http.StatusForbidden},
 		{refusal{ledger.ErrSoldOut, "sold out"}, http.StatusGone},
 		{refusal{ledger.ErrNegativeStock, "stock would go below zero"}, http.StatusConflict},
+		{refusal{ledger.ErrTooMuchStock, ""}, http.StatusConflict},
 		{refusal{ledger.ErrUnavailable, "service unavailable, retry with the same request_id"}, http.StatusServiceUnavailable},
 	}
 	// grpcErrors maps the ledger's errors to gRPC status codes.

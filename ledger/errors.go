@@ -34,6 +34,8 @@ var (
 	ErrItemExists = errors.New("item already has stock")
 	// ErrNegativeStock: a stock change would take the stock below zero.
 	ErrNegativeStock = errors.New("stock would go below zero")
+	// ErrTooMuchStock: a stock change would take the stock above MaxStock.
+	ErrTooMuchStock = fmt.Errorf("stock would exceed the maximum of %d units", MaxStock)
 	// ErrUnavailable: Redis cannot be reached (or is loading); nothing was done, retry later.
 	ErrUnavailable = errors.New("ledger unavailable")
 )
@@ -67,11 +69,12 @@ func redisErr(what string, err error) error {
 }
 
 // transientReply reports whether a Redis error reply means "not now" rather than "never".
+// OOM (Redis at maxmemory with noeviction) refuses a write before anything was written.
 func transientReply(msg string) bool {
-	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY"} {
+	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "OOM"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}
 	}
-	return false
+	return strings.Contains(msg, "OOM command not allowed")
 }

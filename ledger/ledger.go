@@ -148,6 +148,18 @@ func (l *Ledger) Durability(ctx context.Context) (appendonly, appendfsync string
 	return v["appendonly"], v["appendfsync"], nil
 }
 
+// EvictionPolicy returns Redis's maxmemory-policy. Only "noeviction" keeps the ledger whole
+// when Redis reaches maxmemory: any other policy may evict the streams, stock counters and
+// idempotency keys, losing acknowledged orders. Errors match ErrUnavailable when Redis cannot
+// be reached; any other error means Redis refused CONFIG GET (renamed, or not allowed by ACL).
+func EvictionPolicy(ctx context.Context, rdb redis.UniversalClient) (string, error) {
+	v, err := rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		return "", redisErr("config get maxmemory-policy", err)
+	}
+	return v["maxmemory-policy"], nil
+}
+
 // scriptReply reads the {code, ...} array every script returns.
 func scriptReply(v any, want int) ([]any, int64, error) {
 	a, ok := v.([]any)

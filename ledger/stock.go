@@ -49,13 +49,17 @@ type Item struct {
 }
 
 // SetStock applies ch to item and appends the stock event that records it, atomically. It
-// returns the stock after the change. Errors: ErrInvalid, ErrUnknownItem (an add on an item
-// never set), ErrNegativeStock, ErrItemExists (init), ErrUnavailable.
+// returns the stock after the change. Errors: ErrInvalid (also a sale window whose end, with
+// the rules already in force, would not be after its start), ErrUnknownItem (an add on an
+// item never set), ErrNegativeStock, ErrTooMuchStock (the result would exceed MaxStock),
+// ErrItemExists (init), ErrUnavailable.
 func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int64, error) {
 	if err := ValidateItemID(item); err != nil {
 		return 0, err
 	}
 	switch {
+	case item == "." || item == "..":
+		return 0, invalid("item_id must not be %q", item)
 	case ch.Op != StockSet && ch.Op != StockAdd && ch.Op != StockInit:
 		return 0, invalid("stock op %q: want set, add or init", ch.Op)
 	case ch.Op != StockAdd && (ch.Quantity < 0 || ch.Quantity > MaxStock):
@@ -64,6 +68,8 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 		return 0, invalid("stock change must be between -%d and %d", MaxStock, MaxStock)
 	case ch.Limit != nil && (*ch.Limit < 0 || *ch.Limit > MaxStock):
 		return 0, invalid("per-user limit must be between 0 and %d", MaxStock)
+	case beforeEpoch(ch.Start) || beforeEpoch(ch.End):
+		return 0, invalid("sale start and end must be after 1970-01-01T00:00:00Z")
 	}
 	limit, start, end := "", windowArg(ch.Start), windowArg(ch.End)
 	if ch.Limit != nil {
@@ -74,7 +80,7 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 	}
 	k := l.keys
 	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item))}
-	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges()).Result()
+	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock).Result()
 	if err != nil {
 		return 0, redisErr("set stock", err)
 	}
@@ -93,8 +99,18 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 		return stock, ErrNegativeStock
 	case 3:
 		return stock, ErrItemExists
+	case 4:
+		return stock, ErrTooMuchStock
+	case 5:
+		return stock, invalid("sale end must be after its start (with the window in force)")
 	}
 	return 0, fmt.Errorf("stock script: unknown code %d", code)
+}
+
+// beforeEpoch reports whether t is a set time at or before the Unix epoch: such a time would
+// be stored as 0 or less, which the scripts read as "open".
+func beforeEpoch(t *time.Time) bool {
+	return t != nil && !t.IsZero() && t.UnixMilli() <= 0
 }
 
 func windowArg(t *time.Time) string {

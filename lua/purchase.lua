@@ -63,12 +63,14 @@ if stock < quantity then
   return {6, '', stock}
 end
 
-local left = redis.call('DECRBY', KEYS[1], quantity)
+-- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
+local units = string.format('%d', quantity)
+local left = redis.call('DECRBY', KEYS[1], units)
 local id = redis.call('XADD', KEYS[5], '*',
   'v', '1', 'type', 'order',
   'request_id', ARGV[3], 'user_id', ARGV[2], 'item_id', ARGV[1],
-  'quantity', ARGV[4], 'ts', tostring(now))
+  'quantity', units, 'ts', string.format('%d', now))
 local order_id = ARGV[6] .. '-' .. id
 redis.call('SET', KEYS[3], order_id, 'PX', ARGV[5])
-redis.call('INCRBY', KEYS[4], quantity)
+redis.call('INCRBY', KEYS[4], units)
 return {0, order_id, left}

@@ -29,17 +29,19 @@ if redis.call('SET', KEYS[4], ARGV[2], 'NX') == false then
   return {1, tonumber(redis.call('GET', KEYS[1]) or '0')}
 end
 
+-- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 local quantity = tonumber(ARGV[6])
-local stock = redis.call('INCRBY', KEYS[1], quantity)
+local units = string.format('%d', quantity)
+local stock = redis.call('INCRBY', KEYS[1], units)
 local bought = tonumber(redis.call('GET', KEYS[2]) or '0')
 if bought > quantity then
-  redis.call('DECRBY', KEYS[2], quantity)
+  redis.call('DECRBY', KEYS[2], units)
 elseif bought > 0 then
   redis.call('DEL', KEYS[2])
 end
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'restock', 'order_id', ARGV[1], 'item_id', ARGV[3],
-  'user_id', ARGV[4], 'request_id', ARGV[5], 'quantity', ARGV[6],
+  'user_id', ARGV[4], 'request_id', ARGV[5], 'quantity', units,
   'reason', ARGV[7], 'ts', ARGV[9])
 redis.call('XACK', KEYS[3], ARGV[8], ARGV[2])
 redis.call('PUBLISH', ARGV[10], ARGV[3])

@@ -13,6 +13,7 @@
 -- ARGV[5] sale start, unix milliseconds (0 = open), or '' to keep
 -- ARGV[6] sale end, unix milliseconds (0 = never), or '' to keep
 -- ARGV[7] Pub/Sub channel on which the item is announced after a change (not a key)
+-- ARGV[8] most units an item may hold: a change whose result would exceed it is refused
 --
 -- The event carries the op and quantity (so that folding the events gives the counter) and the
 -- rules in force after the change.
@@ -22,9 +23,14 @@
 --   1 unknown item    0 ('add' on an item that has never been set)
 --   2 negative stock  current stock ('add' would take the stock below zero)
 --   3 exists          current stock ('init' on an item that already has stock; nothing changed)
+--   4 too much stock  current stock (the result would exceed ARGV[8]; nothing changed)
+--   5 bad window      current stock (the sale end in force would not be after its start)
+--
+-- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 
 local current = redis.call('GET', KEYS[1])
 local quantity = tonumber(ARGV[3])
+local max_stock = tonumber(ARGV[8])
 local op = ARGV[2]
 local stock
 if op == 'init' then
@@ -44,16 +50,30 @@ else
     return {2, tonumber(current)}
   end
 end
+-- A restock may leave the stock above the maximum: taking units off or changing only the rules
+-- is still allowed then.
+if stock > max_stock and (op == 'set' or quantity > 0) then
+  return {4, tonumber(current) or 0}
+end
+
+local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms')
+if ARGV[4] ~= '' then rules[1] = ARGV[4] end
+if ARGV[5] ~= '' then rules[2] = ARGV[5] end
+if ARGV[6] ~= '' then rules[3] = ARGV[6] end
+local start_ms, end_ms = tonumber(rules[2]) or 0, tonumber(rules[3]) or 0
+if start_ms > 0 and end_ms > 0 and end_ms <= start_ms then
+  return {5, tonumber(current) or 0}
+end
 
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'limit', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'start_ms', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'end_ms', ARGV[6]) end
-local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms')
 
+stock = string.format('%d', stock)
 redis.call('SET', KEYS[1], stock)
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'stock', 'item_id', ARGV[1],
-  'op', op, 'quantity', ARGV[3], 'stock', tostring(stock),
+  'op', op, 'quantity', ARGV[3], 'stock', stock,
   'limit', rules[1] or '0', 'start_ms', rules[2] or '0', 'end_ms', rules[3] or '0')
 redis.call('PUBLISH', ARGV[7], ARGV[1])
-return {0, stock}
+return {0, tonumber(stock)}

@@ -92,7 +92,7 @@ ensure_redis() {
   log "starting redis-server on 127.0.0.1:$REDIS_PORT (data in $DATA/redis)"
   mkdir -p "$DATA/redis"
   redis-server --daemonize yes --port "$REDIS_PORT" --bind 127.0.0.1 \
-    --appendonly yes --appendfsync always --dir "$DATA/redis" \
+    --appendonly yes --appendfsync always --maxmemory-policy noeviction --dir "$DATA/redis" \
     --logfile "$DATA/redis/redis.log" --pidfile "$DATA/redis/redis.pid"
   wait_for 20 "" redis_pings || {
     tail -n 20 "$DATA/redis/redis.log" >&2 || true

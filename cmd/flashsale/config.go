@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime"
 	"strconv"
@@ -56,6 +58,13 @@ func (f *flags) int(name, envKey string, def int, usage string) *int {
 	return f.Int(name, def, usage+" (env "+envKey+")")
 }
 
+func (f *flags) boolean(name, envKey string, def bool, usage string) *bool {
+	if b, err := strconv.ParseBool(f.env.getenv(envKey)); err == nil {
+		def = b
+	}
+	return f.Bool(name, def, usage+" (env "+envKey+")")
+}
+
 func (f *flags) duration(name, envKey string, def time.Duration, usage string) *time.Duration {
 	if d, err := time.ParseDuration(f.env.getenv(envKey)); err == nil {
 		def = d
@@ -72,6 +81,8 @@ type redisFlags struct {
 	soldOutTTL     *time.Duration
 	pipeline       *int
 	senders        *int
+	allowEviction  *bool
+	stderr         io.Writer
 }
 
 func (f *flags) redis() redisFlags {
@@ -84,6 +95,8 @@ func (f *flags) redis() redisFlags {
 		pipeline:       f.int("pipeline", "FLASHSALE_PIPELINE", 16, "send concurrent purchases as pipelines of up to this many script calls (0: one call per round trip)"),
 		senders:        f.int("pipeline-senders", "FLASHSALE_PIPELINE_SENDERS", 8, "pipelines in flight at once, with -pipeline"),
 		soldOutTTL:     f.duration("soldout-ttl", "FLASHSALE_SOLDOUT_TTL", ledger.DefaultSoldOutTTL, "how long a sold-out item is answered without the purchase script, unless a stock event ends it sooner (negative: never)"),
+		allowEviction:  f.boolean("allow-eviction", "FLASHSALE_ALLOW_EVICTION", false, "run even though Redis's maxmemory-policy is not noeviction (it may then evict acknowledged orders)"),
+		stderr:         f.env.stderr,
 	}
 }
 
@@ -98,6 +111,10 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 		PoolTimeout:  2 * time.Second,
 		MaxRetries:   -1, // a purchase is not retried blindly: the caller retries with its request_id
 	})
+	if err := r.checkEviction(ctx, rdb); err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
 	l, err := ledger.Open(ctx, rdb, ledger.Config{
 		Prefix:         *r.prefix,
 		Partitions:     *r.partitions,
@@ -114,6 +131,27 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 		l.Close()
 		rdb.Close()
 	}, nil
+}
+
+// checkEviction refuses a Redis that may evict keys (maxmemory-policy other than noeviction):
+// it would drop ledger streams, stock counters and idempotency keys, losing acknowledged
+// orders. With -allow-eviction it warns instead; when Redis refuses CONFIG it warns and goes on.
+func (r redisFlags) checkEviction(ctx context.Context, rdb *redis.Client) error {
+	log := slog.New(slog.NewTextHandler(r.stderr, nil))
+	policy, err := ledger.EvictionPolicy(ctx, rdb)
+	switch {
+	case errors.Is(err, ledger.ErrUnavailable):
+		return fmt.Errorf("open ledger at %s: %w", *r.addr, err)
+	case err != nil:
+		log.Warn("cannot read Redis maxmemory-policy (CONFIG refused); make sure it is noeviction, or Redis may evict acknowledged orders", "err", err)
+	case policy == "noeviction":
+	case *r.allowEviction:
+		log.Warn("Redis maxmemory-policy is "+policy+", not noeviction: at maxmemory Redis EVICTS LEDGER KEYS and acknowledged orders, stock and idempotency keys are LOST; running anyway because of -allow-eviction", "maxmemory_policy", policy)
+	default:
+		return fmt.Errorf("redis at %s has maxmemory-policy %s: at maxmemory it would evict ledger keys and lose acknowledged orders; "+
+			"run it with --maxmemory-policy noeviction, or pass -allow-eviction (env FLASHSALE_ALLOW_EVICTION=1) to run anyway", *r.addr, policy)
+	}
+	return nil
 }
 
 // openWithMySQL opens the ledger and the MySQL database of dsn; the returned func closes both.

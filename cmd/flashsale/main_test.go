@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -65,6 +66,13 @@ func TestStockCommands(t *testing.T) {
 		{[]string{"stock", "add", "demo", "-3"}, "demo stock 7\n", 0},
 		{[]string{"stock", "add", "demo", "-8"}, "", 1},
 		{[]string{"stock", "set", "-end", "yesterday", "demo", "1"}, "", 2},
+		{[]string{"stock", "set", "-end", "1969-12-31T23:59:59Z", "demo", "1"}, "", 2},
+		{[]string{"stock", "add", "demo", "999999993"}, "demo stock 1000000000\n", 0},
+		{[]string{"stock", "add", "demo", "1"}, "", 1},
+		{[]string{"stock", "add", "demo", "-999999993"}, "demo stock 7\n", 0},
+		{[]string{"stock", "set", "-start", "2030-01-01T00:00:00Z", "demo", "7"}, "demo stock 7\n", 0},
+		{[]string{"stock", "set", "-end", "2029-01-01T00:00:00Z", "demo", "7"}, "", 1},
+		{[]string{"stock", "set", "-start", "none", "demo", "7"}, "demo stock 7\n", 0},
 		{[]string{"stock", "get", "demo"}, "7\n", 0},
 		{[]string{"stock", "get", "-json", "demo"}, `{"item_id":"demo","per_user_limit":2,"stock":7}` + "\n", 0},
 	}
@@ -73,5 +81,10 @@ func TestStockCommands(t *testing.T) {
 		if exitCode(err) != s.code || out != s.out {
 			t.Fatalf("%v: got %q, exit %d (%v); want %q, exit %d", s.args, out, exitCode(err), err, s.out, s.code)
 		}
+	}
+	// Two adds that would pass the maximum together: the second is refused, and says why.
+	_, _, err := runCmd(t, env, "stock", "add", "demo", "1000000000")
+	if exitCode(err) != 1 || !strings.Contains(fmt.Sprint(err), "maximum of 1000000000") {
+		t.Fatalf("add past the maximum: got exit %d (%v), want 1 and the maximum", exitCode(err), err)
 	}
 }

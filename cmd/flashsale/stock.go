@@ -134,5 +134,8 @@ func parseWindow(name, v string) (*time.Time, error) {
 	if err != nil {
 		return nil, usageError{fmt.Sprintf("-%s %q: want RFC 3339, e.g. 2026-12-01T10:00:00Z, or none", name, v)}
 	}
+	if t.UnixMilli() <= 0 {
+		return nil, usageError{fmt.Sprintf("-%s %q: must be after 1970-01-01T00:00:00Z (none leaves the window open)", name, v)}
+	}
 	return &t, nil
 }

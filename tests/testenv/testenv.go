@@ -37,6 +37,13 @@ type Redis struct {
 // port in a temp dir, and returns it with a client. Both are closed by t.Cleanup.
 func StartRedis(t testing.TB) (*Redis, *redis.Client) {
 	t.Helper()
+	return StartRedisWith(t)
+}
+
+// StartRedisWith is StartRedis with extra redis-server arguments, which override the defaults
+// (e.g. "--maxmemory-policy", "allkeys-lru").
+func StartRedisWith(t testing.TB, extraArgs ...string) (*Redis, *redis.Client) {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not installed (make test installs it): %v", err)
 	}
@@ -51,6 +58,7 @@ func StartRedis(t testing.TB) (*Redis, *redis.Client) {
 			"--appendonly", "yes", "--appendfsync", "always", "--save", "",
 			"--logfile", filepath.Join(dir, "redis.log"),
 		}
+		r.args = append(r.args, extraArgs...)
 		if lastErr = r.Start(); lastErr == nil {
 			break
 		}
