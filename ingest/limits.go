@@ -32,8 +32,10 @@ type Limits struct {
 	MaxInFlight int
 }
 
-// DefaultLimits are the limits of serve and ingest unless flags say otherwise.
-var DefaultLimits = Limits{GRPCMaxStreams: 128, GRPCRecvTimeout: 10 * time.Second, MaxConns: 4096, MaxInFlight: 1024}
+// DefaultLimits returns the limits of serve and ingest unless flags say otherwise.
+func DefaultLimits() Limits {
+	return Limits{GRPCMaxStreams: 128, GRPCRecvTimeout: 10 * time.Second, MaxConns: 4096, MaxInFlight: 1024}
+}
 
 // Validate refuses negative limits.
 func (l Limits) Validate() error {

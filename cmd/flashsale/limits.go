@@ -13,7 +13,7 @@ type limitFlags struct {
 }
 
 func (f *flags) limits() limitFlags {
-	d := ingest.DefaultLimits
+	d := ingest.DefaultLimits()
 	return limitFlags{
 		grpcStreams: f.int("grpc-max-streams", "FLASHSALE_GRPC_MAX_STREAMS", d.GRPCMaxStreams, "concurrent streams per gRPC connection (0: no limit)"),
 		grpcRecv:    f.duration("grpc-recv-timeout", "FLASHSALE_GRPC_RECV_TIMEOUT", d.GRPCRecvTimeout, "time a gRPC stream has to send its request before it is cancelled (0: no limit)"),
