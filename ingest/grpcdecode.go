@@ -131,6 +131,7 @@ func strictService(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 				if err := dec(r); err != nil {
 					return err
 				}
+				received(ctx) // the request is in: no receive deadline for the work it asks
 				if r.err != nil {
 					code, msg, _ := grpcError(r.err)
 					return status.Error(code, msg)
