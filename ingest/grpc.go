@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -18,18 +17,19 @@ import (
 )
 
 // NewGRPCServer returns a gRPC server offering OrderService backed by s, grpc.health.v1 and
-// server reflection, with a message size limit, a handshake timeout and idle connections
-// closed after 5 minutes. The returned health server is SERVING; set it NOT_SERVING before a
-// graceful stop.
+// server reflection, with a message size limit, a handshake timeout and keepalive (idle
+// connections closed after 5 minutes, dead peers found by pings; see limits.go); opts add
+// Limits.GRPCOptions. OrderService requests are decoded strictly (see requestCodec); opts
+// must not replace the server codec. The returned health server is SERVING; set it
+// NOT_SERVING before a graceful stop.
 func NewGRPCServer(s *Service, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
-	defaults := []grpc.ServerOption{
+	defaults := append(grpcKeepalive(),
 		grpc.MaxRecvMsgSize(MaxBodyBytes),
-		grpc.ConnectionTimeout(5 * time.Second), // handshake, as ReadHeaderTimeout for HTTP
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}
+		grpc.ConnectionTimeout(5*time.Second), // handshake, as ReadHeaderTimeout for HTTP
+		grpc.ForceServerCodecV2(newRequestCodec()),
+	)
 	srv := grpc.NewServer(append(defaults, opts...)...)
-	pb.RegisterOrderServiceServer(srv, &grpcService{s: s})
+	srv.RegisterService(strictService(&pb.OrderService_ServiceDesc), &grpcService{s: s})
 	hs := health.NewServer()
 	hs.SetServingStatus(pb.OrderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)

@@ -5,15 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flashsale/flashsale/ledger"
 	pb "github.com/flashsale/flashsale/proto"
@@ -260,4 +266,93 @@ func TestGRPCReflection(t *testing.T) {
 	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
 		t.Errorf("after close: got %v, want %v", err, io.EOF)
 	}
+}
+
+// wireBytes is a request already encoded, sent as is by wireCodec.
+type wireBytes []byte
+
+// wireCodec is the client-side proto codec, except that it sends a wireBytes unchanged: bytes
+// that protobuf-go would refuse to marshal, or that a client with other types would send.
+type wireCodec struct{ encoding.CodecV2 }
+
+func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if b, ok := v.(wireBytes); ok {
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
+// wire encodes fields: a string or []byte as a length-delimited field, a uint64 as a varint.
+func wire(fields ...any) wireBytes {
+	var b []byte
+	for i := 0; i < len(fields); i += 2 {
+		num := protowire.Number(fields[i].(int))
+		switch v := fields[i+1].(type) {
+		case string:
+			b = protowire.AppendTag(b, num, protowire.BytesType)
+			b = protowire.AppendString(b, v)
+		case []byte:
+			b = protowire.AppendTag(b, num, protowire.BytesType)
+			b = protowire.AppendBytes(b, v)
+		case uint64:
+			b = protowire.AppendTag(b, num, protowire.VarintType)
+			b = protowire.AppendVarint(b, v)
+		}
+	}
+	return b
+}
+
+// TestGRPCDecodesLikeHTTP sends requests as raw protobuf bytes: what HTTP refuses as a bad
+// request (a quantity beyond 32 bits, a string that is not UTF-8) gRPC refuses as
+// InvalidArgument, without truncating the number or answering Internal, and changes nothing.
+func TestGRPCDecodesLikeHTTP(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	conn := e.startGRPC(t)
+	setStock(t, e.l, "a", stockSet(10))
+	codec := grpc.ForceCodecV2(wireCodec{encoding.GetCodecV2("proto")})
+	call := func(method string, in wireBytes, out proto.Message) error {
+		return conn.Invoke(context.Background(), "/flashsale.OrderService/"+method, in, out, codec)
+	}
+	purchase := func(quantity uint64, userID any) wireBytes {
+		return wire(1, "r-wire", 2, userID, 3, "a", 4, quantity)
+	}
+	minusOne := uint64(math.MaxUint64) // int32 -1, sign-extended as protobuf sends it
+
+	tests := []struct {
+		name     string
+		method   string
+		in       wireBytes
+		wantCode codes.Code
+		wantMsg  string // "" means any
+	}{
+		{"quantity 2^32+1", "Purchase", purchase(1<<32+1, "u"), codes.InvalidArgument, "invalid request: quantity is out of range"},
+		{"quantity 2^31", "Purchase", purchase(1<<31, "u"), codes.InvalidArgument, "invalid request: quantity is out of range"},
+		{"quantity 2^63", "Purchase", purchase(1<<63, "u"), codes.InvalidArgument, "invalid request: quantity is out of range"},
+		{"quantity -1", "Purchase", purchase(minusOne, "u"), codes.InvalidArgument, "invalid request: quantity must be between 1 and 100"},
+		{"user_id not UTF-8", "Purchase", purchase(1, []byte("u\xff")), codes.InvalidArgument, "invalid request: user_id is not valid UTF-8"},
+		{"request_id not UTF-8", "Purchase", wire(1, []byte{0xc3}, 2, "u", 3, "a", 4, uint64(1)), codes.InvalidArgument, "invalid request: request_id is not valid UTF-8"},
+		{"truncated", "Purchase", purchase(1, "u")[:5], codes.InvalidArgument, "invalid request: malformed message"},
+		{"GetItem item_id not UTF-8", "GetItem", wire(1, []byte("a\xff")), codes.InvalidArgument, "invalid request: item_id is not valid UTF-8"},
+		{"GetOrder order_id not UTF-8", "GetOrder", wire(1, []byte("0-1-0\xff")), codes.InvalidArgument, "invalid request: order_id is not valid UTF-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := snapshot(t, e.rdb)
+			st := status.Convert(call(tt.method, tt.in, &pb.PurchaseResponse{}))
+			if st.Code() != tt.wantCode || (tt.wantMsg != "" && st.Message() != tt.wantMsg) {
+				t.Errorf("got %v %q, want %v %q", st.Code(), st.Message(), tt.wantCode, tt.wantMsg)
+			}
+			assertUnchanged(t, e.rdb, before)
+		})
+	}
+
+	// The same bytes with a quantity that fits buy, so the refusals above are the checks'.
+	var out pb.PurchaseResponse
+	if err := call("Purchase", purchase(2, "u"), &out); err != nil || out.GetOrderId() == "" {
+		t.Fatalf("purchase of 2 as raw bytes: got %v, %v, want an order", &out, err)
+	}
+	checkLedger(t, e.l, map[string]ledger.PurchaseRequest{
+		out.GetOrderId(): {RequestID: "r-wire", UserID: "u", ItemID: "a", Quantity: 2},
+	})
 }

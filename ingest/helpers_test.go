@@ -59,11 +59,11 @@ func (e *env) startHTTP(t *testing.T) (string, *http.Client) {
 	return ts.URL, ts.Client()
 }
 
-// startGRPC serves the gRPC server on a 127.0.0.1 port and returns a connection to it; both
-// are stopped by t.Cleanup.
+// startGRPC serves the gRPC server with the default limits on a 127.0.0.1 port and returns a
+// connection to it; both are stopped by t.Cleanup.
 func (e *env) startGRPC(t *testing.T) *grpc.ClientConn {
 	t.Helper()
-	srv, _ := ingest.NewGRPCServer(e.svc)
+	srv, _ := ingest.NewGRPCServer(e.svc, ingest.DefaultLimits().GRPCOptions()...)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)

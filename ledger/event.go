@@ -65,29 +65,34 @@ var ErrMalformed = errors.New("malformed ledger entry")
 // OrderID returns the order ID of the order event at streamID in partition p.
 func OrderID(p int, streamID string) string { return strconv.Itoa(p) + "-" + streamID }
 
-// ParseOrderID splits an order ID into its partition and stream ID.
+// ParseOrderID splits an order ID into its partition and stream ID. It accepts only the one
+// spelling OrderID writes, <partition>-<ms>-<seq>, each part a decimal that fits in a uint64,
+// without sign or leading zeros ("0" itself is fine), so that one order has exactly one ID:
+// Redis would read "02-01-0" as stream ID 2-1 while MySQL compares the text. Errors: ErrInvalid
+// for anything else, ErrUnknownOrder for a well-formed ID whose partition no ledger can have.
 func ParseOrderID(id string) (p int, streamID string, err error) {
-	ps, sid, ok := strings.Cut(id, "-")
-	if ok {
-		p, err = strconv.Atoi(ps)
-	}
-	ms, seq, ok2 := strings.Cut(sid, "-")
-	if !ok || !ok2 || err != nil || p < 0 || !digits(ms) || !digits(seq) {
+	ps, sid, _ := strings.Cut(id, "-")
+	ms, seq, _ := strings.Cut(sid, "-")
+	part, okP := canonicalUint(ps)
+	_, okMS := canonicalUint(ms)
+	_, okSeq := canonicalUint(seq)
+	if !okP || !okMS || !okSeq {
 		return 0, "", fmt.Errorf("%w: order_id %q", ErrInvalid, id)
 	}
-	return p, sid, nil
+	if part >= MaxPartitions {
+		return 0, "", fmt.Errorf("order_id %q: %w", id, ErrUnknownOrder)
+	}
+	return int(part), sid, nil
 }
 
-func digits(s string) bool {
-	if s == "" || len(s) > 20 {
-		return false
+// canonicalUint parses s as a uint64 written in canonical decimal: digits only, no leading
+// zero unless s is "0".
+func canonicalUint(s string) (uint64, bool) {
+	if s == "" || s[0] < '0' || s[0] > '9' || (s[0] == '0' && len(s) > 1) {
+		return 0, false
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
 }
 
 // DecodeEvent decodes the stream entry msg of partition p. Errors match ErrMalformed; the

@@ -53,3 +53,23 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseOrderID checks that an order has one ID: whatever ParseOrderID accepts is exactly
+// what OrderID writes for the parts it returns.
+func FuzzParseOrderID(f *testing.F) {
+	for _, id := range []string{"2-1795894969675-0", "2-01795894969675-0", "+2-1-0", "02-1-0", "2-1-00", "2-99999999999999999999-0", "0-0-0"} {
+		f.Add(id)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		p, sid, err := ledger.ParseOrderID(id)
+		if err != nil {
+			if !errors.Is(err, ledger.ErrInvalid) && !errors.Is(err, ledger.ErrUnknownOrder) {
+				t.Fatalf("ParseOrderID(%q): error %v matches neither ErrInvalid nor ErrUnknownOrder", id, err)
+			}
+			return
+		}
+		if got := ledger.OrderID(p, sid); got != id {
+			t.Fatalf("ParseOrderID(%q) = %d, %q, which OrderID writes as %q", id, p, sid, got)
+		}
+	})
+}

@@ -290,14 +290,42 @@ func TestOrderLookup(t *testing.T) {
 	if e.OrderID != rc.OrderID || e.RequestID != "r1" || e.Quantity != 2 {
 		t.Fatalf("got %+v", e)
 	}
-	for _, id := range []string{"0-1-0", "99-1-0"} {
-		if _, err := l.Order(context.Background(), id); !errors.Is(err, ledger.ErrUnknownOrder) {
-			t.Errorf("order %s: got %v, want ErrUnknownOrder", id, err)
-		}
+	p, sid, _ := strings.Cut(rc.OrderID, "-")
+	ms, seq, _ := strings.Cut(sid, "-")
+	tests := []struct {
+		id   string
+		want error
+	}{
+		{"0-1-0", ledger.ErrUnknownOrder},
+		{"99-1-0", ledger.ErrUnknownOrder},
+		{"18446744073709551615-1-0", ledger.ErrUnknownOrder},
+		{p + "-18446744073709551615-18446744073709551615", ledger.ErrUnknownOrder},
+		{"", ledger.ErrInvalid},
+		{"x", ledger.ErrInvalid},
+		{"1-2", ledger.ErrInvalid},
+		{"a-1-0", ledger.ErrInvalid},
+		{"1-1-x", ledger.ErrInvalid},
+		{"-1-1-0", ledger.ErrInvalid},
+		{"1-1-0-0", ledger.ErrInvalid},
+		// Other spellings of the order just placed, which Redis would read as its stream ID.
+		{"0" + rc.OrderID, ledger.ErrInvalid},
+		{"+" + rc.OrderID, ledger.ErrInvalid},
+		{p + "-0" + sid, ledger.ErrInvalid},
+		{p + "-" + ms + "-0" + seq, ledger.ErrInvalid},
+		{p + "-+" + sid, ledger.ErrInvalid},
+		{p + "-" + ms + "-+" + seq, ledger.ErrInvalid},
+		{p + "-" + ms, ledger.ErrInvalid},
+		{" " + rc.OrderID, ledger.ErrInvalid},
+		{rc.OrderID + " ", ledger.ErrInvalid},
+		// Beyond 64 bits: Redis refuses these, which must not become an internal error.
+		{p + "-99999999999999999999-0", ledger.ErrInvalid},
+		{p + "-18446744073709551616-0", ledger.ErrInvalid},
+		{p + "-" + ms + "-18446744073709551616", ledger.ErrInvalid},
+		{"18446744073709551616-1-0", ledger.ErrInvalid},
 	}
-	for _, id := range []string{"", "x", "1-2", "a-1-0", "1-1-x", "-1-1-0"} {
-		if _, err := l.Order(context.Background(), id); !errors.Is(err, ledger.ErrInvalid) {
-			t.Errorf("order %q: got %v, want ErrInvalid", id, err)
+	for _, tt := range tests {
+		if _, err := l.Order(context.Background(), tt.id); !errors.Is(err, tt.want) {
+			t.Errorf("order %q: got %v, want %v", tt.id, err, tt.want)
 		}
 	}
 }

@@ -31,6 +31,7 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{"unknown command", []string{"sell"}, 2, "Commands:"},
 		{"subcommand help", []string{"serve", "-h"}, 0, "-http"},
 		{"bad flag", []string{"serve", "-nope"}, 2, "flag provided but not defined"},
+		{"negative limit", []string{"serve", "-max-inflight", "-1"}, 2, ""},
 		{"stock without args", []string{"stock", "set", "demo"}, 2, "ITEM QUANTITY"},
 		{"stock bad quantity", []string{"stock", "set", "demo", "many"}, 2, ""},
 		{"audit cannot reach redis", []string{"audit", "-redis", "127.0.0.1:1"}, 2, ""},

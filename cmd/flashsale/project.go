@@ -89,7 +89,7 @@ func project(ctx context.Context, e *env, args []string) error {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, `{"status":"ok"}`) })
-		if err := addHTTP(&g, ctx, log, "metrics", *metricsAddr, mux, 5*time.Second); err != nil {
+		if err := addHTTP(&g, ctx, log, "metrics", *metricsAddr, mux, 5*time.Second, ingest.Limits{}); err != nil {
 			return err
 		}
 	}

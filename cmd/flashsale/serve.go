@@ -43,6 +43,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	grpcAddr := f.str("grpc", "FLASHSALE_GRPC_ADDR", ":50051", "gRPC listen address")
 	adminToken := f.str("admin-token", "FLASHSALE_ADMIN_TOKEN", "", "bearer token of the /admin routes (not mounted when empty)")
 	shutdown := f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
+	lf := f.limits()
 	var dsn *string
 	var pf projectorFlags
 	if withMySQL {
@@ -55,6 +56,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 	if f.NArg() > 0 {
 		return usageError{"unexpected arguments: " + fmt.Sprint(f.Args())}
+	}
+	lim, err := lf.build()
+	if err != nil {
+		return err
 	}
 	log := logger()
 
@@ -97,7 +102,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 	router := svc.Router(reg)
 	svc.MountAdmin(router, *adminToken, l, projector.DefaultGroup)
-	if err := addHTTP(&g, ctx, log, "http", *httpAddr, router, *shutdown); err != nil {
+	if err := addHTTP(&g, ctx, log, "http", *httpAddr, lim.LimitInFlight(router, reg), *shutdown, lim); err != nil {
 		return err
 	}
 	{
@@ -105,7 +110,8 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		if err != nil {
 			return fmt.Errorf("grpc listen: %w", err)
 		}
-		srv, health := ingest.NewGRPCServer(svc)
+		ln = lim.LimitListener(ln)
+		srv, health := ingest.NewGRPCServer(svc, lim.GRPCOptions()...)
 		g.Add(func() error {
 			log.Info("grpc listening", "addr", ln.Addr().String())
 			return srv.Serve(ln)
@@ -153,14 +159,15 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// addHTTP listens on addr and adds to g an actor serving h there; interrupted, it stops
-// accepting and lets the requests in flight finish within shutdown. name labels the log line
-// and errors.
-func addHTTP(g *oklog.Group, ctx context.Context, log *slog.Logger, name, addr string, h http.Handler, shutdown time.Duration) error {
+// addHTTP listens on addr and adds to g an actor serving h there, with at most lim.MaxConns
+// connections at once; interrupted, it stops accepting and lets the requests in flight finish
+// within shutdown. name labels the log line and errors.
+func addHTTP(g *oklog.Group, ctx context.Context, log *slog.Logger, name, addr string, h http.Handler, shutdown time.Duration, lim ingest.Limits) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("%s listen: %w", name, err)
 	}
+	ln = lim.LimitListener(ln)
 	srv := ingest.NewHTTPServer(addr, h)
 	g.Add(func() error {
 		log.Info(name+" listening", "addr", ln.Addr().String())
