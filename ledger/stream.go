@@ -47,7 +47,7 @@ func (l *Ledger) ReadGroup(ctx context.Context, p int, group, consumer, id strin
 	var events []Event
 	for _, s := range res {
 		for _, m := range s.Messages {
-			events = append(events, decodeOrMark(p, m))
+			events = append(events, l.decodeOrMark(p, m))
 		}
 	}
 	return events, nil
@@ -81,7 +81,7 @@ func (l *Ledger) AutoClaim(ctx context.Context, p int, group, consumer string, m
 	}
 	events := make([]Event, 0, len(msgs))
 	for _, m := range msgs {
-		events = append(events, decodeOrMark(p, m))
+		events = append(events, l.decodeOrMark(p, m))
 	}
 	return events, next, nil
 }
@@ -104,9 +104,11 @@ func (l *Ledger) Touch(ctx context.Context, p int, group, consumer string, ids .
 // Restock cancels order (an order event read from the stream): it gives the units back,
 // releases the user's per-user count, appends a restock event with reason and acknowledges
 // the order's entry in group, all in one script call and at most once per order. It reports
-// whether this call did the restock (false: it had been done before).
+// whether this call did the restock (false: it had been done before). ErrInvalid means that
+// the entry can never be restocked (not an order, no quantity, or an item that is not of
+// its partition): a permanent failure, not worth a retry.
 func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string) (bool, error) {
-	if order.Type != EventOrder || order.ItemID == "" || order.Quantity < 1 {
+	if order.Type != EventOrder || order.ItemID == "" || order.Quantity < 1 || order.Quantity > MaxStock {
 		return false, fmt.Errorf("restock %s/%s: %w: not a restockable order", order.OrderID, order.StreamID, ErrInvalid)
 	}
 	k := l.keys

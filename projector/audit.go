@@ -65,7 +65,8 @@ type mysqlOrder struct {
 
 // Audit checks the books of every item the ledger has events for: the ledger fold against
 // the Redis stock counter, and MySQL against the ledger (orders missing, extra, with another
-// status or quantity, and live duplicates of one request).
+// status or quantity, and live duplicates of one request); every dead entry (Ledger.Dead) is
+// a violation too.
 func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (AuditReport, error) {
 	rep := AuditReport{Items: []ItemAudit{}, Violations: []Violation{}}
 	items := map[string]*ItemAudit{}
@@ -191,6 +192,15 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 			flag(item(o.item), id, o.quantity, fmt.Sprintf("request %q holds two live orders (%s and %s)", o.request, other, id))
 		}
 		live[key] = id
+	}
+
+	dead, err := l.Dead(ctx, "")
+	if err != nil {
+		return rep, err
+	}
+	for _, d := range dead {
+		rep.Violations = append(rep.Violations, Violation{d.ItemID, d.OrderID,
+			fmt.Sprintf("dead ledger entry %d/%s, acknowledged without being projected or restocked: %s", d.Partition, d.StreamID, d.Reason)})
 	}
 
 	for _, it := range items {

@@ -45,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer, l *ledger.Ledger, group string) *Metr
 		}),
 		malformed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flashsale_projector_skipped_total",
-			Help: "Entries skipped because they could neither be decoded nor restocked.",
+			Help: "Dead entries: acknowledged without being projected or restocked, because they never could be (see flashsale pending).",
 		}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashsale_projector_retries_total",

@@ -50,6 +50,7 @@ func pending(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", s.Partition, s.Count, dash(s.Oldest), dash(s.Newest), dash(strings.Join(cs, " ")))
 	}
 	tw.Flush()
+	defer printDead(e.stdout, rep.Dead)
 	if len(rep.Entries) == 0 {
 		fmt.Fprintln(e.stdout, "\nno pending entries match")
 		return nil
@@ -70,6 +71,20 @@ func pending(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "(more entries match; raise -limit)\n")
 	}
 	return nil
+}
+
+// printDead lists the dead entries: acknowledged, never projected nor restocked.
+func printDead(w io.Writer, dead []ledger.DeadEntry) {
+	if len(dead) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%d dead entries (acknowledged without being projected or restocked):\n", len(dead))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTYPE\tORDER\tITEM\tQTY\tREASON")
+	for _, d := range dead {
+		fmt.Fprintf(tw, "%d/%s\t%s\t%s\t%s\t%d\t%s\n", d.Partition, d.StreamID, dash(d.Type), dash(d.OrderID), dash(d.ItemID), d.Quantity, d.Reason)
+	}
+	tw.Flush()
 }
 
 func audit(ctx context.Context, e *env, args []string) error {
