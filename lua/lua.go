@@ -19,3 +19,8 @@ var Stock string
 //
 //go:embed restock.lua
 var Restock string
+
+// Alive refreshes and reads the projectors' heartbeats on one partition.
+//
+//go:embed alive.lua
+var Alive string

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -159,15 +160,6 @@ func replay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeAll()
-	if *fresh && !*force {
-		live, err := projector.LiveConsumers(ctx, l, projector.DefaultGroup, 10*time.Second)
-		if err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-		if len(live) > 0 {
-			return fmt.Errorf("replay -fresh: projectors are live (%s); stop them first, or add -force", strings.Join(live, ", "))
-		}
-	}
 	progress := plainProgress(e.stderr)
 	if file, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(file.Fd())) {
 		var bar *progressbar.ProgressBar
@@ -181,7 +173,10 @@ func replay(ctx context.Context, e *env, args []string) error {
 			bar.Set64(done)
 		}
 	}
-	st, err := projector.Replay(ctx, l, projector.NewStore(db), projector.ReplayOptions{Fresh: *fresh, PageSize: int64(*page), Progress: progress})
+	st, err := projector.Replay(ctx, l, projector.NewStore(db), projector.ReplayOptions{Fresh: *fresh, Force: *force, PageSize: int64(*page), Progress: progress})
+	if live := (*projector.LiveError)(nil); errors.As(err, &live) {
+		return fmt.Errorf("replay -fresh: %w; stop them first, or add -force", err)
+	}
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
