@@ -185,14 +185,18 @@ func (l *Ledger) Range(ctx context.Context, p int, after string, count int64) ([
 	}
 	events := make([]Event, len(msgs))
 	for i, m := range msgs {
-		events[i] = decodeOrMark(p, m)
+		events[i] = l.decodeOrMark(p, m)
 	}
 	return events, nil
 }
 
-// decodeOrMark decodes msg, marking it Malformed if it does not decode.
-func decodeOrMark(p int, msg redis.XMessage) Event {
+// decodeOrMark decodes msg, marking it Malformed if it does not decode or names an item of
+// another partition (no script writes such an entry).
+func (l *Ledger) decodeOrMark(p int, msg redis.XMessage) Event {
 	e, err := DecodeEvent(p, msg)
+	if err == nil && l.keys.Partition(e.ItemID) != p {
+		err = fmt.Errorf("%w %d/%s: item_id %q belongs to partition %d", ErrMalformed, p, msg.ID, e.ItemID, l.keys.Partition(e.ItemID))
+	}
 	e.Malformed = err
 	return e
 }

@@ -40,6 +40,14 @@ func (k Keys) StockChanges() string { return k.prefix + ":stock-changed" }
 // Events is partition p's ledger stream.
 func (k Keys) Events(p int) string { return k.tag(p) + "events" }
 
+// Dead is partition p's hash of dead entries: stream ID -> why the projector acknowledged
+// that entry without projecting or restocking it.
+func (k Keys) Dead(p int) string { return k.tag(p) + "dead" }
+
+// Alive is partition p's heartbeat set: consumer name -> expiry (unix ms, Redis's clock) of
+// the projectors running a consumer on p.
+func (k Keys) Alive(p int) string { return k.tag(p) + "alive" }
+
 // Stock is item's stock counter (units left).
 func (k Keys) Stock(item string) string { return k.itemKey("stock", item) }
 

@@ -50,13 +50,16 @@ type PendingReport struct {
 	Group      string           `json:"group"`
 	Partitions []PendingSummary `json:"partitions"`
 	Entries    []PendingEntry   `json:"entries"`
+	// Dead lists the entries acknowledged without being projected or restocked (see
+	// MarkDead): they are not pending any more, and will never be projected.
+	Dead []DeadEntry `json:"dead"`
 	// Truncated is set when more entries matched than Limit.
 	Truncated bool `json:"truncated"`
 }
 
 // Pending reports the entries that group has been delivered and not acknowledged: per
 // partition the XPENDING summary, and the matching entries (XPENDING's extended form) joined
-// with their events.
+// with their events; then the dead entries (of the item, when the filter names one).
 func (l *Ledger) Pending(ctx context.Context, group string, f PendingFilter) (PendingReport, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
@@ -87,6 +90,11 @@ func (l *Ledger) Pending(ctx context.Context, group string, f PendingFilter) (Pe
 			return rep, err
 		}
 	}
+	dead, err := l.Dead(ctx, f.ItemID)
+	if err != nil {
+		return rep, err
+	}
+	rep.Dead = dead
 	return rep, nil
 }
 
@@ -153,7 +161,7 @@ func (l *Ledger) entries(ctx context.Context, p int, ext []redis.XPendingExt) ([
 			events[i] = Event{Partition: p, StreamID: ext[i].ID, Malformed: fmt.Errorf("%w: entry deleted", ErrMalformed)}
 			continue
 		}
-		events[i] = decodeOrMark(p, msgs[0])
+		events[i] = l.decodeOrMark(p, msgs[0])
 	}
 	return events, nil
 }

@@ -94,7 +94,7 @@ func (l *Ledger) RangeTo(ctx context.Context, p int, after, last string, count i
 	}
 	events := make([]Event, len(msgs))
 	for i, m := range msgs {
-		events[i] = decodeOrMark(p, m)
+		events[i] = l.decodeOrMark(p, m)
 	}
 	return events, nil
 }

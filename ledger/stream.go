@@ -47,7 +47,7 @@ func (l *Ledger) ReadGroup(ctx context.Context, p int, group, consumer, id strin
 	var events []Event
 	for _, s := range res {
 		for _, m := range s.Messages {
-			events = append(events, decodeOrMark(p, m))
+			events = append(events, l.decodeOrMark(p, m))
 		}
 	}
 	return events, nil
@@ -81,7 +81,7 @@ func (l *Ledger) AutoClaim(ctx context.Context, p int, group, consumer string, m
 	}
 	events := make([]Event, 0, len(msgs))
 	for _, m := range msgs {
-		events = append(events, decodeOrMark(p, m))
+		events = append(events, l.decodeOrMark(p, m))
 	}
 	return events, next, nil
 }
@@ -104,9 +104,11 @@ func (l *Ledger) Touch(ctx context.Context, p int, group, consumer string, ids .
 // Restock cancels order (an order event read from the stream): it gives the units back,
 // releases the user's per-user count, appends a restock event with reason and acknowledges
 // the order's entry in group, all in one script call and at most once per order. It reports
-// whether this call did the restock (false: it had been done before).
+// whether this call did the restock (false: it had been done before). ErrInvalid means that
+// the entry can never be restocked (not an order, no quantity, or an item that is not of
+// its partition): a permanent failure, not worth a retry.
 func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string) (bool, error) {
-	if order.Type != EventOrder || order.ItemID == "" || order.Quantity < 1 {
+	if order.Type != EventOrder || order.ItemID == "" || order.Quantity < 1 || order.Quantity > MaxStock {
 		return false, fmt.Errorf("restock %s/%s: %w: not a restockable order", order.OrderID, order.StreamID, ErrInvalid)
 	}
 	k := l.keys
@@ -197,4 +199,77 @@ func (l *Ledger) Length(ctx context.Context, p int) (int64, error) {
 		return 0, redisErr("xlen", err)
 	}
 	return n, nil
+}
+
+// GroupStat is a cheap view of a consumer group on one partition, for metrics: reading it
+// costs a few O(1) or O(log n) commands per partition, whatever the backlog.
+type GroupStat struct {
+	Partition int
+	// Exists is false when the stream or the group has not been created yet.
+	Exists bool
+	// Pending counts entries delivered and not yet acknowledged.
+	Pending int64
+	// Lag counts entries not yet delivered, as Redis reports it; -1 when Redis cannot tell
+	// (after XDEL, XGROUP SETID or an AOF reload with the group behind). Counting them would
+	// read the whole backlog, which GroupStats never does.
+	Lag int64
+	// Oldest is the time of the first entry not yet delivered (from its stream ID); zero
+	// when everything has been delivered.
+	Oldest time.Time
+}
+
+// GroupStats returns group's stats on every partition in two pipelined round trips: XINFO
+// GROUPS per partition, then, for partitions with a lag, the first undelivered entry
+// (XRANGE COUNT 1). No partition's result is left out: a failed read fails the call.
+func (l *Ledger) GroupStats(ctx context.Context, group string) ([]GroupStat, error) {
+	parts := l.keys.Partitions()
+	pipe := l.rdb.Pipeline()
+	infos := make([]*redis.XInfoGroupsCmd, parts)
+	for p := range parts {
+		infos[p] = pipe.XInfoGroups(ctx, l.keys.Events(p))
+	}
+	pipe.Exec(ctx) // errors are read per command below
+	stats := make([]GroupStat, parts)
+	last := make([]string, parts)
+	for p, c := range infos {
+		stats[p].Partition = p
+		groups, err := c.Result()
+		if err != nil {
+			if isNoGroup(err) {
+				continue
+			}
+			return nil, redisErr("group info", err)
+		}
+		for _, g := range groups {
+			if g.Name == group {
+				stats[p] = GroupStat{Partition: p, Exists: true, Pending: g.Pending, Lag: g.Lag}
+				last[p] = g.LastDeliveredID
+			}
+		}
+	}
+	pipe = l.rdb.Pipeline()
+	next := make([]*redis.XMessageSliceCmd, parts)
+	for p, st := range stats {
+		if st.Exists && st.Lag != 0 {
+			next[p] = pipe.XRangeN(ctx, l.keys.Events(p), "("+last[p], "+", 1)
+		}
+	}
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, redisErr("first undelivered entry", err)
+		}
+	}
+	for p, c := range next {
+		if c == nil {
+			continue
+		}
+		if msgs := c.Val(); len(msgs) > 0 {
+			stats[p].Oldest = time.UnixMilli(streamMS(msgs[0].ID))
+		} else {
+			// Delivered up to the last entry: nothing is undelivered, whatever Redis's
+			// counter says (it can come back wrong from an AOF reload).
+			stats[p].Lag = 0
+		}
+	}
+	return stats, nil
 }

@@ -25,3 +25,8 @@ var Restock string
 //
 //go:embed snapshot.lua
 var Snapshot string
+
+// Alive refreshes and reads the projectors' heartbeats on one partition.
+//
+//go:embed alive.lua
+var Alive string

@@ -67,7 +67,8 @@ type mysqlOrder struct {
 
 // Audit checks the books of every item the ledger has events for: the ledger fold against
 // the Redis stock counter, and MySQL against the ledger (orders missing, extra, with another
-// status or quantity, and live duplicates of one request).
+// status or quantity, and live duplicates of one request); every dead entry (Ledger.Dead) is
+// a violation too.
 //
 // It reads one consistent cut, so that it can run while a sale goes on: per partition, one
 // script call (Ledger.Snapshot) returns the stream's last ID with the stock counters and the
@@ -177,6 +178,15 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 			rep.Violations = append(rep.Violations, Violation{o.item, id,
 				fmt.Sprintf("conflict-cancel without holder: request %q holds no other live order", o.request)})
 		}
+	}
+
+	dead, err := l.Dead(ctx, "")
+	if err != nil {
+		return rep, err
+	}
+	for _, d := range dead {
+		rep.Violations = append(rep.Violations, Violation{d.ItemID, d.OrderID,
+			fmt.Sprintf("dead ledger entry %d/%s, acknowledged without being projected or restocked: %s", d.Partition, d.StreamID, d.Reason)})
 	}
 
 	for _, it := range items {

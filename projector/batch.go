@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/flashsale/flashsale/ledger"
@@ -19,24 +20,22 @@ type cancellation struct {
 }
 
 // handle projects one batch of entries read (or claimed) by consumer: one MySQL transaction,
-// then the restock of orders that failed for good, then XACK of the rest. Transient failures
-// are retried until they pass or ctx ends; a batch in hand is never cut in the middle of a
-// step (the steps themselves do not watch ctx), and whatever was not acknowledged when ctx
-// ends stays pending for the next run.
+// then the restock of orders that failed for good, then XACK of the rest. An entry that can
+// be neither projected nor restocked (garbage, an item of another partition) is recorded as
+// dead and acknowledged with it (Ledger.MarkDead), so that it never blocks the entries
+// behind it. Transient failures are retried until they pass or ctx ends; a batch in hand is
+// never cut in the middle of a step (the steps themselves do not watch ctx), and whatever was
+// not acknowledged when ctx ends stays pending for the next run.
 func (p *Projector) handle(ctx context.Context, part int, consumer string, events []ledger.Event) {
 	start := time.Now()
 	work := context.WithoutCancel(ctx)
 	var good []ledger.Event
 	var cancels []cancellation
-	var skipped []ledger.Event
 	for _, e := range events {
-		switch {
-		case e.Malformed == nil:
+		if e.Malformed == nil {
 			good = append(good, e)
-		case e.Type == ledger.EventOrder && e.Quantity > 0 && e.ItemID != "":
-			cancels = append(cancels, cancellation{e, "malformed order entry: " + e.Malformed.Error()})
-		default:
-			skipped = append(skipped, e)
+		} else {
+			cancels = append(cancels, cancellation{e, "malformed entry: " + e.Malformed.Error()})
 		}
 	}
 
@@ -60,10 +59,15 @@ func (p *Projector) handle(ctx context.Context, part int, consumer string, event
 		return
 	}
 
-	cancelled := map[string]bool{}
+	settled := map[string]bool{} // restocked or dead: acknowledged by that step
 	for _, c := range cancels {
+		var never error
 		err := p.retry(ctx, "restock", func() error {
 			done, err := p.ledger.Restock(work, c.order, p.cfg.Group, c.reason)
+			if errors.Is(err, ledger.ErrInvalid) {
+				never = err
+				return nil
+			}
 			if err == nil && done {
 				p.metrics.restocks.Inc()
 				p.log.Warn("order cancelled and restocked", "order_id", c.order.OrderID, "item_id", c.order.ItemID, "quantity", c.order.Quantity, "reason", c.reason)
@@ -73,16 +77,20 @@ func (p *Projector) handle(ctx context.Context, part int, consumer string, event
 		if err != nil {
 			return
 		}
-		cancelled[c.order.StreamID] = true
-	}
-	for _, e := range skipped {
-		p.metrics.malformed.Inc()
-		p.log.Error("skipping malformed ledger entry", "partition", part, "id", e.StreamID, "err", e.Malformed)
+		if never != nil {
+			reason := c.reason + "; " + never.Error()
+			if err := p.retry(ctx, "mark dead", func() error { return p.ledger.MarkDead(work, c.order, p.cfg.Group, reason) }); err != nil {
+				return
+			}
+			p.metrics.malformed.Inc()
+			p.log.Error("dead ledger entry acknowledged: it can be neither projected nor restocked", "partition", part, "id", c.order.StreamID, "reason", reason)
+		}
+		settled[c.order.StreamID] = true
 	}
 
 	ack := make([]string, 0, len(events))
 	for _, e := range events {
-		if !cancelled[e.StreamID] {
+		if !settled[e.StreamID] {
 			ack = append(ack, e.StreamID)
 		}
 	}
@@ -97,8 +105,8 @@ func (p *Projector) handle(ctx context.Context, part int, consumer string, event
 }
 
 // apply writes events in one transaction. When MySQL refuses the batch for its data (see
-// Permanent), it writes the events one by one to find the culprits: orders among them are
-// returned for cancellation, other events are skipped with an error log.
+// Permanent), it writes the events one by one to find the culprits and returns them for
+// cancellation (an event that is not an order cannot be restocked, and ends up dead).
 func (p *Projector) apply(ctx context.Context, events []ledger.Event) ([]cancellation, error) {
 	if len(events) == 0 {
 		return nil, nil
@@ -107,12 +115,7 @@ func (p *Projector) apply(ctx context.Context, events []ledger.Event) ([]cancell
 	if err == nil {
 		return conflicts, nil
 	}
-	if !Permanent(err) || len(events) == 1 && events[0].Type != ledger.EventOrder {
-		if Permanent(err) {
-			p.metrics.malformed.Inc()
-			p.log.Error("skipping entry MySQL refuses", "id", events[0].StreamID, "err", err)
-			return nil, nil
-		}
+	if !Permanent(err) {
 		return nil, err
 	}
 	if len(events) == 1 {

@@ -45,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer, l *ledger.Ledger, group string) *Metr
 		}),
 		malformed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flashsale_projector_skipped_total",
-			Help: "Entries skipped because they could neither be decoded nor restocked.",
+			Help: "Dead entries: acknowledged without being projected or restocked, because they never could be (see flashsale pending).",
 		}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashsale_projector_retries_total",
@@ -67,12 +67,16 @@ func NewMetrics(reg prometheus.Registerer, l *ledger.Ledger, group string) *Metr
 
 var (
 	lagDesc = prometheus.NewDesc("flashsale_projector_lag",
-		"Entries of the partition stream not yet delivered to the group.", []string{"partition"}, nil)
+		"Entries of the partition stream not yet delivered to the group; -1 when Redis cannot tell (see flashsale_projector_lag_seconds).", []string{"partition"}, nil)
+	lagSecondsDesc = prometheus.NewDesc("flashsale_projector_lag_seconds",
+		"Age of the oldest entry of the partition stream not yet delivered to the group; 0 when none.", []string{"partition"}, nil)
 	pendingDesc = prometheus.NewDesc("flashsale_projector_pending",
 		"Entries delivered to the group and not yet acknowledged.", []string{"partition"}, nil)
 )
 
-// groupCollector reads the group's lag and pending counts from Redis at scrape time.
+// groupCollector reads the group's lag and pending counts from Redis at scrape time, with
+// Ledger.GroupStats: a bounded number of cheap commands per partition, never a read of the
+// backlog, so a scrape costs the same however far behind the projector is.
 type groupCollector struct {
 	l     *ledger.Ledger
 	group string
@@ -80,19 +84,26 @@ type groupCollector struct {
 
 func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lagDesc
+	ch <- lagSecondsDesc
 	ch <- pendingDesc
 }
 
 func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for part := range c.l.Keys().Partitions() {
-		g, err := c.l.GroupInfo(ctx, part, c.group)
-		if err != nil {
-			continue
+	stats, err := c.l.GroupStats(ctx, c.group)
+	if err != nil {
+		return // Redis away: no series rather than a failed scrape
+	}
+	now := time.Now()
+	for _, g := range stats {
+		var age float64
+		if !g.Oldest.IsZero() {
+			age = max(now.Sub(g.Oldest).Seconds(), 0)
 		}
-		label := []string{strconv.Itoa(part)}
+		label := []string{strconv.Itoa(g.Partition)}
 		ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(g.Lag), label...)
+		ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, age, label...)
 		ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(g.Pending), label...)
 	}
 }

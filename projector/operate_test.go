@@ -2,9 +2,12 @@ package projector_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flashsale/flashsale/projector"
 	"github.com/flashsale/flashsale/tests/testenv"
@@ -35,7 +38,11 @@ func TestReplayRebuildsTheSameOrders(t *testing.T) {
 	want := testenv.OrdersHash(t, e.db)
 	store := projector.NewStore(e.db)
 
-	st, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{Fresh: true, PageSize: 17})
+	// The sale's projector is still running, idle: only Force empties the tables under it.
+	if _, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{Fresh: true}); !errors.As(err, new(*projector.LiveError)) {
+		t.Fatalf("replay -fresh with a projector live: got %v, want a LiveError", err)
+	}
+	st, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{Fresh: true, Force: true, PageSize: 17})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,5 +177,51 @@ func TestAuditFlagsAConflictWithoutAHolder(t *testing.T) {
 	}
 	if len(rep.Violations) != 1 || rep.Violations[0].OrderID != padded || !strings.Contains(rep.Violations[0].What, "conflict-cancel without holder") {
 		t.Fatalf("got violations %+v, want one conflict-cancel without holder for %s", rep.Violations, padded)
+	}
+}
+
+// TestReplayFreshRefusesWhileProjectorsRun: projectors idle for many heartbeat TTLs (and for
+// longer than XINFO CONSUMERS' idle time would call them live) still stop replay -fresh; one
+// that stopped does not; a heartbeat left by a killed one stops it until it expires.
+func TestReplayFreshRefusesWhileProjectorsRun(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.setStock(t, "a", 10)
+	e.buy(t, "a", "u", "r1", 1)
+	store := projector.NewStore(e.db)
+	const beat = 100 * time.Millisecond
+	ttl := projector.HeartbeatTTL * beat
+	stop1 := e.run(t, projector.Config{Consumer: "c1", Heartbeat: beat})
+	stop2 := e.run(t, projector.Config{Consumer: "c2", Heartbeat: beat, Workers: 2})
+	t.Cleanup(stop2)
+	e.waitSettled(t)
+	time.Sleep(3 * ttl) // idle
+
+	refused := func(want ...string) {
+		t.Helper()
+		_, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{Fresh: true})
+		var live *projector.LiveError
+		if !errors.As(err, &live) || !slices.Equal(live.Consumers, want) {
+			t.Fatalf("replay -fresh: got %v, want refused for %v", err, want)
+		}
+		if len(e.statuses(t)) != 1 {
+			t.Fatalf("replay -fresh refused but the orders table changed: %v", e.statuses(t))
+		}
+	}
+	refused("c1", "c2-0", "c2-1")
+	stop1() // a clean stop removes the heartbeat at once
+	refused("c2-0", "c2-1")
+	stop2()
+	// A heartbeat left behind by a process that was killed: live until it expires.
+	if err := e.l.Beat(ctx, []string{"killed"}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	refused("killed")
+	time.Sleep(ttl + 20*time.Millisecond)
+	if _, err := projector.Replay(ctx, e.l, store, projector.ReplayOptions{Fresh: true}); err != nil {
+		t.Fatalf("replay -fresh after every projector stopped: %v", err)
+	}
+	if st := e.statuses(t); len(st) != 1 {
+		t.Fatalf("after replay -fresh: got %v, want the one order back", st)
 	}
 }

@@ -35,7 +35,15 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// WriteTimeout bounds one MySQL transaction.
 	WriteTimeout time.Duration
+	// Heartbeat is how often the process refreshes its consumers' heartbeats (Ledger.Beat),
+	// from start until its last batch is done, idle or not; each heartbeat lives for
+	// HeartbeatTTL times Heartbeat. LiveConsumers reads them.
+	Heartbeat time.Duration
 }
+
+// HeartbeatTTL is how many heartbeat intervals a heartbeat outlives its refresh: a process
+// that stopped without leaving (killed) counts as live for that long.
+const HeartbeatTTL = 5
 
 // DefaultGroup is the consumer group name.
 const DefaultGroup = "projector"
@@ -74,6 +82,9 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 2 * time.Second
+	}
 }
 
 // Validate reports settings that cannot work.
@@ -89,6 +100,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("min-idle %s: want at least 3x the write timeout (%s) so that a slow batch is not taken over", c.MinIdle, c.WriteTimeout)
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
 		return fmt.Errorf("retry backoff %s..%s: want 0 < min <= max", c.RetryMin, c.RetryMax)
+	case c.Heartbeat < 10*time.Millisecond:
+		return fmt.Errorf("heartbeat %s: want at least 10ms", c.Heartbeat)
 	}
 	return nil
 }
@@ -125,15 +138,58 @@ func (p *Projector) Run(ctx context.Context) error {
 		}
 	}
 	p.log.Info("projecting", "partitions", parts, "consumer", p.cfg.Consumer, "workers", p.cfg.Workers, "batch", p.cfg.BatchSize)
+	names := make([]string, p.cfg.Workers)
+	for w := range names {
+		names[w] = p.consumerName(w)
+	}
+	// The heartbeat outlives ctx until the batches in hand are done.
+	hbCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
+	var beat sync.WaitGroup
+	beat.Go(func() { p.heartbeat(hbCtx, names) })
 	var wg sync.WaitGroup
 	for part := range parts {
-		for w := range p.cfg.Workers {
-			wg.Go(func() { p.consume(ctx, part, p.consumerName(w)) })
+		for _, name := range names {
+			wg.Go(func() { p.consume(ctx, part, name) })
 		}
-		wg.Go(func() { p.claim(ctx, part, p.consumerName(0)) })
+		wg.Go(func() { p.claim(ctx, part, names[0]) })
 	}
 	wg.Wait()
+	stopBeat()
+	beat.Wait()
 	return nil
+}
+
+// heartbeat refreshes the heartbeats of names every Heartbeat until ctx is done, then removes
+// them. It runs beside the consumer loops rather than in them, so that a consumer waiting in a
+// long retry (MySQL down) still counts as live: it will write as soon as MySQL is back.
+func (p *Projector) heartbeat(ctx context.Context, names []string) {
+	ttl := HeartbeatTTL * p.cfg.Heartbeat
+	t := time.NewTicker(p.cfg.Heartbeat)
+	defer t.Stop()
+	failing := false
+	for {
+		bctx, cancel := context.WithTimeout(ctx, p.cfg.Heartbeat)
+		err := p.ledger.Beat(bctx, names, ttl)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			p.log.Warn("heartbeat failed", "err", err)
+			failing = true
+		case err == nil && failing:
+			p.log.Info("heartbeat back")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := p.ledger.Leave(lctx, names); err != nil {
+				p.log.Warn("heartbeat not removed; it expires by itself", "in", ttl, "err", err)
+			}
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (p *Projector) consumerName(w int) string {

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/ledger"
@@ -295,4 +297,128 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil || len(applied) != 0 {
 		t.Fatalf("second migrate: applied %v (%v), want nothing", applied, err)
 	}
+}
+
+// TestPoisonEntriesAreDeadNotBlocking: entries that can be neither projected nor restocked
+// (an order naming an item of another partition, well-formed or not, and garbage) are
+// acknowledged once, recorded as dead, counted, and shown by pending and audit; the orders
+// behind them are confirmed.
+func TestPoisonEntriesAreDeadNotBlocking(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.setStock(t, "a", 10)
+	k := e.l.Keys()
+	p := k.Partition("a")
+	other := ""
+	for i := 0; other == ""; i++ {
+		if c := fmt.Sprintf("x%d", i); k.Partition(c) != p {
+			other = c
+		}
+	}
+	e.setStock(t, other, 10)
+	poison := [][]string{
+		{"v", "1", "type", "order", "item_id", other, "quantity", "2", "user_id", "u", "request_id", "forged", "ts", "1"},
+		{"v", "1", "type", "order", "item_id", other, "quantity", "2", "user_id", "u", "request_id", "", "ts", "x"},
+		{"junk", "1"},
+	}
+	dead := map[string]bool{}
+	for _, values := range poison {
+		id, err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: k.Events(p), Values: values}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead[id] = true
+	}
+	var after []string
+	for i := range 3 {
+		after = append(after, e.buy(t, "a", "u", fmt.Sprintf("r%d", i), 1))
+	}
+
+	reg := prometheus.NewRegistry()
+	pr, err := projector.New(e.l, projector.NewStore(e.db), projector.Config{Consumer: "c1", Block: 50 * time.Millisecond},
+		projector.NewMetrics(reg, nil, ""), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { pr.Run(pctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		g, err := e.l.GroupInfo(ctx, p, projector.DefaultGroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Exists && g.Pending == 0 && g.Lag == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partition %d blocked: %+v", p, g)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := e.statuses(t)
+	for _, id := range after {
+		if st[id] != projector.StatusConfirmed {
+			t.Errorf("order %s behind the poison: got %q, want confirmed", id, st[id])
+		}
+	}
+	if len(st) != len(after) {
+		t.Errorf("MySQL holds %d orders, want only the %d real ones: %v", len(st), len(after), st)
+	}
+	if got, want := e.stock(t, other), int64(10); got != want {
+		t.Errorf("stock of %s: got %d, want %d (nothing restocked for a forged order)", other, got, want)
+	}
+	if got := counterValue(t, reg, "flashsale_projector_skipped_total"); got != 3 {
+		t.Errorf("flashsale_projector_skipped_total: got %v, want 3", got)
+	}
+
+	rep, err := e.l.Pending(ctx, projector.DefaultGroup, ledger.PendingFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Dead) != 3 {
+		t.Fatalf("pending report: got %d dead entries %+v, want 3", len(rep.Dead), rep.Dead)
+	}
+	for _, d := range rep.Dead {
+		if !dead[d.StreamID] || d.Partition != p || d.Reason == "" {
+			t.Errorf("dead entry %+v: want one of the poison entries of partition %d, with a reason", d, p)
+		}
+	}
+	if rep.Dead[0].ItemID != other || rep.Dead[0].RequestID != "forged" || !strings.Contains(rep.Dead[0].Reason, "partition") {
+		t.Errorf("first dead entry %+v: want the forged order of %s, said to be of another partition", rep.Dead[0], other)
+	}
+	audit, err := projector.Audit(ctx, e.l, projector.NewStore(e.db), projector.DefaultGroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, v := range audit.Violations {
+		if strings.Contains(v.What, "dead ledger entry") {
+			n++
+		} else {
+			t.Errorf("unexpected violation %+v", v)
+		}
+	}
+	if n != 3 {
+		t.Errorf("audit: got %d dead-entry violations, want 3: %+v", n, audit.Violations)
+	}
+}
+
+// counterValue returns the value of the counter registered on reg under name.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/flashsale/flashsale/ledger"
@@ -11,7 +12,8 @@ import (
 // ReplayOptions tune Replay.
 type ReplayOptions struct {
 	// Fresh empties the projection tables first; otherwise replay fills in what is missing.
-	Fresh bool
+	// It refuses with a *LiveError while projectors are live (LiveConsumers), unless Force.
+	Fresh, Force bool
 	// PageSize is the number of entries read and written per transaction (default 1000).
 	PageSize int64
 	// Progress, if set, is called after each page with the entries done and the total.
@@ -24,6 +26,16 @@ type ReplayStats struct {
 	Elapsed                                      time.Duration
 }
 
+// LiveError is Replay's refusal to empty the tables under running projectors: one that reads
+// its batch back after the truncation would take its own orders for conflicts and cancel them.
+type LiveError struct {
+	Consumers []string
+}
+
+func (e *LiveError) Error() string {
+	return "projectors are live (" + strings.Join(e.Consumers, ", ") + ")"
+}
+
 // Replay rebuilds the MySQL projection from the whole ledger, every partition from its first
 // entry, through the same idempotent Store.Apply the projector uses: running it twice, or
 // while projectors run, changes nothing more. It never acknowledges or restocks: orders that
@@ -34,6 +46,15 @@ func Replay(ctx context.Context, l *ledger.Ledger, store *Store, opt ReplayOptio
 		opt.PageSize = 1000
 	}
 	var st ReplayStats
+	if opt.Fresh && !opt.Force {
+		live, err := LiveConsumers(ctx, l)
+		if err != nil {
+			return st, err
+		}
+		if len(live) > 0 {
+			return st, &LiveError{Consumers: live}
+		}
+	}
 	var total int64
 	for p := range l.Keys().Partitions() {
 		n, err := l.Length(ctx, p)
@@ -96,22 +117,13 @@ func (s *Store) Truncate(ctx context.Context) error {
 	return nil
 }
 
-// LiveConsumers returns the consumers of group that read from any partition within the last
-// `within`: projectors that are running now.
-func LiveConsumers(ctx context.Context, l *ledger.Ledger, group string, within time.Duration) ([]string, error) {
-	seen := map[string]bool{}
-	var live []string
-	for p := range l.Keys().Partitions() {
-		cs, err := l.Consumers(ctx, p, group)
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range cs {
-			if c.Idle < within && !seen[c.Name] {
-				seen[c.Name] = true
-				live = append(live, c.Name)
-			}
-		}
+// LiveConsumers returns the consumers of running projectors: those whose heartbeat (see
+// Config.Heartbeat) has not expired, on any partition. A projector idle for hours is live; one
+// that stopped is not (it removes its heartbeat), nor, after its heartbeat's TTL, one killed.
+func LiveConsumers(ctx context.Context, l *ledger.Ledger) ([]string, error) {
+	live, err := l.Alive(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("live consumers: %w", err)
 	}
 	return live, nil
 }

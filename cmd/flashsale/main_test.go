@@ -3,12 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/projector"
 	"github.com/flashsale/flashsale/tests/testenv"
 )
 
@@ -87,5 +92,45 @@ func TestStockCommands(t *testing.T) {
 	_, _, err := runCmd(t, env, "stock", "add", "demo", "1000000000")
 	if exitCode(err) != 1 || !strings.Contains(fmt.Sprint(err), "maximum of 1000000000") {
 		t.Fatalf("add past the maximum: got exit %d (%v), want 1 and the maximum", exitCode(err), err)
+	}
+}
+
+// TestPendingAndAuditShowDeadEntries: an entry the projector recorded as dead is listed by
+// `pending` (table and JSON) and is a violation for `audit` (exit 1).
+func TestPendingAndAuditShowDeadEntries(t *testing.T) {
+	ctx := context.Background()
+	srv, rdb := testenv.StartRedis(t)
+	dsn, db := testenv.MySQL(t)
+	if _, err := projector.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"FLASHSALE_REDIS_ADDR": srv.Addr, "FLASHSALE_MYSQL_DSN": dsn}
+	if out, _, err := runCmd(t, env, "stock", "set", "demo", "5"); err != nil {
+		t.Fatalf("stock set: %v %s", err, out)
+	}
+	l, err := ledger.Open(ctx, rdb, ledger.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := l.Keys().Partition("demo")
+	id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: l.Keys().Events(p), Values: []string{"junk", "1"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MarkDead(ctx, ledger.Event{Partition: p, StreamID: id}, projector.DefaultGroup, "malformed entry"); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCmd(t, env, "pending")
+	if err != nil || !strings.Contains(out, "1 dead entries") || !strings.Contains(out, fmt.Sprintf("%d/%s", p, id)) {
+		t.Fatalf("pending: %v\n%s", err, out)
+	}
+	out, _, err = runCmd(t, env, "pending", "-json")
+	var rep ledger.PendingReport
+	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Dead) != 1 || rep.Dead[0].Reason != "malformed entry" {
+		t.Fatalf("pending -json: %v\n%s", err, out)
+	}
+	out, _, err = runCmd(t, env, "audit")
+	if exitCode(err) != 1 || !strings.Contains(out, "dead ledger entry "+fmt.Sprintf("%d/%s", p, id)) {
+		t.Fatalf("audit: exit %d (%v)\n%s", exitCode(err), err, out)
 	}
 }

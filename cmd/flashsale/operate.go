@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -50,6 +51,7 @@ func pending(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", s.Partition, s.Count, dash(s.Oldest), dash(s.Newest), dash(strings.Join(cs, " ")))
 	}
 	tw.Flush()
+	defer printDead(e.stdout, rep.Dead)
 	if len(rep.Entries) == 0 {
 		fmt.Fprintln(e.stdout, "\nno pending entries match")
 		return nil
@@ -70,6 +72,20 @@ func pending(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "(more entries match; raise -limit)\n")
 	}
 	return nil
+}
+
+// printDead lists the dead entries: acknowledged, never projected nor restocked.
+func printDead(w io.Writer, dead []ledger.DeadEntry) {
+	if len(dead) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%d dead entries (acknowledged without being projected or restocked):\n", len(dead))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTYPE\tORDER\tITEM\tQTY\tREASON")
+	for _, d := range dead {
+		fmt.Fprintf(tw, "%d/%s\t%s\t%s\t%s\t%d\t%s\n", d.Partition, d.StreamID, dash(d.Type), dash(d.OrderID), dash(d.ItemID), d.Quantity, d.Reason)
+	}
+	tw.Flush()
 }
 
 func audit(ctx context.Context, e *env, args []string) error {
@@ -144,15 +160,6 @@ func replay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeAll()
-	if *fresh && !*force {
-		live, err := projector.LiveConsumers(ctx, l, projector.DefaultGroup, 10*time.Second)
-		if err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-		if len(live) > 0 {
-			return fmt.Errorf("replay -fresh: projectors are live (%s); stop them first, or add -force", strings.Join(live, ", "))
-		}
-	}
 	progress := plainProgress(e.stderr)
 	if file, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(file.Fd())) {
 		var bar *progressbar.ProgressBar
@@ -166,7 +173,10 @@ func replay(ctx context.Context, e *env, args []string) error {
 			bar.Set64(done)
 		}
 	}
-	st, err := projector.Replay(ctx, l, projector.NewStore(db), projector.ReplayOptions{Fresh: *fresh, PageSize: int64(*page), Progress: progress})
+	st, err := projector.Replay(ctx, l, projector.NewStore(db), projector.ReplayOptions{Fresh: *fresh, Force: *force, PageSize: int64(*page), Progress: progress})
+	if live := (*projector.LiveError)(nil); errors.As(err, &live) {
+		return fmt.Errorf("replay -fresh: %w; stop them first, or add -force", err)
+	}
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}

@@ -23,6 +23,7 @@ type projectorFlags struct {
 	workers                *int
 	batch                  *int
 	block, minIdle, writeT *time.Duration
+	heartbeat              *time.Duration
 }
 
 func (f *flags) projector() projectorFlags {
@@ -33,6 +34,8 @@ func (f *flags) projector() projectorFlags {
 		block:    f.duration("block", "FLASHSALE_BLOCK", time.Second, "how long one read waits for new entries"),
 		minIdle:  f.duration("min-idle", "FLASHSALE_MIN_IDLE", 30*time.Second, "how long another consumer's entry must sit unacknowledged before it is taken over"),
 		writeT:   f.duration("write-timeout", "FLASHSALE_WRITE_TIMEOUT", 10*time.Second, "bound on one MySQL transaction"),
+		heartbeat: f.duration("heartbeat", "FLASHSALE_HEARTBEAT", 2*time.Second,
+			fmt.Sprintf("how often the projector refreshes its heartbeat (replay -fresh refuses while one is fresh); a heartbeat lives %dx this", projector.HeartbeatTTL)),
 	}
 }
 
@@ -45,6 +48,7 @@ func (pf projectorFlags) build(l *ledger.Ledger, db *sql.DB, reg prometheus.Regi
 		Block:        *pf.block,
 		MinIdle:      *pf.minIdle,
 		WriteTimeout: *pf.writeT,
+		Heartbeat:    *pf.heartbeat,
 	}, projector.NewMetrics(reg, l, projector.DefaultGroup), log)
 }
 
