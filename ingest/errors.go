@@ -27,6 +27,7 @@ var (
 		{refusal{ledger.ErrUnknownItem, "item not found"}, http.StatusNotFound},
 		{refusal{ledger.ErrUnknownOrder, "order not found"}, http.StatusNotFound},
 		{refusal{ledger.ErrDuplicate, "duplicate request"}, http.StatusConflict},
+		{refusal{ledger.ErrRequestIDTaken, "request_id already used"}, http.StatusConflict},
 		{refusal{ledger.ErrLimit, "purchase limit reached"}, http.StatusForbidden},
 		{refusal{ledger.ErrNotStarted, "sale has not started"}, http.StatusForbidden},
 		{refusal{ledger.ErrEnded, "sale has ended"}, http.StatusForbidden},
@@ -44,6 +45,7 @@ var (
 		{refusal{ledger.ErrUnknownItem, "item not found"}, codes.NotFound},
 		{refusal{ledger.ErrUnknownOrder, "order not found"}, codes.NotFound},
 		{refusal{ledger.ErrDuplicate, "duplicate request"}, codes.AlreadyExists},
+		{refusal{ledger.ErrRequestIDTaken, "request_id already used"}, codes.AlreadyExists},
 		{refusal{ledger.ErrLimit, "purchase limit reached"}, codes.FailedPrecondition},
 		{refusal{ledger.ErrNotStarted, "sale has not started"}, codes.FailedPrecondition},
 		{refusal{ledger.ErrEnded, "sale has ended"}, codes.FailedPrecondition},
@@ -90,6 +92,8 @@ func outcome(err error) string {
 		return "sold_out"
 	case errors.Is(err, ledger.ErrDuplicate):
 		return "duplicate"
+	case errors.Is(err, ledger.ErrRequestIDTaken):
+		return "request_id_taken"
 	case errors.Is(err, ledger.ErrInvalid):
 		return "invalid"
 	case errors.Is(err, ledger.ErrUnknownItem):

@@ -5,7 +5,8 @@
 //   InvalidArgument     bad request fields
 //   NotFound            unknown item or order
 //   AlreadyExists       duplicate request_id; the message and a PurchaseResponse detail carry the
-//                       original order_id
+//                       original order_id (only to the user who placed it: for another user the
+//                       message is "request_id already used", with no order_id)
 //   ResourceExhausted   sold out
 //   FailedPrecondition  per-user limit reached, or the sale is not open
 //   Unavailable         the ledger (Redis) cannot be reached; safe to retry with the same request_id

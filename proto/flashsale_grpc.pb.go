@@ -5,7 +5,8 @@
 //   InvalidArgument     bad request fields
 //   NotFound            unknown item or order
 //   AlreadyExists       duplicate request_id; the message and a PurchaseResponse detail carry the
-//                       original order_id
+//                       original order_id (only to the user who placed it: for another user the
+//                       message is "request_id already used", with no order_id)
 //   ResourceExhausted   sold out
 //   FailedPrecondition  per-user limit reached, or the sale is not open
 //   Unavailable         the ledger (Redis) cannot be reached; safe to retry with the same request_id
@@ -42,7 +43,7 @@ const (
 type OrderServiceClient interface {
 	// Purchase buys quantity units of item_id for user_id. request_id makes it idempotent: a
 	// retry with the same request_id for the same item returns AlreadyExists with the original
-	// order_id and buys nothing.
+	// order_id and buys nothing; the same request_id from another user is AlreadyExists without it.
 	Purchase(ctx context.Context, in *PurchaseRequest, opts ...grpc.CallOption) (*PurchaseResponse, error)
 	// GetItem returns an item's remaining stock and sale rules.
 	GetItem(ctx context.Context, in *GetItemRequest, opts ...grpc.CallOption) (*Item, error)
@@ -94,7 +95,7 @@ func (c *orderServiceClient) GetOrder(ctx context.Context, in *GetOrderRequest, 
 type OrderServiceServer interface {
 	// Purchase buys quantity units of item_id for user_id. request_id makes it idempotent: a
 	// retry with the same request_id for the same item returns AlreadyExists with the original
-	// order_id and buys nothing.
+	// order_id and buys nothing; the same request_id from another user is AlreadyExists without it.
 	Purchase(context.Context, *PurchaseRequest) (*PurchaseResponse, error)
 	// GetItem returns an item's remaining stock and sale rules.
 	GetItem(context.Context, *GetItemRequest) (*Item, error)
