@@ -22,6 +22,8 @@ var (
 		refusal
 		status int
 	}{
+		{refusal{ErrUnauthenticated, ""}, http.StatusUnauthorized},
+		{refusal{ErrUserMismatch, ""}, http.StatusForbidden},
 		{refusal{ledger.ErrMissingFields, "missing required fields"}, http.StatusBadRequest},
 		{refusal{ledger.ErrInvalid, ""}, http.StatusBadRequest},
 		{refusal{ledger.ErrUnknownItem, "item not found"}, http.StatusNotFound},
@@ -40,6 +42,8 @@ var (
 		refusal
 		code codes.Code
 	}{
+		{refusal{ErrUnauthenticated, ""}, codes.Unauthenticated},
+		{refusal{ErrUserMismatch, ""}, codes.PermissionDenied},
 		{refusal{ledger.ErrMissingFields, "missing required fields"}, codes.InvalidArgument},
 		{refusal{ledger.ErrInvalid, ""}, codes.InvalidArgument},
 		{refusal{ledger.ErrUnknownItem, "item not found"}, codes.NotFound},
