@@ -367,6 +367,15 @@ func TestHTTPVerifiedIdentity(t *testing.T) {
 		})
 	}
 	assertUnchanged(t, e.rdb, before)
+	m := mustSend(t, c, http.MethodGet, base+"/metrics", nil)
+	for _, want := range []string{
+		`flashsale_purchases_total{outcome="unauthenticated",transport="http"} 3`,
+		`flashsale_purchases_total{outcome="user_mismatch",transport="http"} 1`,
+	} {
+		if !strings.Contains(string(m.body), want+"\n") {
+			t.Errorf("metrics: got no line %q", want)
+		}
+	}
 
 	// The token names the user: with the body's user_id left out, or the same.
 	purchaseAs := func(token string, body []byte) string {

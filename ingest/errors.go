@@ -108,6 +108,10 @@ func outcome(err error) string {
 		return "closed"
 	case errors.Is(err, ledger.ErrUnavailable):
 		return "unavailable"
+	case errors.Is(err, ErrUnauthenticated):
+		return "unauthenticated"
+	case errors.Is(err, ErrUserMismatch):
+		return "user_mismatch"
 	}
 	return "error"
 }

@@ -56,11 +56,11 @@ func PurchaseRequest(in *pb.PurchaseRequest) ledger.PurchaseRequest {
 func (g *grpcService) Purchase(ctx context.Context, in *pb.PurchaseRequest) (*pb.PurchaseResponse, error) {
 	user, err := g.s.authenticate(authorization(ctx))
 	if err != nil {
-		return nil, g.status(ctx, "Purchase", err)
+		return nil, g.status(ctx, "Purchase", g.s.grpc.refused(err))
 	}
 	req := PurchaseRequest(in)
 	if err := claimUser(user, &req); err != nil {
-		return nil, g.status(ctx, "Purchase", err)
+		return nil, g.status(ctx, "Purchase", g.s.grpc.refused(err))
 	}
 	rc, err := g.s.purchase(ctx, g.s.grpc, req)
 	if err != nil {

@@ -174,7 +174,7 @@ func readBody(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
 func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
 	user, err := s.authenticate(r.Header.Values("Authorization"))
 	if err != nil {
-		s.writeLedgerError(w, r, err)
+		s.writeLedgerError(w, r, s.http.refused(err))
 		return
 	}
 	body, ok := readBody(w, r)
@@ -187,7 +187,7 @@ func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := claimUser(user, &req); err != nil {
-		s.writeLedgerError(w, r, err)
+		s.writeLedgerError(w, r, s.http.refused(err))
 		return
 	}
 	rc, err := s.purchase(r.Context(), s.http, req)
