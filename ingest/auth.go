@@ -65,6 +65,8 @@ const (
 	MinHS256Secret = 32
 	// MinRSABits is the smallest RSA key accepted.
 	MinRSABits = 2048
+	// MaxTokenBytes bounds a bearer token; longer ones are refused unparsed.
+	MaxTokenBytes = 8 << 10
 	// AuthLeeway is the clock skew allowed on exp and nbf.
 	AuthLeeway = 30 * time.Second
 	// jwksTimeout bounds one fetch of the JWK Set, and how long a token with an unknown kid may
@@ -274,6 +276,9 @@ func (a *Authenticator) User(authorization []string) (string, error) {
 	}
 	if len(authorization) > 1 {
 		return "", &TokenError{Reason: "more than one authorization value"}
+	}
+	if len(authorization[0]) > MaxTokenBytes {
+		return "", &TokenError{Reason: "token too long"}
 	}
 	scheme, token, ok := strings.Cut(strings.TrimSpace(authorization[0]), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {

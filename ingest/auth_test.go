@@ -159,6 +159,7 @@ func TestAuthenticatorTokens(t *testing.T) {
 		{"basic scheme", hs, []string{"Basic YWxpY2U6cHc="}, "", "want Authorization: Bearer <token>"},
 		{"bearer without token", hs, []string{"Bearer "}, "", "want Authorization: Bearer <token>"},
 		{"garbage token", hs, bearerOf("not.a.jwt"), "", "malformed token"},
+		{"huge token", hs, bearerOf(strings.Repeat("a", ingest.MaxTokenBytes)), "", "token too long"},
 		{"two headers", hs, append(bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("alice", nil))), "Bearer x"), "", "more than one authorization value"},
 	}
 	for _, tt := range tests {
