@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -227,9 +228,11 @@ func jwks(ctx context.Context, cfg AuthConfig, log *slog.Logger) (jwt.Keyfunc, e
 	if client == nil {
 		client = &http.Client{Timeout: jwksTimeout}
 	}
+	limited := *client
+	limited.Transport = limitBody{limited.Transport}
 	fail := false
 	k, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
-		Client:                    client,
+		Client:                    &limited,
 		HTTPTimeout:               jwksTimeout,
 		RateLimitWaitMax:          jwksTimeout,
 		NoErrorReturnFirstHTTPReq: &fail,
@@ -266,6 +269,28 @@ func jwks(ctx context.Context, cfg AuthConfig, log *slog.Logger) (jwt.Keyfunc, e
 		}
 		return got, nil
 	}, nil
+}
+
+// maxJWKSBytes bounds a JWK Set response; a longer one fails to decode.
+const maxJWKSBytes = 1 << 20
+
+// limitBody is an http.RoundTripper that cuts response bodies at maxJWKSBytes.
+type limitBody struct{ next http.RoundTripper }
+
+func (l limitBody) RoundTrip(req *http.Request) (*http.Response, error) {
+	next := l.next
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	resp, err := next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(resp.Body, maxJWKSBytes), resp.Body}
+	return resp, nil
 }
 
 // User verifies the bearer token of the Authorization values (HTTP headers or gRPC metadata)

@@ -186,6 +186,9 @@ func TestAuthenticatorConfig(t *testing.T) {
 	t.Parallel()
 	small := mustKey(rsa.GenerateKey(rand.Reader, 1024))
 	p384 := mustKey(ecdsa.GenerateKey(elliptic.P384(), rand.Reader))
+	padded := rsaJWK("r1", &rsaKey().PublicKey)
+	padded["x-padding"] = strings.Repeat("a", 1<<20)
+	huge := serveJWKS(t, padded)
 	tests := []struct {
 		name string
 		cfg  ingest.AuthConfig
@@ -199,6 +202,7 @@ func TestAuthenticatorConfig(t *testing.T) {
 		{"private key PEM", ingest.AuthConfig{PublicKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}})}, "want PUBLIC KEY"},
 		{"not PEM", ingest.AuthConfig{PublicKeyPEM: []byte("hello")}, "no PEM block"},
 		{"JWKS unreachable", ingest.AuthConfig{JWKSURL: "http://127.0.0.1:1/jwks.json"}, "JWK Set"},
+		{"JWKS over 1 MiB", ingest.AuthConfig{JWKSURL: huge}, "JWK Set"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
