@@ -22,11 +22,14 @@ var (
 		refusal
 		status int
 	}{
+		{refusal{ErrUnauthenticated, ""}, http.StatusUnauthorized},
+		{refusal{ErrUserMismatch, ""}, http.StatusForbidden},
 		{refusal{ledger.ErrMissingFields, "missing required fields"}, http.StatusBadRequest},
 		{refusal{ledger.ErrInvalid, ""}, http.StatusBadRequest},
 		{refusal{ledger.ErrUnknownItem, "item not found"}, http.StatusNotFound},
 		{refusal{ledger.ErrUnknownOrder, "order not found"}, http.StatusNotFound},
 		{refusal{ledger.ErrDuplicate, "duplicate request"}, http.StatusConflict},
+		{refusal{ledger.ErrRequestIDTaken, "request_id already used"}, http.StatusConflict},
 		{refusal{ledger.ErrLimit, "purchase limit reached"}, http.StatusForbidden},
 		{refusal{ledger.ErrNotStarted, "sale has not started"}, http.StatusForbidden},
 		{refusal{ledger.ErrEnded, "sale has ended"}, http.StatusForbidden},
@@ -40,11 +43,14 @@ var (
 		refusal
 		code codes.Code
 	}{
+		{refusal{ErrUnauthenticated, ""}, codes.Unauthenticated},
+		{refusal{ErrUserMismatch, ""}, codes.PermissionDenied},
 		{refusal{ledger.ErrMissingFields, "missing required fields"}, codes.InvalidArgument},
 		{refusal{ledger.ErrInvalid, ""}, codes.InvalidArgument},
 		{refusal{ledger.ErrUnknownItem, "item not found"}, codes.NotFound},
 		{refusal{ledger.ErrUnknownOrder, "order not found"}, codes.NotFound},
 		{refusal{ledger.ErrDuplicate, "duplicate request"}, codes.AlreadyExists},
+		{refusal{ledger.ErrRequestIDTaken, "request_id already used"}, codes.AlreadyExists},
 		{refusal{ledger.ErrLimit, "purchase limit reached"}, codes.FailedPrecondition},
 		{refusal{ledger.ErrNotStarted, "sale has not started"}, codes.FailedPrecondition},
 		{refusal{ledger.ErrEnded, "sale has ended"}, codes.FailedPrecondition},
@@ -91,6 +97,8 @@ func outcome(err error) string {
 		return "sold_out"
 	case errors.Is(err, ledger.ErrDuplicate):
 		return "duplicate"
+	case errors.Is(err, ledger.ErrRequestIDTaken):
+		return "request_id_taken"
 	case errors.Is(err, ledger.ErrInvalid):
 		return "invalid"
 	case errors.Is(err, ledger.ErrUnknownItem):
@@ -101,6 +109,10 @@ func outcome(err error) string {
 		return "closed"
 	case errors.Is(err, ledger.ErrUnavailable):
 		return "unavailable"
+	case errors.Is(err, ErrUnauthenticated):
+		return "unauthenticated"
+	case errors.Is(err, ErrUserMismatch):
+		return "user_mismatch"
 	}
 	return "error"
 }

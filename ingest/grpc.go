@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -53,7 +54,15 @@ func PurchaseRequest(in *pb.PurchaseRequest) ledger.PurchaseRequest {
 }
 
 func (g *grpcService) Purchase(ctx context.Context, in *pb.PurchaseRequest) (*pb.PurchaseResponse, error) {
-	rc, err := g.s.purchase(ctx, g.s.grpc, PurchaseRequest(in))
+	user, err := g.s.authenticate(authorization(ctx))
+	if err != nil {
+		return nil, g.status(ctx, "Purchase", g.s.grpc.refused(err))
+	}
+	req := PurchaseRequest(in)
+	if err := claimUser(user, &req); err != nil {
+		return nil, g.status(ctx, "Purchase", g.s.grpc.refused(err))
+	}
+	rc, err := g.s.purchase(ctx, g.s.grpc, req)
 	if err != nil {
 		return nil, g.status(ctx, "Purchase", err)
 	}
@@ -79,7 +88,7 @@ func (g *grpcService) GetOrder(ctx context.Context, in *pb.GetOrderRequest) (*pb
 	if g.s.orders == nil {
 		return nil, status.Error(codes.Unimplemented, "order lookup is not served by this process")
 	}
-	o, err := g.s.orders.Order(ctx, in.GetOrderId())
+	o, err := g.s.order(ctx, authorization(ctx), in.GetOrderId())
 	if err != nil {
 		return nil, g.status(ctx, "GetOrder", err)
 	}
@@ -87,6 +96,12 @@ func (g *grpcService) GetOrder(ctx context.Context, in *pb.GetOrderRequest) (*pb
 		OrderId: o.OrderID, RequestId: o.RequestID, UserId: o.UserID, ItemId: o.ItemID,
 		Quantity: int32(o.Quantity), Status: o.Status, CreatedAtMs: o.CreatedAt.UnixMilli(),
 	}, nil
+}
+
+// authorization returns the authorization metadata of the call.
+func authorization(ctx context.Context) []string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return md.Get("authorization")
 }
 
 // status turns err into a gRPC status through the table; a duplicate carries the original

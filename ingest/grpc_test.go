@@ -88,6 +88,32 @@ func TestGRPCDuplicateReturnsOriginalOrder(t *testing.T) {
 	})
 }
 
+func TestGRPCRequestIDOfAnotherUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	client := e.orderClient(t)
+	ctx := context.Background()
+	setStock(t, e.l, "a", stockSet(5))
+
+	first, err := client.Purchase(ctx, &pb.PurchaseRequest{RequestId: "shared", UserId: "alice", ItemId: "a", Quantity: 2})
+	if err != nil || first.GetOrderId() == "" {
+		t.Fatalf("first purchase: got %v, %v, want an order", first, err)
+	}
+	before := snapshot(t, e.rdb)
+	_, err = client.Purchase(ctx, &pb.PurchaseRequest{RequestId: "shared", UserId: "mallory", ItemId: "a", Quantity: 1})
+	st := status.Convert(err)
+	if st.Code() != codes.AlreadyExists || st.Message() != "request_id already used" {
+		t.Fatalf("other user's purchase: got %v %q, want %v request_id already used", st.Code(), st.Message(), codes.AlreadyExists)
+	}
+	if len(st.Details()) != 0 {
+		t.Errorf("other user's purchase details: got %v, want none", st.Details())
+	}
+	assertUnchanged(t, e.rdb, before)
+	checkLedger(t, e.l, map[string]ledger.PurchaseRequest{
+		first.GetOrderId(): {RequestID: "shared", UserID: "alice", ItemID: "a", Quantity: 2},
+	})
+}
+
 func TestGRPCSoldOutDoesNotBurnRequestID(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -172,6 +172,11 @@ func readBody(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
 }
 
 func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
+	user, err := s.authenticate(r.Header.Values("Authorization"))
+	if err != nil {
+		s.writeLedgerError(w, r, s.http.refused(err))
+		return
+	}
 	body, ok := readBody(w, r)
 	if !ok {
 		return
@@ -179,6 +184,10 @@ func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
 	req, err := DecodePurchase(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	if err := claimUser(user, &req); err != nil {
+		s.writeLedgerError(w, r, s.http.refused(err))
 		return
 	}
 	rc, err := s.purchase(r.Context(), s.http, req)
@@ -230,7 +239,7 @@ type orderReply struct {
 }
 
 func (s *Service) handleOrder(w http.ResponseWriter, r *http.Request) {
-	o, err := s.orders.Order(r.Context(), mux.Vars(r)["order_id"])
+	o, err := s.order(r.Context(), r.Header.Values("Authorization"), mux.Vars(r)["order_id"])
 	if err != nil {
 		s.writeLedgerError(w, r, err)
 		return
@@ -265,6 +274,10 @@ func (s *Service) writeLedgerError(w http.ResponseWriter, r *http.Request, err e
 	orderID := ""
 	if errors.As(err, &dup) {
 		orderID = dup.OrderID
+	}
+	var te *TokenError
+	if errors.As(err, &te) {
+		w.Header().Set("WWW-Authenticate", te.challenge())
 	}
 	writeError(w, status, msg, orderID)
 }

@@ -85,6 +85,36 @@ func TestHTTPDuplicateReturnsOriginalOrder(t *testing.T) {
 	})
 }
 
+func TestHTTPRequestIDOfAnotherUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base, c := e.startHTTP(t)
+	setStock(t, e.l, "a", stockSet(5))
+
+	orderID := purchase(t, c, base, "shared", "alice", "a", 2)
+	before := snapshot(t, e.rdb)
+	r := mustSend(t, c, http.MethodPost, base+"/api/purchase", purchaseJSON("shared", "mallory", "a", 1))
+	rep, err := decodeReply(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != http.StatusConflict || rep.Success || rep.Message != "request_id already used" {
+		t.Errorf("other user's purchase: got %d %s, want 409 request_id already used", r.status, r.body)
+	}
+	if rep.OrderID != "" || strings.Contains(string(r.body), orderID) {
+		t.Errorf("other user's purchase: got %s, want no order_id", r.body)
+	}
+	assertUnchanged(t, e.rdb, before)
+	checkLedger(t, e.l, map[string]ledger.PurchaseRequest{
+		orderID: {RequestID: "shared", UserID: "alice", ItemID: "a", Quantity: 2},
+	})
+
+	m := mustSend(t, c, http.MethodGet, base+"/metrics", nil)
+	if want := `flashsale_purchases_total{outcome="request_id_taken",transport="http"} 1`; !strings.Contains(string(m.body), want+"\n") {
+		t.Errorf("metrics: got no line %q", want)
+	}
+}
+
 func TestHTTPSoldOutDoesNotBurnRequestID(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -16,7 +16,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		purchases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashsale_purchases_total",
-			Help: "Purchase attempts by transport and outcome (ok, sold_out, duplicate, limit, closed, unknown_item, invalid, unavailable, error).",
+			Help: "Purchase attempts by transport and outcome (ok, sold_out, duplicate, request_id_taken, limit, closed, unknown_item, invalid, unavailable, unauthenticated, user_mismatch, error).",
 		}, []string{"transport", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "flashsale_purchase_duration_seconds",
@@ -33,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // outcomes are the labels outcome returns; their series exist from the start, at zero.
-var outcomes = []string{"ok", "sold_out", "duplicate", "invalid", "unknown_item", "limit", "closed", "unavailable", "error"}
+var outcomes = []string{"ok", "sold_out", "duplicate", "request_id_taken", "invalid", "unknown_item", "limit", "closed", "unavailable", "unauthenticated", "user_mismatch", "error"}
 
 // transportMetrics are one transport's series, resolved once so that a request does no label
 // lookup.
@@ -41,6 +41,17 @@ type transportMetrics struct {
 	latency  prometheus.Observer
 	outcomes map[string]prometheus.Counter
 	inFlight prometheus.Gauge
+}
+
+// refused counts a purchase refused before the ledger was asked (no verified identity) and
+// returns err.
+func (t transportMetrics) refused(err error) error {
+	c, ok := t.outcomes[outcome(err)]
+	if !ok {
+		c = t.outcomes["error"]
+	}
+	c.Inc()
+	return err
 }
 
 func (m *Metrics) transport(name string) transportMetrics {

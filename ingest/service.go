@@ -43,6 +43,7 @@ type Service struct {
 	ledger Ledger
 	orders Orders
 	checks map[string]Check
+	auth   *Authenticator // nil: user_id is taken as sent (see RequireAuth)
 	http   transportMetrics
 	grpc   transportMetrics
 	log    *slog.Logger

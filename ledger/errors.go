@@ -22,6 +22,10 @@ var (
 	ErrUnknownOrder = errors.New("unknown order")
 	// ErrDuplicate: the request_id already placed an order; see DuplicateError.
 	ErrDuplicate = errors.New("duplicate request")
+	// ErrRequestIDTaken: the request_id already placed an order of another user for the item
+	// (or of an owner not recorded, see RequestOwner). It does not match ErrDuplicate and
+	// carries no order: the order is not the caller's to see.
+	ErrRequestIDTaken = errors.New("request_id already used")
 	// ErrLimit: the user would exceed the item's per-user limit.
 	ErrLimit = errors.New("purchase limit reached")
 	// ErrNotStarted: the sale window has not opened yet.
@@ -40,8 +44,8 @@ var (
 	ErrUnavailable = errors.New("ledger unavailable")
 )
 
-// DuplicateError is returned when a request_id already placed an order for the item. It
-// matches ErrDuplicate with errors.Is and carries the original order.
+// DuplicateError is returned when a request_id already placed an order for the item and the
+// same user. It matches ErrDuplicate with errors.Is and carries the original order.
 type DuplicateError struct {
 	OrderID string
 }

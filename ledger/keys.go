@@ -54,7 +54,8 @@ func (k Keys) Stock(item string) string { return k.itemKey("stock", item) }
 // Rules is item's sale rules hash (limit, start_ms, end_ms).
 func (k Keys) Rules(item string) string { return k.itemKey("rules", item) }
 
-// Request is the idempotency key of request id for item; its value is the order_id.
+// Request is the idempotency key of request id for item; its value is
+// "<order_id>|<user_id>" (see RequestOwner).
 func (k Keys) Request(item, id string) string { return k.itemKey("req", item) + ":" + id }
 
 // User counts the units user has bought of item.

@@ -116,7 +116,8 @@ func TestPurchaseRules(t *testing.T) {
 		want            error
 	}{
 		{"duplicate", "a", "u1", "dup", 2, ledger.ErrDuplicate},
-		{"duplicate other user", "a", "u2", "dup", 1, ledger.ErrDuplicate},
+		{"request_id of another user", "a", "u2", "dup", 1, ledger.ErrRequestIDTaken},
+		{"request_id of a user whose ID extends the owner's", "a", "u1|x", "dup", 2, ledger.ErrRequestIDTaken},
 		{"unknown item", "nope", "u1", "r1", 1, ledger.ErrUnknownItem},
 		{"too many", "a", "u1", "r2", 9, ledger.ErrSoldOut},
 		{"limit", "limited", "u1", "r3", 4, ledger.ErrLimit},
@@ -141,6 +142,9 @@ func TestPurchaseRules(t *testing.T) {
 			if errors.As(err, &dup) && dup.OrderID != first.OrderID {
 				t.Fatalf("duplicate carries order %s, want %s", dup.OrderID, first.OrderID)
 			}
+			if errors.Is(err, ledger.ErrRequestIDTaken) && (errors.As(err, &dup) || strings.Contains(err.Error(), first.OrderID)) {
+				t.Fatalf("a taken request_id reveals the order: %v", err)
+			}
 		})
 	}
 	if after := dump(t, rdb); after != before {
@@ -156,6 +160,72 @@ func TestPurchaseRules(t *testing.T) {
 	}
 	if _, err := buy(l, "limited", "u2", "l2", 1); err != nil {
 		t.Fatalf("another user: %v", err)
+	}
+}
+
+func TestRequestIDBelongsToItsUser(t *testing.T) {
+	ctx := context.Background()
+	l, rdb := newLedger(t)
+	setStock(t, l, "a", 10)
+	first, err := buy(l, "a", "alice", "shared", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := l.Keys().Request("a", "shared")
+	v, err := rdb.Get(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if orderID, user, ok := ledger.RequestOwner(v); !ok || orderID != first.OrderID || user != "alice" {
+		t.Fatalf("idempotency value %q: got (%q, %q, %t), want (%q, alice, true)", v, orderID, user, ok, first.OrderID)
+	}
+
+	// A user ID holding '|' is stored and compared whole.
+	if _, err := buy(l, "a", "b|ob", "piped", 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"b", "ob", "b|o"} {
+		if _, err := buy(l, "a", user, "piped", 1); !errors.Is(err, ledger.ErrRequestIDTaken) {
+			t.Fatalf("user %q reusing b|ob's request_id: got %v, want ErrRequestIDTaken", user, err)
+		}
+	}
+	var dup *ledger.DuplicateError
+	if _, err := buy(l, "a", "b|ob", "piped", 1); !errors.As(err, &dup) {
+		t.Fatalf("b|ob retrying: got %v, want a duplicate", err)
+	}
+
+	// A value written before the owner was stored: nobody gets the order, nothing is sold.
+	legacy := l.Keys().Request("a", "legacy")
+	if err := rdb.Set(ctx, legacy, first.OrderID, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, rdb)
+	for _, user := range []string{"alice", "mallory"} {
+		if _, err := buy(l, "a", user, "legacy", 1); !errors.Is(err, ledger.ErrRequestIDTaken) {
+			t.Fatalf("%s reusing a legacy request_id: got %v, want ErrRequestIDTaken", user, err)
+		}
+	}
+	if after := dump(t, rdb); after != before {
+		t.Fatalf("refusals changed Redis:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+func TestRequestOwner(t *testing.T) {
+	tests := []struct {
+		value, orderID, userID string
+		ok                     bool
+	}{
+		{"2-1795829822810-0|alice", "2-1795829822810-0", "alice", true},
+		{"2-1795829822810-0|a|b", "2-1795829822810-0", "a|b", true},
+		{"2-1795829822810-0|", "2-1795829822810-0", "", true},
+		{"2-1795829822810-0", "", "", false},
+		{"", "", "", false},
+	}
+	for _, tt := range tests {
+		orderID, userID, ok := ledger.RequestOwner(tt.value)
+		if orderID != tt.orderID || userID != tt.userID || ok != tt.ok {
+			t.Errorf("RequestOwner(%q): got (%q, %q, %t), want (%q, %q, %t)", tt.value, orderID, userID, ok, tt.orderID, tt.userID, tt.ok)
+		}
 	}
 }
 
@@ -410,10 +480,14 @@ func testSoldOutSkipsTheScript(t *testing.T, cfg ledger.Config) {
 			t.Fatalf("got %v, want ErrSoldOut", err)
 		}
 	}
-	// A retry of the order that won still gets it back.
+	// A retry of the order that won still gets it back; its request_id reused by another user
+	// does not.
 	var dup *ledger.DuplicateError
 	if _, err := buy(l, "a", "u1", "r1", 1); !errors.As(err, &dup) || dup.OrderID != first.OrderID {
 		t.Fatalf("retry of the winner: got %v, want duplicate of %s", err, first.OrderID)
+	}
+	if _, err := buy(l, "a", "u3", "r1", 1); !errors.Is(err, ledger.ErrRequestIDTaken) || errors.As(err, &dup) {
+		t.Fatalf("another user reusing the winner's request_id: got %v, want ErrRequestIDTaken", err)
 	}
 	if got := evalCalls(t, rdb) - before; got != 0 {
 		t.Fatalf("the script ran %d times for a known sold-out item, want 0", got)

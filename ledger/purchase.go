@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -16,7 +17,8 @@ const (
 )
 
 // PurchaseRequest asks for Quantity units of ItemID for UserID. RequestID makes it
-// idempotent per item.
+// idempotent per item: it places at most one order of the item, which only its user gets back
+// on a retry.
 type PurchaseRequest struct {
 	RequestID string
 	UserID    string
@@ -79,6 +81,18 @@ func validID(s string, max int, printable bool) bool {
 	return true
 }
 
+// RequestOwner splits the value of an idempotency key, "<order_id>|<user_id>", into the order
+// and the user who placed it (order IDs never hold '|'; user IDs may). ok is false for a value
+// without '|', written before the owner was stored: its owner is unknown, and the request_id
+// is then refused to every user as taken (ErrRequestIDTaken) until the key expires.
+func RequestOwner(value string) (orderID, userID string, ok bool) {
+	orderID, userID, ok = strings.Cut(value, "|")
+	if !ok {
+		return "", "", false
+	}
+	return orderID, userID, true
+}
+
 // Receipt is what a successful purchase returns.
 type Receipt struct {
 	// OrderID names the order: its partition and ledger stream ID, e.g. "2-1732761600123-0".
@@ -89,8 +103,9 @@ type Receipt struct {
 
 // Purchase decides req in one script call: on success the stock is decremented and the order
 // event is in the ledger stream before Purchase returns. Refusals are ErrInvalid,
-// ErrUnknownItem, *DuplicateError, ErrNotStarted, ErrEnded, ErrLimit and ErrSoldOut, and they
-// change nothing; ErrUnavailable means Redis could not be asked. For an item this process
+// ErrUnknownItem, *DuplicateError (the request_id placed an order of this user),
+// ErrRequestIDTaken (of another user), ErrNotStarted, ErrEnded, ErrLimit and ErrSoldOut, and
+// they change nothing; ErrUnavailable means Redis could not be asked. For an item this process
 // recently saw sold out, only the duplicate check runs (see Config.SoldOutTTL).
 func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, error) {
 	if err := req.Validate(); err != nil {
@@ -137,6 +152,8 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 			l.soldOut.mark(req.ItemID, now, epoch)
 		}
 		return Receipt{}, ErrSoldOut
+	case 7:
+		return Receipt{}, ErrRequestIDTaken
 	}
 	return Receipt{}, fmt.Errorf("purchase script: unknown code %d", code)
 }

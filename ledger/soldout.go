@@ -58,17 +58,21 @@ func (s *soldOut) forget(item string) {
 }
 
 // soldOutOrDuplicate answers a purchase of an item known to be sold out: a duplicate of an
-// earlier order still gets its order back (one GET of the idempotency key), anything else is
+// earlier order still gets its order back (one GET of the idempotency key), as the script
+// would answer it (its user's order, ErrRequestIDTaken for anyone else); anything else is
 // ErrSoldOut without running the script.
 func (l *Ledger) soldOutOrDuplicate(ctx context.Context, req PurchaseRequest) (Receipt, error) {
-	orderID, err := l.calls.get(ctx, l.keys.Request(req.ItemID, req.RequestID))
+	v, err := l.calls.get(ctx, l.keys.Request(req.ItemID, req.RequestID))
 	switch {
 	case errors.Is(err, redis.Nil):
 		return Receipt{}, ErrSoldOut
 	case err != nil:
 		return Receipt{}, redisErr("purchase", err)
 	}
-	return Receipt{}, &DuplicateError{OrderID: orderID}
+	if orderID, user, ok := RequestOwner(v); ok && user == req.UserID {
+		return Receipt{}, &DuplicateError{OrderID: orderID}
+	}
+	return Receipt{}, ErrRequestIDTaken
 }
 
 // WatchStock listens for the stock and restock announcements of the scripts and forgets

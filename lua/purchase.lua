@@ -15,9 +15,11 @@
 --
 -- Checks, in order: unknown item, duplicate request, sale window, per-user limit, stock.
 -- Only success writes anything: DECRBY the stock, XADD the order event (its stream ID,
--- prefixed with the partition, is the order_id), SET the idempotency key to the order_id with
--- the TTL, INCRBY the per-user counter. A refusal changes nothing and does not burn the
--- request_id.
+-- prefixed with the partition, is the order_id), SET the idempotency key to
+-- '<order_id>|<user_id>' with the TTL, INCRBY the per-user counter. A refusal changes nothing
+-- and does not burn the request_id. A request_id is answered as a duplicate only to the user
+-- who placed its order; any other user (and everyone, for a value without '|' written before
+-- the owner was stored) gets code 7, which does not reveal the order.
 --
 -- Returns {code, order_id, stock}:
 --   0 ok            order_id of the new order, stock left after it
@@ -27,6 +29,7 @@
 --   4 ended         '', current stock
 --   5 limit         '', current stock (the user would exceed the per-user limit)
 --   6 sold out     '', current stock (less than the quantity asked for)
+--   7 taken         '', current stock (the request_id placed another user's order)
 
 local stock = redis.call('GET', KEYS[1])
 if not stock then
@@ -36,7 +39,11 @@ stock = tonumber(stock)
 
 local original = redis.call('GET', KEYS[3])
 if original then
-  return {2, original, stock}
+  local bar = string.find(original, '|', 1, true)
+  if bar and string.sub(original, bar + 1) == ARGV[2] then
+    return {2, string.sub(original, 1, bar - 1), stock}
+  end
+  return {7, '', stock}
 end
 
 local t = redis.call('TIME')
@@ -71,6 +78,6 @@ local id = redis.call('XADD', KEYS[5], '*',
   'request_id', ARGV[3], 'user_id', ARGV[2], 'item_id', ARGV[1],
   'quantity', units, 'ts', string.format('%d', now))
 local order_id = ARGV[6] .. '-' .. id
-redis.call('SET', KEYS[3], order_id, 'PX', ARGV[5])
+redis.call('SET', KEYS[3], order_id .. '|' .. ARGV[2], 'PX', ARGV[5])
 redis.call('INCRBY', KEYS[4], units)
 return {0, order_id, left}

@@ -40,6 +40,9 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{"stock without args", []string{"stock", "set", "demo"}, 2, "ITEM QUANTITY"},
 		{"stock bad quantity", []string{"stock", "set", "demo", "many"}, 2, ""},
 		{"audit cannot reach redis", []string{"audit", "-redis", "127.0.0.1:1"}, 2, ""},
+		{"auth issuer without a key", []string{"serve", "-auth-jwt-issuer", "https://idp.example"}, 2, ""},
+		{"two auth key sources", []string{"ingest", "-auth-jwt-hs256-secret-file", "s", "-auth-jwt-jwks-url", "http://127.0.0.1:1/jwks"}, 2, ""},
+		{"auth secret file missing", []string{"ingest", "-auth-jwt-hs256-secret-file", "/nonexistent/secret"}, 1, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

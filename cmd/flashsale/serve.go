@@ -44,6 +44,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	adminToken := f.str("admin-token", "FLASHSALE_ADMIN_TOKEN", "", "bearer token of the /admin routes (not mounted when empty)")
 	shutdown := f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
 	lf := f.limits()
+	af := f.auth()
 	var dsn *string
 	var pf projectorFlags
 	if withMySQL {
@@ -62,6 +63,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		return err
 	}
 	log := logger()
+	auth, err := af.build(ctx, log)
+	if err != nil {
+		return err
+	}
 
 	l, closeLedger, err := rf.open(ctx)
 	if err != nil {
@@ -96,6 +101,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 	}
 	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
+	svc.RequireAuth(auth)
 	{
 		wctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return l.WatchStock(wctx) }, func(error) { cancel() })
