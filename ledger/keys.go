@@ -40,6 +40,10 @@ func (k Keys) StockChanges() string { return k.prefix + ":stock-changed" }
 // Events is partition p's ledger stream.
 func (k Keys) Events(p int) string { return k.tag(p) + "events" }
 
+// Items is the set of the item IDs of partition p that have ever been given stock (the
+// stock script adds them), so that items can be listed without SCAN, also on Redis Cluster.
+func (k Keys) Items(p int) string { return k.tag(p) + "items" }
+
 // Stock is item's stock counter (units left).
 func (k Keys) Stock(item string) string { return k.itemKey("stock", item) }
 
