@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/ingest"
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/tests/testenv"
 )
@@ -16,10 +17,36 @@ import (
 // startAdmin serves the router with the admin routes behind token ("" mounts none).
 func (e *env) startAdmin(t *testing.T, token string) (string, *http.Client) {
 	t.Helper()
+	return e.startBoard(t, ingest.AdminOptions{Token: token})
+}
+
+// startBoard serves the router with the admin routes and the board of o (its ledger and
+// group default to the env's), with the production server settings; the board runs until
+// t.Cleanup.
+func (e *env) startBoard(t *testing.T, o ingest.AdminOptions) (string, *http.Client) {
+	t.Helper()
+	if o.Ledger == nil {
+		o.Ledger = e.l
+	}
+	if o.Group == "" {
+		o.Group = "projector"
+	}
 	r := e.svc.Router(e.reg)
-	e.svc.MountAdmin(r, token, e.l, "projector")
-	ts := httptest.NewServer(r)
-	t.Cleanup(ts.Close)
+	b := e.svc.MountAdmin(r, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Run(ctx)
+	}()
+	ts := httptest.NewUnstartedServer(ingest.NewHTTPServer("", r).Handler)
+	ts.Config = ingest.NewHTTPServer("", r)
+	ts.Start()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		ts.Close()
+	})
 	return ts.URL, ts.Client()
 }
 
