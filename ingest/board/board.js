@@ -8,6 +8,9 @@ let csrf = '';
 let source = null;
 let lastMessage = 0;
 
+// Charts span the last 3 minutes, or less while there is less to show (at least MIN_WINDOW s).
+const MIN_WINDOW = 20;
+
 const OUTCOMES = [
   ['ok', 'ok', 'good'],
   ['sold_out', 'sold out', 'warn'],
@@ -106,7 +109,7 @@ function renderOutcomes(p) {
   chart($('rate-chart'), [
     { values: p.chart, cls: 'all', area: true },
     { values: p.ok_chart, cls: 'ok' },
-  ], { points: 180, height: 70, label: (top) => fmtRate(top) + '/s' });
+  ], { points: Math.max(MIN_WINDOW, p.chart.length), height: 70, label: (top) => 'peak ' + fmtRate(top) + '/s' });
 }
 
 function statusBadge(it) {
@@ -124,6 +127,12 @@ function renderItems(snap) {
   if (snap.items.length === 0) {
     box.appendChild(el('p', 'muted', 'No items yet: put one on sale below.'));
   }
+  let first = 180;
+  for (const it of snap.items) {
+    const i = it.chart.findIndex((n) => n > 0);
+    if (i >= 0) first = Math.min(first, i);
+  }
+  const span = Math.min(180, Math.max(MIN_WINDOW, 180 - first));
   for (const it of snap.items) {
     const card = el('div', 'card item ' + it.status);
     card.dataset.item = it.item_id;
@@ -155,8 +164,8 @@ function renderItems(snap) {
     card.appendChild(facts);
 
     const c = el('div', 'chart');
-    chart(c, [{ values: it.chart, cls: it.status === 'sold_out' ? 'done' : 'all', area: true }],
-      { points: 180, height: 44, label: (top) => fmtInt(top) + '/s' });
+    chart(c, [{ values: it.chart.slice(180 - span), cls: it.status === 'sold_out' ? 'done' : 'all', area: true }],
+      { points: span, height: 44, label: (top) => 'peak ' + fmtInt(top) + '/s' });
     card.appendChild(c);
 
     const foot = el('div', 'item-foot muted small');
@@ -172,7 +181,7 @@ function renderItems(snap) {
     box.appendChild(card);
   }
   $('items-note').textContent = (snap.more_items > 0 ? `${snap.more_items} more not shown · ` : '') +
-    (snap.catching_up ? 'reading the ledger… · ' : '') + 'orders per second over the last 3 minutes';
+    (snap.catching_up ? 'reading the ledger… · ' : '') + 'charts: orders per second, last ' + (span >= 180 ? '3 min' : span + ' s');
 }
 
 function renderPartitions(snap) {
@@ -212,7 +221,7 @@ function renderAudit(snap) {
   btn.textContent = snap.audit_running ? 'Running…' : 'Run audit';
   if (!snap.audit_available) {
     status.className = 'audit-status muted';
-    status.textContent = 'unavailable: this process has no MySQL (flashsale ingest); use `flashsale audit` or the board of `flashsale serve`';
+    status.textContent = 'Unavailable here: this process has no MySQL (flashsale ingest). Run flashsale audit, or open the board of flashsale serve.';
     $('audit-detail').textContent = '';
     $('audit-violations').replaceChildren();
     return;
