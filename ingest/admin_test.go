@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
-	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,9 +22,19 @@ func (e *env) startAdmin(t *testing.T, token string) (string, *http.Client) {
 }
 
 // startBoard serves the router with the admin routes and the board of o (its ledger and
-// group default to the env's), with the production server settings; the board runs until
+// group default to the env's) on a free port, with the production server settings, until
 // t.Cleanup.
 func (e *env) startBoard(t *testing.T, o ingest.AdminOptions) (string, *http.Client) {
+	t.Helper()
+	base, _ := e.boardServer(t, "127.0.0.1:0", o)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	t.Cleanup(c.CloseIdleConnections)
+	return base, c
+}
+
+// boardServer is startBoard on addr; stop (also run by t.Cleanup) ends the board's streams
+// and shuts the server down, so that another can take the address, as after a restart.
+func (e *env) boardServer(t *testing.T, addr string, o ingest.AdminOptions) (base string, stop func()) {
 	t.Helper()
 	if o.Ledger == nil {
 		o.Ledger = e.l
@@ -31,23 +42,39 @@ func (e *env) startBoard(t *testing.T, o ingest.AdminOptions) (string, *http.Cli
 	if o.Group == "" {
 		o.Group = "projector"
 	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
 	r := e.svc.Router(e.reg)
 	b := e.svc.MountAdmin(r, o)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	boardDone := make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(boardDone)
 		b.Run(ctx)
 	}()
-	ts := httptest.NewUnstartedServer(ingest.NewHTTPServer("", r).Handler)
-	ts.Config = ingest.NewHTTPServer("", r)
-	ts.Start()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		ts.Close()
-	})
-	return ts.URL, ts.Client()
+	srv := ingest.NewHTTPServer(addr, r)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-boardDone
+			sctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+			defer done()
+			if err := srv.Shutdown(sctx); err != nil {
+				srv.Close()
+			}
+			<-served
+		})
+	}
+	t.Cleanup(stop)
+	return "http://" + ln.Addr().String(), stop
 }
 
 func adminDo(t *testing.T, c *http.Client, method, url, token, body string) (int, []byte) {

@@ -435,14 +435,15 @@ func (b *Board) partitionViews(ctx context.Context, snap *boardSnapshot, fail fu
 	}
 }
 
-// growing reports whether a full window of backlog samples never fell in its second half and
-// ends above where it started.
+// growing reports whether a full window of backlog samples rose at every step of its second
+// half and ends above where it started: a projector that keeps up drains its backlog between
+// batches, so the backlog does not rise five seconds in a row.
 func growing(h []int64) bool {
 	if len(h) < backlogWindow || h[len(h)-1] <= h[0] {
 		return false
 	}
 	for i := len(h) / 2; i < len(h); i++ {
-		if h[i] < h[i-1] {
+		if h[i] <= h[i-1] {
 			return false
 		}
 	}

@@ -116,6 +116,12 @@ func textOf(ctx context.Context, sel string) string {
 	return s
 }
 
+// shown reports whether the element with id is displayed.
+func shown(ctx context.Context, id string) bool {
+	d, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`getComputedStyle(document.getElementById(%q)).display`, id)))
+	return err == nil && d != "none"
+}
+
 // waitFor polls cond every 100 ms until it holds or ctx ends.
 func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
@@ -166,7 +172,9 @@ func TestBoardInBrowser(t *testing.T) {
 	shots := newScreenshots(t)
 	e := newEnv(t)
 	bg := context.Background()
-	base, client := e.startBoard(t, ingest.AdminOptions{Token: "board-token", IdleWarn: 2 * time.Second})
+	opts := ingest.AdminOptions{Token: "board-token", IdleWarn: 2 * time.Second}
+	base, stopServer := e.boardServer(t, "127.0.0.1:0", opts)
+	client := &http.Client{Timeout: 5 * time.Second}
 
 	// Earlier today: a poster sold out; a projector consumer took some of its entries and hung.
 	const sneakers = 400
@@ -240,8 +248,8 @@ func TestBoardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sign in: %v", err)
 	}
-	if d, err := chromedp.Run(ctx, chromedp.Evaluate[string](`getComputedStyle(document.getElementById('signin')).display`)); err != nil || d != "none" {
-		t.Fatalf("the sign-in form still shows after signing in (display %q, %v)", d, err)
+	if shown(ctx, "signin") {
+		t.Fatal("the sign-in form still shows after signing in")
 	}
 	sneakerOpen.Store(true)
 
@@ -288,6 +296,18 @@ func TestBoardInBrowser(t *testing.T) {
 		return textOf(ctx, `[data-outcome="sold_out"] .total`) != "0 total" && textOf(ctx, `#p99`) != "–"
 	})
 	shots.take(ctx, "3-sold-out-and-stuck-consumer")
+
+	// The server restarts: the page says it is reconnecting, then carries on by itself, on
+	// the same session.
+	stopServer()
+	waitFor(t, ctx, "the page to show it is reconnecting", func() bool {
+		return strings.Contains(textOf(ctx, "#conn"), "reconnecting")
+	})
+	e.boardServer(t, strings.TrimPrefix(base, "http://"), opts)
+	waitFor(t, ctx, "the page to be live again", func() bool { return textOf(ctx, "#conn") == "live" })
+	if shown(ctx, "signin") || !shown(ctx, "board") {
+		t.Fatal("after the restart the page asks to sign in again")
+	}
 
 	// Put a new item on sale from the form.
 	err = chromedp.Do(ctx,
