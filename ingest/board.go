@@ -60,6 +60,7 @@ type Board struct {
 
 	mu           sync.Mutex
 	snap         []byte
+	seq          uint64 // counts snapshots
 	changed      chan struct{}
 	audit        *AuditSummary
 	auditRunning bool
@@ -153,10 +154,12 @@ func (b *Board) watch() func() {
 	return func() { b.viewers.Add(-1) }
 }
 
-func (b *Board) current() ([]byte, chan struct{}) {
+// current returns the latest snapshot, its number, and a channel closed when the next is
+// taken.
+func (b *Board) current() ([]byte, uint64, chan struct{}) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.snap, b.changed
+	return b.snap, b.seq, b.changed
 }
 
 // boardSnapshot is the JSON the board's page renders.
@@ -246,6 +249,7 @@ func (b *Board) sample(parent context.Context) {
 		return
 	}
 	b.snap = data
+	b.seq++
 	close(b.changed)
 	b.changed = make(chan struct{})
 	b.mu.Unlock()
@@ -453,14 +457,14 @@ func growing(h []int64) bool {
 // handleSnapshot answers GET /admin/board with a fresh snapshot.
 func (b *Board) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	defer b.watch()()
-	_, changed := b.current()
+	_, _, changed := b.current()
 	select {
 	case <-changed:
 	case <-time.After(5 * time.Second):
 	case <-r.Context().Done():
 		return
 	}
-	snap, _ := b.current()
+	snap, _, _ := b.current()
 	if snap == nil {
 		writeError(w, http.StatusServiceUnavailable, "board not ready", "")
 		return
@@ -489,14 +493,14 @@ func (b *Board) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, cookie := r.Context().Value(sessionKey{}).(session)
-	var last []byte
+	var sent uint64
 	for {
-		snap, changed := b.current()
-		if snap != nil && &snap[0] != lastPtr(last) {
+		snap, seq, changed := b.current()
+		if snap != nil && seq != sent {
 			if !write("data: " + string(snap) + "\n\n") {
 				return
 			}
-			last = snap
+			sent = seq
 		}
 		select {
 		case <-changed:
@@ -511,13 +515,6 @@ func (b *Board) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-}
-
-func lastPtr(b []byte) *byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return &b[0]
 }
 
 // handleAudit runs the audit (POST /admin/audit), one at a time, and keeps its result for the
