@@ -2,12 +2,9 @@ package ingest
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -15,42 +12,80 @@ import (
 	"github.com/flashsale/flashsale/ledger"
 )
 
-// Admin is what the admin routes need from the ledger.
+// Admin is what the admin routes and the live board need from the ledger.
 type Admin interface {
 	SetStock(ctx context.Context, item string, ch ledger.StockChange) (int64, error)
 	Item(ctx context.Context, item string) (ledger.Item, error)
+	Items(ctx context.Context) ([]string, error)
 	Pending(ctx context.Context, group string, f ledger.PendingFilter) (ledger.PendingReport, error)
+	Backlog(ctx context.Context, p int, group string) (ledger.Backlog, error)
+	Range(ctx context.Context, p int, after string, count int64) ([]ledger.Event, error)
+	Keys() ledger.Keys
 }
 
-// MountAdmin adds the operator routes under /admin, behind `Authorization: Bearer token`:
-// GET /admin/pending (the projector group's pending entries) and PUT /admin/items/{item_id}
-// (stock and sale rules, recorded as a stock event). With an empty token nothing is mounted.
-func (s *Service) MountAdmin(r *mux.Router, token string, a Admin, group string) {
-	if token == "" {
-		return
+// AdminOptions configure the admin routes and the live board.
+type AdminOptions struct {
+	// Token is the admin token: the bearer token of scripts and the password of the board's
+	// sign-in. Empty mounts nothing.
+	Token string
+	// Ledger is the ledger administered; Group the projector's consumer group.
+	Ledger Admin
+	Group  string
+	// Audit runs the books' audit (projector.Audit); nil where there is no MySQL (ingest): the
+	// board then shows the audit as unavailable.
+	Audit AuditFunc
+	// IdleWarn is how long a consumer holding entries may stay idle before the board warns
+	// (default 30 s).
+	IdleWarn time.Duration
+	// SessionTTL is how long a board sign-in lasts (default 12 h).
+	SessionTTL time.Duration
+	// SecureCookie marks the session cookie Secure even on plain HTTP (behind a TLS proxy);
+	// it is always Secure when the request came over TLS.
+	SecureCookie bool
+	// Now is the clock of sessions (default time.Now).
+	Now func() time.Time
+}
+
+// MountAdmin adds the operator routes under /admin. Scripts authenticate with
+// `Authorization: Bearer <token>`; the board's page (GET /admin/) signs in with the same
+// token and then holds a session cookie. Routes: GET /admin/pending (the projector group's
+// pending entries), PUT /admin/items/{item_id} (stock and sale rules, recorded as a stock
+// event), GET /admin/board (the board's snapshot), GET /admin/events (the same, pushed every
+// second as Server-Sent Events), POST /admin/audit, and the session's /admin/login,
+// /admin/logout and /admin/session. With an empty token nothing is mounted and it returns
+// nil. The returned Board must be Run for the snapshots to be taken.
+func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
+	if o.Token == "" {
+		return nil
 	}
+	if o.IdleWarn <= 0 {
+		o.IdleWarn = 30 * time.Second
+	}
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = 12 * time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	auth := newAdminAuth(o)
+	b := newBoard(s, o, auth)
+	// The page and its assets hold no data; they are public so that the sign-in form shows.
+	r.Handle("/admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently)).Methods(http.MethodGet)
+	r.HandleFunc("/admin/", servePage("index.html")).Methods(http.MethodGet)
+	r.HandleFunc("/admin/board.js", servePage("board.js")).Methods(http.MethodGet)
+	r.HandleFunc("/admin/board.css", servePage("board.css")).Methods(http.MethodGet)
+	r.HandleFunc("/admin/login", auth.handleLogin).Methods(http.MethodPost)
+
 	sub := r.PathPrefix("/admin").Subrouter()
-	sub.Use(bearer(token))
-	sub.HandleFunc("/pending", func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, a, group) }).Methods(http.MethodGet)
-	sub.HandleFunc("/items/{item_id}", func(w http.ResponseWriter, r *http.Request) { s.handlePutItem(w, r, a) }).Methods(http.MethodPut)
-}
-
-// bearer refuses requests without the token, comparing in constant time (of hashes, so that
-// not even the length leaks).
-func bearer(token string) mux.MiddlewareFunc {
-	want := sha256.Sum256([]byte(token))
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			sum := sha256.Sum256([]byte(got))
-			if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="flashsale admin"`)
-				writeError(w, http.StatusUnauthorized, "unauthorized", "")
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
+	sub.Use(auth.require)
+	sub.HandleFunc("/pending", func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, o.Ledger, o.Group) }).Methods(http.MethodGet)
+	sub.HandleFunc("/items/{item_id}", func(w http.ResponseWriter, r *http.Request) { s.handlePutItem(w, r, o.Ledger) }).Methods(http.MethodPut)
+	sub.HandleFunc("/session", auth.handleSession).Methods(http.MethodGet)
+	sub.HandleFunc("/logout", auth.handleLogout).Methods(http.MethodPost)
+	sub.HandleFunc("/board", b.handleSnapshot).Methods(http.MethodGet)
+	sub.HandleFunc("/events", b.handleEvents).Methods(http.MethodGet)
+	sub.HandleFunc("/audit", b.handleAudit).Methods(http.MethodPost)
+	return b
 }
 
 func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin, group string) {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
-	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/ingest"
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/tests/testenv"
 )
@@ -16,11 +18,63 @@ import (
 // startAdmin serves the router with the admin routes behind token ("" mounts none).
 func (e *env) startAdmin(t *testing.T, token string) (string, *http.Client) {
 	t.Helper()
+	return e.startBoard(t, ingest.AdminOptions{Token: token})
+}
+
+// startBoard serves the router with the admin routes and the board of o (its ledger and
+// group default to the env's) on a free port, with the production server settings, until
+// t.Cleanup.
+func (e *env) startBoard(t *testing.T, o ingest.AdminOptions) (string, *http.Client) {
+	t.Helper()
+	base, _ := e.boardServer(t, "127.0.0.1:0", o)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	t.Cleanup(c.CloseIdleConnections)
+	return base, c
+}
+
+// boardServer is startBoard on addr; stop (also run by t.Cleanup) ends the board's streams
+// and shuts the server down, so that another can take the address, as after a restart.
+func (e *env) boardServer(t *testing.T, addr string, o ingest.AdminOptions) (base string, stop func()) {
+	t.Helper()
+	if o.Ledger == nil {
+		o.Ledger = e.l
+	}
+	if o.Group == "" {
+		o.Group = "projector"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
 	r := e.svc.Router(e.reg)
-	e.svc.MountAdmin(r, token, e.l, "projector")
-	ts := httptest.NewServer(r)
-	t.Cleanup(ts.Close)
-	return ts.URL, ts.Client()
+	b := e.svc.MountAdmin(r, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	boardDone := make(chan struct{})
+	go func() {
+		defer close(boardDone)
+		b.Run(ctx)
+	}()
+	srv := ingest.NewHTTPServer(addr, r)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-boardDone
+			sctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+			defer done()
+			if err := srv.Shutdown(sctx); err != nil {
+				srv.Close()
+			}
+			<-served
+		})
+	}
+	t.Cleanup(stop)
+	return "http://" + ln.Addr().String(), stop
 }
 
 func adminDo(t *testing.T, c *http.Client, method, url, token, body string) (int, []byte) {

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Metrics are the purchase path's Prometheus metrics.
@@ -64,4 +65,91 @@ func (m *Metrics) transport(name string) transportMetrics {
 		t.outcomes[o] = m.purchases.WithLabelValues(name, o)
 	}
 	return t
+}
+
+// purchaseTotals are the purchase metrics' values at one moment, summed over transports.
+type purchaseTotals struct {
+	outcomes map[string]float64
+	// bounds are the latency buckets' upper bounds; counts their cumulative counts.
+	bounds []float64
+	counts []uint64
+}
+
+// totals reads the values the purchase metrics hold, as a scrape of /metrics would.
+func (m *Metrics) totals() purchaseTotals {
+	t := purchaseTotals{outcomes: map[string]float64{}}
+	for _, metric := range collect(m.purchases) {
+		var out string
+		for _, l := range metric.GetLabel() {
+			if l.GetName() == "outcome" {
+				out = l.GetValue()
+			}
+		}
+		t.outcomes[out] += metric.GetCounter().GetValue()
+	}
+	for _, metric := range collect(m.latency) {
+		bs := metric.GetHistogram().GetBucket()
+		if t.bounds == nil {
+			t.bounds = make([]float64, len(bs))
+			t.counts = make([]uint64, len(bs)+1)
+			for i, b := range bs {
+				t.bounds[i] = b.GetUpperBound()
+			}
+		}
+		for i, b := range bs {
+			t.counts[i] += b.GetCumulativeCount()
+		}
+		t.counts[len(bs)] += metric.GetHistogram().GetSampleCount()
+	}
+	return t
+}
+
+func collect(c prometheus.Collector) []*dto.Metric {
+	ch := make(chan prometheus.Metric, 32)
+	go func() {
+		c.Collect(ch)
+		close(ch)
+	}()
+	var out []*dto.Metric
+	for pm := range ch {
+		var d dto.Metric
+		if pm.Write(&d) == nil {
+			out = append(out, &d)
+		}
+	}
+	return out
+}
+
+// quantile estimates the q-quantile of the observations between two readings of the latency
+// histogram, interpolating inside a bucket as PromQL's histogram_quantile does. ok is false
+// when nothing was observed in between.
+func quantile(q float64, before, after purchaseTotals) (v float64, ok bool) {
+	if len(after.counts) == 0 {
+		return 0, false
+	}
+	count := func(i int) float64 {
+		n := after.counts[i]
+		if len(before.counts) == len(after.counts) {
+			n -= before.counts[i]
+		}
+		return float64(n)
+	}
+	total := count(len(after.counts) - 1)
+	if total == 0 {
+		return 0, false
+	}
+	rank := q * total
+	lower, below := 0.0, 0.0
+	for i, upper := range after.bounds {
+		c := count(i)
+		if c >= rank {
+			if c == below {
+				return upper, true
+			}
+			return lower + (upper-lower)*(rank-below)/(c-below), true
+		}
+		lower, below = upper, c
+	}
+	// Above the last bound: report the last bound, as histogram_quantile does.
+	return after.bounds[len(after.bounds)-1], true
 }

@@ -40,13 +40,14 @@ type Check func(ctx context.Context) error
 
 // Service is the shared core of the HTTP and gRPC handlers.
 type Service struct {
-	ledger Ledger
-	orders Orders
-	checks map[string]Check
-	auth   *Authenticator // nil: user_id is taken as sent (see RequireAuth)
-	http   transportMetrics
-	grpc   transportMetrics
-	log    *slog.Logger
+	ledger  Ledger
+	orders  Orders
+	checks  map[string]Check
+	auth    *Authenticator // nil: user_id is taken as sent (see RequireAuth)
+	http    transportMetrics
+	grpc    transportMetrics
+	metrics *Metrics
+	log     *slog.Logger
 }
 
 // NewService returns a Service. orders may be nil: the order routes are then not offered.
@@ -54,7 +55,7 @@ type Service struct {
 func NewService(l Ledger, orders Orders, checks map[string]Check, m *Metrics, log *slog.Logger) *Service {
 	return &Service{
 		ledger: l, orders: orders, checks: checks,
-		http: m.transport("http"), grpc: m.transport("grpc"),
+		http: m.transport("http"), grpc: m.transport("grpc"), metrics: m,
 		log: log.With("component", "ingest"),
 	}
 }

@@ -48,6 +48,10 @@ func (k Keys) Dead(p int) string { return k.tag(p) + "dead" }
 // the projectors running a consumer on p.
 func (k Keys) Alive(p int) string { return k.tag(p) + "alive" }
 
+// Items is the set of the item IDs of partition p that have ever been given stock (the
+// stock script adds them), so that items can be listed without SCAN, also on Redis Cluster.
+func (k Keys) Items(p int) string { return k.tag(p) + "items" }
+
 // Stock is item's stock counter (units left).
 func (k Keys) Stock(item string) string { return k.itemKey("stock", item) }
 

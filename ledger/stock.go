@@ -79,7 +79,7 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 		return 0, invalid("sale end must be after its start")
 	}
 	k := l.keys
-	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item))}
+	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item)), k.Items(k.Partition(item))}
 	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock).Result()
 	if err != nil {
 		return 0, redisErr("set stock", err)

@@ -4,6 +4,7 @@
 -- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>
 -- KEYS[2] sale rules         <prefix>:{pN}:rules:<item>
 -- KEYS[3] ledger stream      <prefix>:{pN}:events
+-- KEYS[4] items index (set)  <prefix>:{pN}:items
 --
 -- ARGV[1] item_id
 -- ARGV[2] op: 'set' (stock becomes ARGV[3]), 'init' (like set, but only for an item that has
@@ -71,6 +72,7 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'end_ms', ARGV[6]) end
 
 stock = string.format('%d', stock)
 redis.call('SET', KEYS[1], stock)
+redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'stock', 'item_id', ARGV[1],
   'op', op, 'quantity', ARGV[3], 'stock', stock,

@@ -42,6 +42,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	httpAddr := f.str("http", "FLASHSALE_HTTP_ADDR", ":8080", "HTTP listen address")
 	grpcAddr := f.str("grpc", "FLASHSALE_GRPC_ADDR", ":50051", "gRPC listen address")
 	adminToken := f.str("admin-token", "FLASHSALE_ADMIN_TOKEN", "", "bearer token of the /admin routes (not mounted when empty)")
+	idleWarn := f.duration("admin-idle-warn", "FLASHSALE_ADMIN_IDLE_WARN", 30*time.Second, "the live board warns of a projector consumer idle this long while holding entries")
 	shutdown := f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
 	lf := f.limits()
 	af := f.auth()
@@ -86,6 +87,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	checks := map[string]ingest.Check{"redis": l.Ping}
 	var g oklog.Group
 	var orders ingest.Orders
+	var auditFn ingest.AuditFunc
 	if withMySQL {
 		db, err := openMySQL(*dsn)
 		if err != nil {
@@ -99,6 +101,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		addProjector(&g, ctx, p)
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
+		auditFn = boardAudit(l, projector.NewStore(db))
 	}
 	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
 	svc.RequireAuth(auth)
@@ -107,7 +110,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		g.Add(func() error { return l.WatchStock(wctx) }, func(error) { cancel() })
 	}
 	router := svc.Router(reg)
-	svc.MountAdmin(router, *adminToken, l, projector.DefaultGroup)
+	board := svc.MountAdmin(router, ingest.AdminOptions{
+		Token: *adminToken, Ledger: l, Group: projector.DefaultGroup, Audit: auditFn, IdleWarn: *idleWarn,
+	})
+	addBoard(&g, ctx, board) // before the HTTP server, so that its streams end before shutdown waits
 	if err := addHTTP(&g, ctx, log, "http", *httpAddr, lim.LimitInFlight(router, reg), *shutdown, lim); err != nil {
 		return err
 	}

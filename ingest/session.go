@@ -1,0 +1,226 @@
+package ingest
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// sessionCookie is the board's session cookie. Its value is `<expiry>.<nonce>.<mac>`: the
+// expiry in unix seconds, 16 random bytes in hex, and an HMAC-SHA256 of both under a key
+// derived from the admin token. Nothing is stored per session, so a session works on every
+// process that has the token and survives a restart; changing the token ends every session.
+const sessionCookie = "flashsale_admin"
+
+// csrfHeader carries the session's CSRF token on the page's state-changing requests.
+const csrfHeader = "X-CSRF-Token"
+
+type session struct {
+	nonce   string
+	expires time.Time
+}
+
+type sessionKey struct{}
+
+// adminAuth checks the admin routes' credentials: the bearer token, or a session cookie
+// from the same origin with, on state-changing requests, the session's CSRF token.
+type adminAuth struct {
+	bearerSum [32]byte
+	key       []byte
+	ttl       time.Duration
+	secure    bool
+	now       func() time.Time
+
+	mu      sync.Mutex
+	revoked map[string]time.Time // signed-out nonces until their expiry
+}
+
+func newAdminAuth(o AdminOptions) *adminAuth {
+	mac := hmac.New(sha256.New, []byte(o.Token))
+	mac.Write([]byte("flashsale admin session key v1"))
+	return &adminAuth{
+		bearerSum: sha256.Sum256([]byte(o.Token)),
+		key:       mac.Sum(nil),
+		ttl:       o.SessionTTL,
+		secure:    o.SecureCookie,
+		now:       o.Now,
+		revoked:   map[string]time.Time{},
+	}
+}
+
+// tokenOK compares in constant time (of hashes, so that not even the length leaks).
+func (a *adminAuth) tokenOK(got string) bool {
+	sum := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(sum[:], a.bearerSum[:]) == 1
+}
+
+func (a *adminAuth) sign(parts ...string) string {
+	mac := hmac.New(sha256.New, a.key)
+	mac.Write([]byte(strings.Join(parts, "|")))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func (a *adminAuth) newSession() (session, string) {
+	var b [16]byte
+	rand.Read(b[:])
+	s := session{nonce: hex.EncodeToString(b[:]), expires: a.now().Add(a.ttl).Truncate(time.Second)}
+	exp := strconv.FormatInt(s.expires.Unix(), 10)
+	return s, exp + "." + s.nonce + "." + a.sign("session", exp, s.nonce)
+}
+
+// session returns the request's valid session: signed by this token, not expired, not
+// signed out.
+func (a *adminAuth) session(r *http.Request) (session, bool) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return session{}, false
+	}
+	exp, rest, ok1 := strings.Cut(c.Value, ".")
+	nonce, mac, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || !hmac.Equal([]byte(mac), []byte(a.sign("session", exp, nonce))) {
+		return session{}, false
+	}
+	sec, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil {
+		return session{}, false
+	}
+	s := session{nonce: nonce, expires: time.Unix(sec, 0)}
+	if !a.now().Before(s.expires) {
+		return session{}, false
+	}
+	a.mu.Lock()
+	_, gone := a.revoked[nonce]
+	a.mu.Unlock()
+	return s, !gone
+}
+
+func (a *adminAuth) csrfToken(s session) string { return a.sign("csrf", s.nonce) }
+
+// sameOrigin reports whether a cookie-carrying request comes from the board's own origin:
+// Sec-Fetch-Site, when sent, must say same-origin (or none, a typed address, for reads), and
+// Origin, when sent, must name this host. State-changing requests must carry one of them
+// (browsers always do).
+func sameOrigin(r *http.Request, safe bool) bool {
+	site := r.Header.Get("Sec-Fetch-Site")
+	origin := r.Header.Get("Origin")
+	switch site {
+	case "", "same-origin":
+	case "none":
+		if !safe {
+			return false
+		}
+	default:
+		return false
+	}
+	if origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+			return false
+		}
+	}
+	return safe || site != "" || origin != ""
+}
+
+func safeMethod(m string) bool { return m == http.MethodGet || m == http.MethodHead }
+
+// require admits a request with the bearer token, or with a same-origin session cookie and,
+// unless it only reads, the session's CSRF token.
+func (a *adminAuth) require(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := r.Header.Get("Authorization"); h != "" {
+			got, ok := strings.CutPrefix(h, "Bearer ")
+			if !ok || !a.tokenOK(got) {
+				unauthorized(w)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		s, ok := a.session(r)
+		if !ok {
+			unauthorized(w)
+			return
+		}
+		safe := safeMethod(r.Method)
+		if !sameOrigin(r, safe) {
+			writeError(w, http.StatusForbidden, "cross-origin request refused", "")
+			return
+		}
+		if !safe {
+			got := r.Header.Get(csrfHeader)
+			if !hmac.Equal([]byte(got), []byte(a.csrfToken(s))) {
+				writeError(w, http.StatusForbidden, "missing or wrong CSRF token", "")
+				return
+			}
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, s)))
+	})
+}
+
+func unauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="flashsale admin"`)
+	writeError(w, http.StatusUnauthorized, "unauthorized", "")
+}
+
+func (a *adminAuth) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name: sessionCookie, Value: value, Path: "/admin", MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: a.secure || r.TLS != nil,
+	}
+}
+
+// handleLogin signs in with the admin token (form field token) and sets the session cookie.
+func (a *adminAuth) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if !sameOrigin(r, true) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused", "")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if err := r.ParseForm(); err != nil || !a.tokenOK(r.PostForm.Get("token")) {
+		writeError(w, http.StatusUnauthorized, "wrong admin token", "")
+		return
+	}
+	s, value := a.newSession()
+	http.SetCookie(w, a.cookie(r, value, int(a.ttl.Seconds())))
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{"csrf_token": a.csrfToken(s), "expires_at": s.expires})
+}
+
+// handleSession tells the page its CSRF token (the cookie is HttpOnly).
+func (a *adminAuth) handleSession(w http.ResponseWriter, r *http.Request) {
+	s, ok := r.Context().Value(sessionKey{}).(session)
+	if !ok {
+		writeJSON(w, http.StatusOK, map[string]any{"bearer": true})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"csrf_token": a.csrfToken(s), "expires_at": s.expires})
+}
+
+// handleLogout ends the session: the cookie is cleared and its nonce refused from now on by
+// this process (until it would have expired anyway).
+func (a *adminAuth) handleLogout(w http.ResponseWriter, r *http.Request) {
+	if s, ok := r.Context().Value(sessionKey{}).(session); ok {
+		now := a.now()
+		a.mu.Lock()
+		for n, exp := range a.revoked {
+			if !now.Before(exp) {
+				delete(a.revoked, n)
+			}
+		}
+		a.revoked[s.nonce] = s.expires
+		a.mu.Unlock()
+	}
+	http.SetCookie(w, a.cookie(r, "", -1))
+	writeJSON(w, http.StatusOK, map[string]any{"signed_out": true})
+}
