@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The private Redis and MariaDB of `make run`, with their data under $FLASHSALE_DATA_DIR.
 #
-#   services.sh start    install redis-server and MariaDB with apt when missing (their system
-#                        services left stopped and disabled at boot), start flashsale's own
-#                        servers on 127.0.0.1 unless they already run, create the flashsale
-#                        database and user
+#   services.sh start    install redis-server, MariaDB (and curl, to try the API) with apt
+#                        when missing (system services left stopped and disabled at boot),
+#                        start flashsale's own servers on 127.0.0.1 unless they already run,
+#                        create the flashsale database and user
 #   services.sh stop     stop `flashsale serve` of `make run`, then those two servers
 #   services.sh status   say what runs
 #
@@ -121,7 +121,7 @@ case "${1:-start}" in
 start)
   ensure_packages redis-server:redis-server redis-cli:redis-tools \
     mariadbd:mariadb-server-core mariadb-install-db:mariadb-server-core \
-    mariadb:mariadb-client-core my_print_defaults:mariadb-client-core
+    mariadb:mariadb-client-core my_print_defaults:mariadb-client-core curl:curl
   check_ports
   start_redis
   start_mariadb
