@@ -61,14 +61,16 @@ ensure_packages() {
   apt-get update -qq || die "apt-get update failed"
   # A policy-rc.d that answers 101 keeps the packages' services from starting during the
   # install; apt's "invoke-rc.d: policy-rc.d denied execution of start." lines say just that
-  # and are left out.
+  # and are left out, as is "invoke-rc.d: could not determine current runlevel" (no init
+  # running, e.g. in a chroot or container).
   (
+    set -o pipefail
     policy=/usr/sbin/policy-rc.d
     if [ ! -e "$policy" ]; then
       trap 'rm -f "$policy"' EXIT
       printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
     fi
-    apt-get install -y -q "${pkgs[@]}" 2>&1 | sed -u '/policy-rc.d denied execution of/d'
+    apt-get install -y -q "${pkgs[@]}" 2>&1 | sed -u -e '/policy-rc.d denied execution of/d' -e '/invoke-rc.d: could not determine current runlevel/d'
   ) || die "apt-get install ${pkgs[*]} failed"
   # Nor do they start at the next boot (redis-server is the one package here with a service).
   case " ${pkgs[*]} " in
