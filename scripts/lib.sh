@@ -45,7 +45,8 @@ free_port() {
 }
 
 # ensure_packages CMD:PACKAGE...: apt-get install the PACKAGE of every CMD (a command name or
-# an absolute path) that is missing. The packages' system services are neither started nor
+# an absolute path) that is missing, without recommended packages (chromium would bring
+# avahi-daemon and polkitd with them). The packages' system services are neither started nor
 # enabled at boot: flashsale starts its own servers.
 ensure_packages() {
   local pair cmd pkg pkgs=()
@@ -70,7 +71,7 @@ ensure_packages() {
       trap 'rm -f "$policy"' EXIT
       printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
     fi
-    apt-get install -y -q "${pkgs[@]}" 2>&1 | sed -u -e '/policy-rc.d denied execution of/d' -e '/invoke-rc.d: could not determine current runlevel/d'
+    apt-get install -y -q --no-install-recommends "${pkgs[@]}" 2>&1 | sed -u -e '/policy-rc.d denied execution of/d' -e '/invoke-rc.d: could not determine current runlevel/d'
   ) || die "apt-get install ${pkgs[*]} failed"
   # Nor do they start at the next boot (redis-server is the one package here with a service).
   case " ${pkgs[*]} " in
