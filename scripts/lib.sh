@@ -24,14 +24,15 @@ wait_for() {
   return 1
 }
 
-# pid_of_live NAME PIDFILE: print the PID in PIDFILE when that process runs (not a zombie)
-# and is NAME.
+# pid_of_live NAME PIDFILE DIR: print the PID in PIDFILE when that process runs (not a
+# zombie), is NAME and works in DIR. A stale pid file (e.g. after a reboot) may name another
+# process by now, even another server of the same name: that one is not ours.
 pid_of_live() {
   local pid st
   pid="$(cat "$2" 2>/dev/null)" || return 1
   [ -n "$pid" ] || return 1
   st="$(ps -o stat=,comm= -p "$pid" 2>/dev/null)" || return 1
-  [ "${st#Z}" = "$st" ] && [ "${st##* }" = "$1" ] && echo "$pid"
+  [ "${st#Z}" = "$st" ] && [ "${st##* }" = "$1" ] && [ "$(readlink "/proc/$pid/cwd")" = "$3" ] && echo "$pid"
 }
 
 # free_port: print a TCP port of 127.0.0.1 on which nothing listens now.

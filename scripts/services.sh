@@ -53,7 +53,7 @@ start_redis() {
     return
   fi
   local pid
-  if pid="$(pid_of_live redis-server "$REDIS_PIDFILE")"; then
+  if pid="$(pid_of_live redis-server "$REDIS_PIDFILE" "$DATA/redis")"; then
     die "the Redis of $DATA already runs (pid $pid) on a port other than $REDIS_PORT; 'make stop' first"
   fi
   log "starting redis-server on 127.0.0.1:$REDIS_PORT (data in $DATA/redis, AOF fsynced on every write)"
@@ -76,7 +76,7 @@ start_mariadb() {
     return
   fi
   local pid
-  if pid="$(pid_of_live mariadbd "$MYSQL_PIDFILE")"; then
+  if pid="$(pid_of_live mariadbd "$MYSQL_PIDFILE" "$DATA/mysql")"; then
     die "the MariaDB of $DATA already runs (pid $pid) on a port other than $MYSQL_PORT; 'make stop' first"
   fi
   mariadb_init "$DATA/mysql" "$DATA/mysql-install.log"
@@ -95,10 +95,11 @@ SQL
     -e 'select 1' >/dev/null || die "user flashsale cannot log in to database flashsale on 127.0.0.1:$MYSQL_PORT"
 }
 
-# stop_pid NAME PIDFILE SECONDS: SIGTERM the process of PIDFILE if it is NAME, wait for it.
+# stop_pid NAME PIDFILE DIR SECONDS: SIGTERM the process of PIDFILE if it is NAME working in
+# DIR, and wait for it.
 stop_pid() {
-  local name=$1 pidfile=$2 secs=$3 pid i
-  if ! pid="$(pid_of_live "$name" "$pidfile")"; then
+  local name=$1 pidfile=$2 dir=$3 secs=$4 pid i
+  if ! pid="$(pid_of_live "$name" "$pidfile" "$dir")"; then
     [ -e "$pidfile" ] && rm -f "$pidfile"
     echo "$name: not running"
     return 0
@@ -114,7 +115,7 @@ stop_pid() {
 
 status_of() {
   local pid
-  if pid="$(pid_of_live "$1" "$2")"; then echo "$1: running, pid $pid ($3)"; else echo "$1: not running"; fi
+  if pid="$(pid_of_live "$1" "$2" "$3")"; then echo "$1: running, pid $pid ($4)"; else echo "$1: not running"; fi
 }
 
 case "${1:-start}" in
@@ -129,14 +130,14 @@ start)
   log "Redis on 127.0.0.1:$REDIS_PORT and MariaDB on 127.0.0.1:$MYSQL_PORT run in the background (data in $DATA); 'make stop' stops them"
   ;;
 stop)
-  stop_pid flashsale "$SERVE_PIDFILE" 30
-  stop_pid redis-server "$REDIS_PIDFILE" 60
-  stop_pid mariadbd "$MYSQL_PIDFILE" 120
+  stop_pid flashsale "$SERVE_PIDFILE" "$ROOT" 30
+  stop_pid redis-server "$REDIS_PIDFILE" "$DATA/redis" 60
+  stop_pid mariadbd "$MYSQL_PIDFILE" "$DATA/mysql" 120
   ;;
 status)
-  status_of flashsale "$SERVE_PIDFILE" "make run's serve"
-  status_of redis-server "$REDIS_PIDFILE" "data in $DATA/redis"
-  status_of mariadbd "$MYSQL_PIDFILE" "data in $DATA/mysql"
+  status_of flashsale "$SERVE_PIDFILE" "$ROOT" "make run's serve"
+  status_of redis-server "$REDIS_PIDFILE" "$DATA/redis" "data in $DATA/redis"
+  status_of mariadbd "$MYSQL_PIDFILE" "$DATA/mysql" "data in $DATA/mysql"
   ;;
 *) die "usage: $0 start|stop|status" ;;
 esac
