@@ -123,6 +123,9 @@ start)
   ensure_packages redis-server:redis-server redis-cli:redis-tools \
     mariadbd:mariadb-server-core mariadb-install-db:mariadb-server-core \
     mariadb:mariadb-client-core my_print_defaults:mariadb-client-core curl:curl
+  if pid="$(pid_of_live flashsale "$SERVE_PIDFILE" "$ROOT")"; then
+    die "make run's flashsale serve already runs (pid $pid); 'make stop' stops it"
+  fi
   check_ports
   start_redis
   start_mariadb
