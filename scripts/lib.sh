@@ -86,7 +86,7 @@ ensure_packages() {
   esac
 }
 
-# MariaDB of flashsale's own, run by root from a datadir of its own.
+# MariaDB of flashsale's own, run by the current user from a datadir of its own.
 #   mariadb_init DATADIR LOG: create the datadir (root: TCP login without password).
 #   mariadb_start DATADIR RUNDIR PORT: start mariadbd in the background on 127.0.0.1:PORT,
 #     its socket, pid file and log in RUNDIR; sets MARIADB_PID.
@@ -101,7 +101,7 @@ mariadb_init() {
   [ -d "$1/mysql" ] && return 0
   log "initialising a MariaDB datadir in $1"
   mkdir -p "$1"
-  mariadb-install-db --no-defaults --user=root --datadir="$1" \
+  mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$1" \
     --auth-root-authentication-method=normal --skip-test-db >"$2" 2>&1 || {
     tail -n 20 "$2" >&2
     die "mariadb-install-db failed (log: $2); remove $1 before retrying"
@@ -113,7 +113,7 @@ mariadb_start() {
   # Left over by a server that was killed (e.g. a reboot): the socket's lock file names a PID
   # that may belong to another process by now, and mariadbd would refuse to start.
   rm -f "$run/mysql.sock" "$run/mysql.sock.lock" "$run/mysql.pid"
-  nohup setsid mariadbd --no-defaults --user=root --datadir="$datadir" --port="$port" \
+  nohup setsid mariadbd --no-defaults --user="$(id -un)" --datadir="$datadir" --port="$port" \
     --bind-address=127.0.0.1 --socket="$run/mysql.sock" --pid-file="$run/mysql.pid" \
     --log-error="$run/mysql.log" --character-set-server=utf8mb4 \
     --collation-server=utf8mb4_unicode_ci </dev/null >>"$run/mysql.log" 2>&1 &
