@@ -1,48 +1,62 @@
-# flashsale: build, run and test against local Redis and MariaDB.
-# `make services` installs/starts them (see scripts/services.sh); `make stop` stops the ones it started.
+# flashsale: build, run and test.
+# `make run` runs flashsale with a Redis and a MariaDB of its own (scripts/services.sh: on
+# 127.0.0.1, data under .data/, installed with apt when missing); `make stop` stops them.
+# `make test` needs no running server (scripts/testenv.sh). No other Redis or MariaDB on the
+# machine is changed.
 
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-# Go may live in /usr/local/go/bin without being on PATH.
-export PATH := $(PATH):/usr/local/go/bin
+# Go 1.26 in /usr/local/go comes before any older Go on PATH (e.g. Debian's golang-go).
+export PATH := /usr/local/go/bin:$(PATH)
 
-REDIS_HOST := $(or $(FLASHSALE_REDIS_HOST),127.0.0.1)
-REDIS_PORT := $(or $(FLASHSALE_REDIS_PORT),6379)
-MYSQL_PORT := $(or $(FLASHSALE_MYSQL_PORT),3306)
+REDIS_PORT := $(or $(FLASHSALE_REDIS_PORT),16379)
+MYSQL_PORT := $(or $(FLASHSALE_MYSQL_PORT),13306)
 DATA_DIR   := $(or $(FLASHSALE_DATA_DIR),$(CURDIR)/.data)
+HTTP_ADDR  := $(or $(FLASHSALE_HTTP_ADDR),127.0.0.1:8080)
+GRPC_ADDR  := $(or $(FLASHSALE_GRPC_ADDR),127.0.0.1:50051)
 
-FLASHSALE_REDIS_ADDR     ?= $(REDIS_HOST):$(REDIS_PORT)
-FLASHSALE_MYSQL_DSN      ?= flashsale:flashsale@tcp(127.0.0.1:$(MYSQL_PORT))/flashsale?parseTime=true
-FLASHSALE_TEST_MYSQL_DSN ?= root@tcp(127.0.0.1:$(MYSQL_PORT))/?parseTime=true
+RUN_REDIS_ADDR := 127.0.0.1:$(REDIS_PORT)
+RUN_MYSQL_DSN  := flashsale:flashsale@tcp(127.0.0.1:$(MYSQL_PORT))/flashsale?parseTime=true
 
-.PHONY: help build services run test chaos bench proto stop clean
+.PHONY: help gocheck build services run stop status test chaos bench proto clean
 
 help: ## list the targets
 	@echo 'Usage: make TARGET'
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-9s %s\n", $$1, $$2}'
 
-build: ## build bin/flashsale
+gocheck:
+	@bash scripts/check-go.sh
+
+build: gocheck ## build bin/flashsale
 	go build -o bin/flashsale ./cmd/flashsale
 
-services: ## install and start Redis and MariaDB, create the flashsale database and user
-	bash scripts/services.sh
+services: ## start make run's own Redis and MariaDB (installed with apt when missing)
+	bash scripts/services.sh start
 
-run: services build ## migrate, stock the item "demo" with 1000, then serve HTTP and gRPC
-	export FLASHSALE_MYSQL_DSN='$(FLASHSALE_MYSQL_DSN)' FLASHSALE_REDIS_ADDR='$(FLASHSALE_REDIS_ADDR)'; \
+run: build ## build, start the servers, stock the item "demo" with 1000, serve on 127.0.0.1:8080 and :50051
+	bash scripts/services.sh start
+	export FLASHSALE_REDIS_ADDR='$(RUN_REDIS_ADDR)' FLASHSALE_MYSQL_DSN='$(RUN_MYSQL_DSN)'; \
 	bin/flashsale migrate && \
 	bin/flashsale stock set -if-new demo 1000 && \
-	exec bin/flashsale serve
+	echo $$$$ >'$(DATA_DIR)/serve.pid' && \
+	exec bin/flashsale serve -http '$(HTTP_ADDR)' -grpc '$(GRPC_ADDR)'
 
-test: services ## go vet, then all tests against real Redis and MariaDB
+stop: ## stop make run's serve, Redis and MariaDB (nothing else)
+	@bash scripts/services.sh stop
+
+status: ## say which of make run's processes run
+	@bash scripts/services.sh status
+
+test: gocheck ## go vet, then every test (starts no server of its own but a throwaway MariaDB when none is there)
 	go vet ./...
-	FLASHSALE_TEST_MYSQL_DSN='$(FLASHSALE_TEST_MYSQL_DSN)' go test -count=1 -timeout 20m ./...
+	bash scripts/testenv.sh go test -count=1 -timeout 20m ./...
 
-chaos: services ## chaos suite at scale 10 (kill -9, Redis crash, MySQL cut, SCRIPT FLUSH; ~6 min)
-	FLASHSALE_TEST_MYSQL_DSN='$(FLASHSALE_TEST_MYSQL_DSN)' FLASHSALE_CHAOS_SCALE=10 go test -count=1 -v -run Chaos -timeout 30m ./tests/
+chaos: gocheck ## chaos suite at scale 10 (kill -9, Redis crash, MySQL cut, SCRIPT FLUSH; ~6 min)
+	FLASHSALE_CHAOS_SCALE=10 bash scripts/testenv.sh go test -count=1 -v -run Chaos -timeout 30m ./tests/
 
-bench: ## measure flashsale against a bare HTTP handler and Redis (scripts/bench.sh, ~2 min)
-	FLASHSALE_MYSQL_PORT='$(MYSQL_PORT)' bash scripts/bench.sh
+bench: gocheck ## measure flashsale against a bare HTTP handler and Redis (scripts/bench.sh, ~2 min)
+	bash scripts/bench.sh
 
 proto: ## regenerate proto/*.pb.go from proto/flashsale.proto
 	@command -v protoc >/dev/null || { \
@@ -55,20 +69,6 @@ proto: ## regenerate proto/*.pb.go from proto/flashsale.proto
 	  GOBIN="$$gobin" go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@latest; } && \
 	protoc --go_out=. --go_opt=paths=source_relative \
 	  --go-grpc_out=. --go-grpc_opt=paths=source_relative proto/flashsale.proto
-
-stop: ## stop the Redis and MariaDB that `make services` started under .data (nothing else)
-	@for pair in redis-server:'$(DATA_DIR)/redis/redis.pid' mariadbd:'$(DATA_DIR)/mysql.pid'; do \
-	  name="$${pair%%:*}"; pidfile="$${pair#*:}"; \
-	  [ -f "$$pidfile" ] || { echo "$$name: no pid file $$pidfile, not running"; continue; }; \
-	  pid="$$(cat "$$pidfile")"; \
-	  if [ "$$(ps -o comm= -p "$$pid" 2>/dev/null)" != "$$name" ]; then \
-	    echo "$$name: stale pid file $$pidfile, removing it"; rm -f "$$pidfile"; continue; \
-	  fi; \
-	  echo "$$name: stopping pid $$pid"; kill "$$pid"; \
-	  for i in $$(seq 60); do kill -0 "$$pid" 2>/dev/null || break; sleep 0.5; done; \
-	  if kill -0 "$$pid" 2>/dev/null; then echo "$$name: pid $$pid still running after 30 s" >&2; exit 1; fi; \
-	  rm -f "$$pidfile"; \
-	done
 
 clean: ## remove bin/
 	rm -rf bin

@@ -1,159 +1,146 @@
 #!/usr/bin/env bash
-# Makes sure Redis and MariaDB are installed and running for flashsale, and that the
-# `flashsale` database and user exist. Safe to run again: servers that already answer are
-# reused as they are, never stopped or restarted. Servers this script starts live under
-# $FLASHSALE_DATA_DIR (default <repo>/.data); `make stop` stops them.
+# The private Redis and MariaDB of `make run`, with their data under $FLASHSALE_DATA_DIR.
 #
-# Environment: FLASHSALE_REDIS_HOST (127.0.0.1), FLASHSALE_REDIS_PORT (6379),
-#              FLASHSALE_MYSQL_PORT (3306), FLASHSALE_DATA_DIR (<repo>/.data).
+#   services.sh start    install redis-server, MariaDB (and curl, to try the API) with apt
+#                        when missing (system services left stopped and disabled at boot),
+#                        start flashsale's own servers on 127.0.0.1 unless they already run,
+#                        create the flashsale database and user
+#   services.sh stop     stop `flashsale serve` of `make run`, then those two servers
+#   services.sh status   say what runs
+#
+# Any other Redis or MariaDB on the machine is left alone: not used, not reconfigured, not
+# stopped. A port taken by a server that is not this data dir's is an error.
+#
+# Environment: FLASHSALE_REDIS_PORT (16379), FLASHSALE_MYSQL_PORT (13306),
+#              FLASHSALE_DATA_DIR (<repo>/.data).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-REDIS_HOST="${FLASHSALE_REDIS_HOST:-127.0.0.1}"
-REDIS_PORT="${FLASHSALE_REDIS_PORT:-6379}"
-MYSQL_PORT="${FLASHSALE_MYSQL_PORT:-3306}"
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+REDIS_PORT="${FLASHSALE_REDIS_PORT:-16379}"
+MYSQL_PORT="${FLASHSALE_MYSQL_PORT:-13306}"
 DATA="${FLASHSALE_DATA_DIR:-$ROOT/.data}"
-export DEBIAN_FRONTEND=noninteractive
-POLICY=/usr/sbin/policy-rc.d
-export PATH="$PATH:/usr/sbin:/sbin"
+mkdir -p "$DATA"
+DATA="$(cd "$DATA" && pwd)"
+REDIS_PIDFILE="$DATA/redis/redis.pid"
+MYSQL_PIDFILE="$DATA/mysql.pid"
+SERVE_PIDFILE="$DATA/serve.pid"
 
-log() { printf '==> %s\n' "$*"; }
-warn() { printf 'WARNING: %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
-
-# listening HOST PORT: true if something accepts TCP connections there.
-listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-
-# wait_for SECONDS PID CMD...: run CMD every 0.5 s until it succeeds. Fails after SECONDS,
-# or as soon as process PID (when not empty) has exited.
-wait_for() {
-  local secs=$1 pid=$2 i
-  shift 2
-  for ((i = 0; i < secs * 2; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
-    sleep 0.5
-  done
-  return 1
-}
-
-ensure_go() {
-  if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
-    export PATH="$PATH:/usr/local/go/bin"
-  fi
-  command -v go >/dev/null ||
-    die "Go 1.26 or newer is needed to build and test flashsale, but 'go' is neither on PATH nor in /usr/local/go/bin. Install it from https://go.dev/dl/"
-  log "go: $(cd / && go version)"
-}
-
-ensure_packages() {
-  local pkgs=() cmd
-  for cmd in redis-server redis-cli; do
-    command -v "$cmd" >/dev/null || { pkgs+=(redis-server) && break; }
-  done
-  for cmd in mariadbd mariadb mariadb-install-db; do
-    command -v "$cmd" >/dev/null || { pkgs+=(mariadb-server mariadb-client) && break; }
-  done
-  [ "${#pkgs[@]}" -eq 0 ] && return
-  [ "$(id -u)" -eq 0 ] || die "installing ${pkgs[*]} needs root"
-  command -v apt-get >/dev/null || die "apt-get not found; install ${pkgs[*]} by hand"
-  log "installing ${pkgs[*]}"
-  apt-get update
-  # Keep the packages from starting system-wide services: this script starts its own.
-  if [ ! -e "$POLICY" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$POLICY" && chmod +x "$POLICY"
-    trap 'rm -f "$POLICY"' EXIT
-  fi
-  apt-get install -y "${pkgs[@]}"
-}
-
-redis_cli() { timeout 5 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
+redis_cli() { timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 redis_pings() { [ "$(redis_cli ping 2>/dev/null)" = PONG ]; }
+# ours_redis: the Redis on the port is the one of $DATA (read-only CONFIG GET).
+ours_redis() { [ "$(redis_cli config get dir 2>/dev/null | tail -n 1)" = "$DATA/redis" ]; }
+# ours_mariadb: the MariaDB on the port is the one of $DATA.
+ours_mariadb() {
+  [ "$(mysql_root "$MYSQL_PORT" -N -e 'select @@datadir' 2>/dev/null)" = "$DATA/mysql/" ]
+}
 
-ensure_redis() {
-  if redis_pings; then
-    log "Redis already answers on $REDIS_HOST:$REDIS_PORT; using it"
-    if [ "$(redis_cli config get appendonly 2>/dev/null | tail -n 1)" != yes ] ||
-      [ "$(redis_cli config get appendfsync 2>/dev/null | tail -n 1)" != always ]; then
-      # An acknowledged order must survive a Redis restart: turn the AOF on, fsynced per write.
-      log "turning on AOF there (CONFIG SET appendonly yes, appendfsync always)"
-      redis_cli config set appendonly yes >/dev/null &&
-        redis_cli config set appendfsync always >/dev/null ||
-        warn "could not turn on AOF on that Redis; acknowledged orders would not survive its restart"
-    fi
+# check_ports: before anything is started, each port is free or held by this data dir's server.
+check_ports() {
+  if listening 127.0.0.1 "$REDIS_PORT" && ! ours_redis; then
+    die "127.0.0.1:$REDIS_PORT is taken by another server (not the Redis of $DATA); set FLASHSALE_REDIS_PORT to a free port"
+  fi
+  if listening 127.0.0.1 "$MYSQL_PORT" && ! ours_mariadb; then
+    die "127.0.0.1:$MYSQL_PORT is taken by another server (not the MariaDB of $DATA); set FLASHSALE_MYSQL_PORT to a free port"
+  fi
+}
+
+start_redis() {
+  if listening 127.0.0.1 "$REDIS_PORT" && ours_redis; then
+    log "Redis of $DATA already runs on 127.0.0.1:$REDIS_PORT"
     return
   fi
-  listening "$REDIS_HOST" "$REDIS_PORT" &&
-    die "something listens on $REDIS_HOST:$REDIS_PORT but does not answer PING; free the port or set FLASHSALE_REDIS_PORT"
-  case "$REDIS_HOST" in
-    127.0.0.1 | localhost) ;;
-    *) die "no Redis answers on $REDIS_HOST:$REDIS_PORT, and this script only starts a local one" ;;
-  esac
-  log "starting redis-server on 127.0.0.1:$REDIS_PORT (data in $DATA/redis)"
+  local pid
+  if pid="$(pid_of_live redis-server "$REDIS_PIDFILE" "$DATA/redis")"; then
+    die "the Redis of $DATA already runs (pid $pid) on a port other than $REDIS_PORT; 'make stop' first"
+  fi
+  log "starting redis-server on 127.0.0.1:$REDIS_PORT (data in $DATA/redis, AOF fsynced on every write)"
   mkdir -p "$DATA/redis"
+  rm -f "$REDIS_PIDFILE"
   redis-server --daemonize yes --port "$REDIS_PORT" --bind 127.0.0.1 \
-    --appendonly yes --appendfsync always --maxmemory-policy noeviction --dir "$DATA/redis" \
-    --logfile "$DATA/redis/redis.log" --pidfile "$DATA/redis/redis.pid"
+    --appendonly yes --appendfsync always --maxmemory-policy noeviction \
+    --dir "$DATA/redis" --logfile "$DATA/redis/redis.log" --pidfile "$REDIS_PIDFILE"
   wait_for 20 "" redis_pings || {
     tail -n 20 "$DATA/redis/redis.log" >&2 || true
-    die "Redis did not answer on port $REDIS_PORT within 20 s (log: $DATA/redis/redis.log)"
+    die "Redis did not answer on 127.0.0.1:$REDIS_PORT within 20 s (log: $DATA/redis/redis.log)"
   }
+  # Loading a big AOF answers LOADING to anything but PING: wait until it is done.
+  wait_for 300 "" ours_redis || die "Redis on 127.0.0.1:$REDIS_PORT did not finish loading its AOF"
 }
 
-mysql_root() { mariadb --connect-timeout=5 -h127.0.0.1 -P"$MYSQL_PORT" -uroot "$@"; }
-
-ensure_mariadb() {
-  if mysql_root -e 'select 1' >/dev/null 2>&1; then
-    log "MariaDB already answers on 127.0.0.1:$MYSQL_PORT (root login works); using it"
+start_mariadb() {
+  if listening 127.0.0.1 "$MYSQL_PORT" && ours_mariadb; then
+    log "MariaDB of $DATA already runs on 127.0.0.1:$MYSQL_PORT"
     return
   fi
-  listening 127.0.0.1 "$MYSQL_PORT" &&
-    die "something listens on 127.0.0.1:$MYSQL_PORT, but 'mariadb -h127.0.0.1 -P$MYSQL_PORT -uroot' cannot log in.
-       Either let root log in over TCP without a password there, or set FLASHSALE_MYSQL_PORT to a
-       free port so that this script starts its own MariaDB under $DATA."
-  local datadir="$DATA/mysql"
-  if [ ! -d "$datadir/mysql" ]; then
-    log "initialising a MariaDB datadir in $datadir"
-    mkdir -p "$datadir"
-    mariadb-install-db --no-defaults --user=root --datadir="$datadir" \
-      --auth-root-authentication-method=normal --skip-test-db >"$DATA/mysql-install.log" 2>&1 || {
-      tail -n 20 "$DATA/mysql-install.log" >&2
-      die "mariadb-install-db failed (log: $DATA/mysql-install.log); remove $datadir before retrying"
-    }
+  local pid
+  if pid="$(pid_of_live mariadbd "$MYSQL_PIDFILE" "$DATA/mysql")"; then
+    die "the MariaDB of $DATA already runs (pid $pid) on a port other than $MYSQL_PORT; 'make stop' first"
   fi
-  log "starting mariadbd on 127.0.0.1:$MYSQL_PORT (data in $datadir)"
-  nohup setsid mariadbd --no-defaults --user=root --datadir="$datadir" --port="$MYSQL_PORT" \
-    --bind-address=127.0.0.1 --socket="$DATA/mysql.sock" --pid-file="$DATA/mysql.pid" \
-    --log-error="$DATA/mysql.log" --character-set-server=utf8mb4 \
-    --collation-server=utf8mb4_unicode_ci </dev/null >>"$DATA/mysql.log" 2>&1 &
-  wait_for 60 "$!" mysql_root -e 'select 1' || {
-    tail -n 20 "$DATA/mysql.log" >&2 || true
-    die "MariaDB did not answer on port $MYSQL_PORT within 60 s (log: $DATA/mysql.log)"
-  }
+  mariadb_init "$DATA/mysql" "$DATA/mysql-install.log"
+  log "starting mariadbd on 127.0.0.1:$MYSQL_PORT (data in $DATA/mysql)"
+  mariadb_start "$DATA/mysql" "$DATA" "$MYSQL_PORT"
 }
 
-ensure_database() {
-  log "ensuring database flashsale and user flashsale"
-  mysql_root <<'SQL'
+create_database() {
+  mysql_root "$MYSQL_PORT" <<'SQL'
 CREATE DATABASE IF NOT EXISTS flashsale CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
-CREATE USER IF NOT EXISTS 'flashsale'@'%' IDENTIFIED BY 'flashsale';
 CREATE USER IF NOT EXISTS 'flashsale'@'localhost' IDENTIFIED BY 'flashsale';
-GRANT ALL PRIVILEGES ON flashsale.* TO 'flashsale'@'%', 'flashsale'@'localhost';
-GRANT ALL PRIVILEGES ON `flashsale\_test\_%`.* TO 'flashsale'@'%', 'flashsale'@'localhost';
+CREATE USER IF NOT EXISTS 'flashsale'@'127.0.0.1' IDENTIFIED BY 'flashsale';
+GRANT ALL PRIVILEGES ON flashsale.* TO 'flashsale'@'localhost', 'flashsale'@'127.0.0.1';
 SQL
-  mariadb --connect-timeout=5 -h127.0.0.1 -P"$MYSQL_PORT" -uflashsale -pflashsale flashsale -e 'select 1' >/dev/null ||
-    die "user flashsale cannot log in to database flashsale on port $MYSQL_PORT"
+  mariadb --connect-timeout=5 -h127.0.0.1 -P"$MYSQL_PORT" -uflashsale -pflashsale flashsale \
+    -e 'select 1' >/dev/null || die "user flashsale cannot log in to database flashsale on 127.0.0.1:$MYSQL_PORT"
 }
 
-main() {
-  ensure_go
-  ensure_packages
-  ensure_redis
-  ensure_mariadb
-  ensure_database
-  log "ready"
-  echo "FLASHSALE_REDIS_ADDR=$REDIS_HOST:$REDIS_PORT"
-  echo "FLASHSALE_MYSQL_DSN=flashsale:flashsale@tcp(127.0.0.1:$MYSQL_PORT)/flashsale?parseTime=true"
+# stop_pid NAME PIDFILE DIR SECONDS: SIGTERM the process of PIDFILE if it is NAME working in
+# DIR, and wait for it.
+stop_pid() {
+  local name=$1 pidfile=$2 dir=$3 secs=$4 pid i
+  if ! pid="$(pid_of_live "$name" "$pidfile" "$dir")"; then
+    [ -e "$pidfile" ] && rm -f "$pidfile"
+    echo "$name: not running"
+    return 0
+  fi
+  echo "$name: stopping pid $pid"
+  kill "$pid"
+  for ((i = 0; i < secs * 2; i++)); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
+    sleep 0.5
+  done
+  die "$name: pid $pid still runs after $secs s"
 }
 
-main "$@"
+status_of() {
+  local pid
+  if pid="$(pid_of_live "$1" "$2" "$3")"; then echo "$1: running, pid $pid ($4)"; else echo "$1: not running"; fi
+}
+
+case "${1:-start}" in
+start)
+  ensure_packages redis-server:redis-server redis-cli:redis-tools \
+    mariadbd:mariadb-server-core mariadb-install-db:mariadb-server-core \
+    mariadb:mariadb-client-core my_print_defaults:mariadb-client-core curl:curl
+  if pid="$(pid_of_live flashsale "$SERVE_PIDFILE" "$ROOT")"; then
+    die "make run's flashsale serve already runs (pid $pid); 'make stop' stops it"
+  fi
+  check_ports
+  start_redis
+  start_mariadb
+  create_database
+  log "Redis on 127.0.0.1:$REDIS_PORT and MariaDB on 127.0.0.1:$MYSQL_PORT run in the background (data in $DATA); 'make stop' stops them"
+  ;;
+stop)
+  stop_pid flashsale "$SERVE_PIDFILE" "$ROOT" 30
+  stop_pid redis-server "$REDIS_PIDFILE" "$DATA/redis" 60
+  stop_pid mariadbd "$MYSQL_PIDFILE" "$DATA/mysql" 120
+  ;;
+status)
+  status_of flashsale "$SERVE_PIDFILE" "$ROOT" "make run's serve"
+  status_of redis-server "$REDIS_PIDFILE" "$DATA/redis" "data in $DATA/redis"
+  status_of mariadbd "$MYSQL_PIDFILE" "$DATA/mysql" "data in $DATA/mysql"
+  ;;
+*) die "usage: $0 start|stop|status" ;;
+esac

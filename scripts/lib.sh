@@ -1,0 +1,125 @@
+# Shell functions shared by scripts/services.sh and scripts/testenv.sh (sourced, not run).
+# shellcheck shell=bash
+
+export DEBIAN_FRONTEND=noninteractive
+export PATH="/usr/local/go/bin:$PATH:/usr/sbin:/sbin"
+
+log() { printf '==> %s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# listening HOST PORT: true if something accepts TCP connections there.
+listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# wait_for SECONDS PID CMD...: run CMD every 0.5 s until it succeeds. Fails after SECONDS,
+# or as soon as process PID (when not empty) has exited.
+wait_for() {
+  local secs=$1 pid=$2 i
+  shift 2
+  for ((i = 0; i < secs * 2; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+    sleep 0.5
+  done
+  return 1
+}
+
+# pid_of_live NAME PIDFILE DIR: print the PID in PIDFILE when that process runs (not a
+# zombie), is NAME and works in DIR. A stale pid file (e.g. after a reboot) may name another
+# process by now, even another server of the same name: that one is not ours.
+pid_of_live() {
+  local pid st
+  pid="$(cat "$2" 2>/dev/null)" || return 1
+  [ -n "$pid" ] || return 1
+  st="$(ps -o stat=,comm= -p "$pid" 2>/dev/null)" || return 1
+  [ "${st#Z}" = "$st" ] && [ "${st##* }" = "$1" ] && [ "$(readlink "/proc/$pid/cwd")" = "$3" ] && echo "$pid"
+}
+
+# free_port: print a TCP port of 127.0.0.1 on which nothing listens now.
+free_port() {
+  local port i
+  for ((i = 0; i < 50; i++)); do
+    port=$((20000 + RANDOM % 30000))
+    listening 127.0.0.1 "$port" || { echo "$port"; return 0; }
+  done
+  die "found no free port"
+}
+
+# ensure_packages CMD:PACKAGE...: apt-get install the PACKAGE of every CMD (a command name or
+# an absolute path) that is missing, without recommended packages (chromium would bring
+# avahi-daemon and polkitd with them). The packages' system services are neither started nor
+# enabled at boot: flashsale starts its own servers.
+ensure_packages() {
+  local pair cmd pkg pkgs=()
+  for pair in "$@"; do
+    cmd="${pair%%:*}" pkg="${pair#*:}"
+    if [ "${cmd#/}" != "$cmd" ]; then [ -x "$cmd" ] && continue; else command -v "$cmd" >/dev/null && continue; fi
+    case " ${pkgs[*]} " in *" $pkg "*) ;; *) pkgs+=("$pkg") ;; esac
+  done
+  [ "${#pkgs[@]}" -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"
+  command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get: install them by hand"
+  log "installing ${pkgs[*]} (apt-get)"
+  apt-get update -qq || die "apt-get update failed"
+  # A policy-rc.d that answers 101 keeps the packages' services from starting during the
+  # install; apt's "invoke-rc.d: policy-rc.d denied execution of start." lines say just that
+  # and are left out, as is "invoke-rc.d: could not determine current runlevel" (no init
+  # running, e.g. in a chroot or container).
+  (
+    set -o pipefail
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+      trap 'rm -f "$policy"' EXIT
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+    fi
+    apt-get install -y -q --no-install-recommends "${pkgs[@]}" 2>&1 | sed -u -e '/policy-rc.d denied execution of/d' -e '/invoke-rc.d: could not determine current runlevel/d'
+  ) || die "apt-get install ${pkgs[*]} failed"
+  # Nor do they start at the next boot (redis-server is the one package here with a service).
+  case " ${pkgs[*]} " in
+    *" redis-server "*)
+      if command -v systemctl >/dev/null; then systemctl disable redis-server >/dev/null 2>&1 || true; fi
+      if command -v update-rc.d >/dev/null && [ -e /etc/init.d/redis-server ]; then
+        update-rc.d redis-server disable >/dev/null 2>&1 || true
+      fi
+      log "redis-server's system service is disabled: flashsale starts its own Redis"
+      ;;
+  esac
+}
+
+# MariaDB of flashsale's own, run by the current user from a datadir of its own.
+#   mariadb_init DATADIR LOG: create the datadir (root: TCP login without password).
+#   mariadb_start DATADIR RUNDIR PORT: start mariadbd in the background on 127.0.0.1:PORT,
+#     its socket, pid file and log in RUNDIR; sets MARIADB_PID.
+#   mysql_root PORT ARGS...: the mariadb client as root on 127.0.0.1:PORT.
+mysql_root() {
+  local port=$1
+  shift
+  mariadb --connect-timeout=5 -h127.0.0.1 -P"$port" -uroot "$@"
+}
+
+mariadb_init() {
+  [ -d "$1/mysql" ] && return 0
+  log "initialising a MariaDB datadir in $1"
+  mkdir -p "$1"
+  mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$1" \
+    --auth-root-authentication-method=normal --skip-test-db >"$2" 2>&1 || {
+    tail -n 20 "$2" >&2
+    die "mariadb-install-db failed (log: $2); remove $1 before retrying"
+  }
+}
+
+mariadb_start() {
+  local datadir=$1 run=$2 port=$3
+  # Left over by a server that was killed (e.g. a reboot): the socket's lock file names a PID
+  # that may belong to another process by now, and mariadbd would refuse to start.
+  rm -f "$run/mysql.sock" "$run/mysql.sock.lock" "$run/mysql.pid"
+  nohup setsid mariadbd --no-defaults --user="$(id -un)" --datadir="$datadir" --port="$port" \
+    --bind-address=127.0.0.1 --socket="$run/mysql.sock" --pid-file="$run/mysql.pid" \
+    --log-error="$run/mysql.log" --character-set-server=utf8mb4 \
+    --collation-server=utf8mb4_unicode_ci </dev/null >>"$run/mysql.log" 2>&1 &
+  MARIADB_PID=$!
+  wait_for 60 "$MARIADB_PID" mysql_root "$port" -e 'select 1' || {
+    tail -n 20 "$run/mysql.log" >&2 || true
+    die "MariaDB did not answer on 127.0.0.1:$port within 60 s (log: $run/mysql.log)"
+  }
+}
