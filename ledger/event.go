@@ -175,19 +175,7 @@ func (f *fieldReader) fail(name, why string) {
 // ("" for the beginning), in stream order. An entry that cannot be decoded comes back with
 // Malformed set, so a reader can report it without losing its place.
 func (l *Ledger) Range(ctx context.Context, p int, after string, count int64) ([]Event, error) {
-	start := "-"
-	if after != "" {
-		start = "(" + after
-	}
-	msgs, err := l.rdb.XRangeN(ctx, l.keys.Events(p), start, "+", count).Result()
-	if err != nil {
-		return nil, redisErr("read ledger", err)
-	}
-	events := make([]Event, len(msgs))
-	for i, m := range msgs {
-		events[i] = l.decodeOrMark(p, m)
-	}
-	return events, nil
+	return l.RangeTo(ctx, p, after, "+", count)
 }
 
 // decodeOrMark decodes msg, marking it Malformed if it does not decode or names an item of

@@ -82,7 +82,7 @@ func (l *Ledger) Snapshot(ctx context.Context, p int, group string, items []stri
 }
 
 // RangeTo is Range bounded by last: events after the exclusive start after ("" for the
-// beginning) up to and including the stream ID last, at most count of them.
+// beginning) up to and including the stream ID last ("+" for the end), at most count of them.
 func (l *Ledger) RangeTo(ctx context.Context, p int, after, last string, count int64) ([]Event, error) {
 	start := "-"
 	if after != "" {
