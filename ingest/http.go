@@ -205,6 +205,7 @@ type itemReply struct {
 	PerUserLimit int64      `json:"per_user_limit"`
 	StartsAt     *time.Time `json:"starts_at,omitempty"`
 	EndsAt       *time.Time `json:"ends_at,omitempty"`
+	PayWithin    string     `json:"pay_within,omitempty"`
 }
 
 func (s *Service) handleItem(w http.ResponseWriter, r *http.Request) {
@@ -223,6 +224,9 @@ func newItemReply(it ledger.Item) itemReply {
 	}
 	if !it.End.IsZero() {
 		reply.EndsAt = &it.End
+	}
+	if it.PayWithin > 0 {
+		reply.PayWithin = it.PayWithin.String()
 	}
 	return reply
 }

@@ -53,6 +53,9 @@ type Event struct {
 	Limit   int64
 	StartMS int64
 	EndMS   int64
+	// PayWithinMS is the item's payment deadline after the change (0: no payment needed;
+	// absent in events written before the rule existed).
+	PayWithinMS int64
 
 	// Malformed is set when the entry could not be decoded; the other fields then hold what
 	// could be read, and Partition and StreamID are always set.
@@ -124,6 +127,9 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		e.Op = StockOp(f.str("op"))
 		e.Quantity, e.Stock = f.int("quantity"), f.int("stock")
 		e.Limit, e.StartMS, e.EndMS = f.int("limit"), f.int("start_ms"), f.int("end_ms")
+		if _, ok := msg.Values["pay_within_ms"]; ok {
+			e.PayWithinMS = f.int("pay_within_ms")
+		}
 		if e.Op != StockSet && e.Op != StockAdd {
 			f.fail("op", "want set or add")
 		}

@@ -55,7 +55,7 @@ func (k Keys) Items(p int) string { return k.tag(p) + "items" }
 // Stock is item's stock counter (units left).
 func (k Keys) Stock(item string) string { return k.itemKey("stock", item) }
 
-// Rules is item's sale rules hash (limit, start_ms, end_ms).
+// Rules is item's sale rules hash (limit, start_ms, end_ms, pay_within_ms).
 func (k Keys) Rules(item string) string { return k.itemKey("rules", item) }
 
 // Request is the idempotency key of request id for item; its value is
