@@ -45,6 +45,10 @@ type Event struct {
 	Time      time.Time
 	// restock: why the order was cancelled.
 	Reason string
+	// order: PayBy is the payment deadline of an order placed under a pay-within rule (zero
+	// without one). paid: PaymentRef is the payment's reference, Time when it was accepted.
+	PayBy      time.Time
+	PaymentRef string
 
 	// stock: Op and Quantity change the counter (set or add); Stock is the counter after it;
 	// Limit, StartMS and EndMS are the rules after it.
@@ -112,6 +116,9 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		e.RequestID, e.UserID = f.str("request_id"), f.str("user_id")
 		e.Quantity = f.int("quantity")
 		e.Time = time.UnixMilli(f.int("ts"))
+		if _, ok := msg.Values["pay_by"]; ok {
+			e.PayBy = time.UnixMilli(f.int("pay_by"))
+		}
 		if e.RequestID == "" || e.UserID == "" || e.Quantity < 1 {
 			f.fail("order", "missing request_id, user_id or quantity")
 		}
