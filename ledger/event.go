@@ -36,8 +36,10 @@ type Event struct {
 	Type      EventType
 	ItemID    string
 
-	// order: OrderID is derived from Partition and StreamID. restock: the cancelled order,
-	// with the order's request, user, quantity and time copied from it.
+	// order: OrderID is derived from Partition and StreamID. restock, cancelled, expired: the
+	// closed order, with the order's request, user and quantity copied from it, and the time
+	// of the order (restock) or of the change (cancelled, expired). paid: the paid order, its
+	// user and the time of the payment.
 	OrderID   string
 	RequestID string
 	UserID    string
@@ -129,6 +131,19 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		e.Time = time.UnixMilli(f.int("ts"))
 		if e.OrderID == "" || e.Quantity < 1 {
 			f.fail("restock", "missing order_id or quantity")
+		}
+	case EventPaid:
+		e.OrderID, e.UserID, e.PaymentRef = f.str("order_id"), f.str("user_id"), f.str("payment_ref")
+		e.Time = time.UnixMilli(f.int("ts"))
+		if e.OrderID == "" || e.PaymentRef == "" {
+			f.fail("paid", "missing order_id or payment_ref")
+		}
+	case EventCancelled, EventExpired:
+		e.OrderID, e.UserID, e.RequestID = f.str("order_id"), f.str("user_id"), f.str("request_id")
+		e.Quantity = f.int("quantity")
+		e.Time = time.UnixMilli(f.int("ts"))
+		if e.OrderID == "" || e.Quantity < 1 {
+			f.fail(string(e.Type), "missing order_id or quantity")
 		}
 	case EventStock:
 		e.Op = StockOp(f.str("op"))
