@@ -81,6 +81,7 @@ func (g *grpcService) GetItem(ctx context.Context, in *pb.GetItemRequest) (*pb.I
 	if !it.End.IsZero() {
 		out.EndsAtMs = it.End.UnixMilli()
 	}
+	out.PayWithinMs = it.PayWithin.Milliseconds()
 	return out, nil
 }
 

@@ -48,6 +48,7 @@ func (s *Service) Router(gatherer prometheus.Gatherer) *mux.Router {
 	})
 	r.HandleFunc("/api/purchase", s.handlePurchase).Methods(http.MethodPost)
 	r.HandleFunc("/api/items/{item_id}", s.handleItem).Methods(http.MethodGet)
+	s.mountPayments(r)
 	if s.orders != nil {
 		r.HandleFunc("/api/orders/{order_id}", s.handleOrder).Methods(http.MethodGet)
 	}

@@ -152,6 +152,9 @@ func (l *Ledger) Cancel(ctx context.Context, orderID, user string) (Reservation,
 	r := Reservation{OrderID: orderID, State: state}
 	switch {
 	case code == 0 || (code == 2 && state == StateCancelled):
+		if got, err := l.Reservation(ctx, orderID); err == nil {
+			return got, nil
+		}
 		r.State = StateCancelled
 		return r, nil
 	case code == 1:
