@@ -51,6 +51,9 @@ type Event struct {
 	// without one). paid: PaymentRef is the payment's reference, Time when it was accepted.
 	PayBy      time.Time
 	PaymentRef string
+	// paid, cancelled, expired: Placed is the order's time, PayBy its deadline, RequestID and
+	// Quantity the order's (so that each can write the whole order row on its own).
+	Placed time.Time
 
 	// stock: Op and Quantity change the counter (set or add); Stock is the counter after it;
 	// Limit, StartMS and EndMS are the rules after it.
@@ -132,18 +135,15 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		if e.OrderID == "" || e.Quantity < 1 {
 			f.fail("restock", "missing order_id or quantity")
 		}
-	case EventPaid:
-		e.OrderID, e.UserID, e.PaymentRef = f.str("order_id"), f.str("user_id"), f.str("payment_ref")
-		e.Time = time.UnixMilli(f.int("ts"))
-		if e.OrderID == "" || e.PaymentRef == "" {
-			f.fail("paid", "missing order_id or payment_ref")
-		}
-	case EventCancelled, EventExpired:
+	case EventPaid, EventCancelled, EventExpired:
 		e.OrderID, e.UserID, e.RequestID = f.str("order_id"), f.str("user_id"), f.str("request_id")
+		e.PaymentRef = f.str("payment_ref")
 		e.Quantity = f.int("quantity")
 		e.Time = time.UnixMilli(f.int("ts"))
-		if e.OrderID == "" || e.Quantity < 1 {
-			f.fail(string(e.Type), "missing order_id or quantity")
+		e.Placed = time.UnixMilli(f.int("order_ts"))
+		e.PayBy = time.UnixMilli(f.int("pay_by"))
+		if e.OrderID == "" || e.UserID == "" || e.RequestID == "" || e.Quantity < 1 || (e.Type == EventPaid && e.PaymentRef == "") {
+			f.fail(string(e.Type), "missing order_id, user_id, request_id, quantity or payment_ref")
 		}
 	case EventStock:
 		e.Op = StockOp(f.str("op"))

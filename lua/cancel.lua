@@ -22,7 +22,7 @@
 --   1 unknown           '' (no state hash, another user's order, or keys not the order's)
 --   2 not reserved      the state: 'cancelled' (already), 'paid' or 'expired'; nothing changed
 
-local o = redis.call('HMGET', KEYS[1], 'state', 'item_id', 'user_id', 'quantity', 'request_id')
+local o = redis.call('HMGET', KEYS[1], 'state', 'item_id', 'user_id', 'quantity', 'request_id', 'pay_by', 'ts')
 local state = o[1]
 if not state or o[2] ~= ARGV[2] or o[3] ~= ARGV[3] or (ARGV[4] ~= '' and o[3] ~= ARGV[4]) then
   return {1, '', 0}
@@ -46,6 +46,6 @@ elseif bought > 0 then
 end
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'cancelled', 'order_id', ARGV[1], 'item_id', o[2], 'user_id', o[3],
-  'request_id', o[5], 'quantity', units, 'ts', now)
+  'request_id', o[5], 'quantity', units, 'order_ts', o[7], 'pay_by', o[6], 'ts', now)
 redis.call('PUBLISH', ARGV[5], o[2])
 return {0, 'cancelled', stock}

@@ -25,7 +25,7 @@
 --   2 not reserved      the state; removed from the due set, nothing else changed
 --   3 not due yet       'reserved'; nothing changed
 
-local o = redis.call('HMGET', KEYS[1], 'state', 'item_id', 'user_id', 'quantity', 'request_id', 'pay_by')
+local o = redis.call('HMGET', KEYS[1], 'state', 'item_id', 'user_id', 'quantity', 'request_id', 'pay_by', 'ts')
 local state = o[1]
 if not state or o[2] ~= ARGV[2] or o[3] ~= ARGV[3] then
   if not state then
@@ -58,6 +58,6 @@ elseif bought > 0 then
 end
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'expired', 'order_id', ARGV[1], 'item_id', o[2], 'user_id', o[3],
-  'request_id', o[5], 'quantity', units, 'ts', ts)
+  'request_id', o[5], 'quantity', units, 'order_ts', o[7], 'pay_by', o[6], 'ts', ts)
 redis.call('PUBLISH', ARGV[4], o[2])
 return {0, 'expired', stock}

@@ -42,8 +42,9 @@ end
 local paid_at = string.format('%d', now)
 redis.call('HSET', KEYS[1], 'state', 'paid', 'payment_ref', ARGV[2], 'paid_at', paid_at)
 redis.call('ZREM', KEYS[2], ARGV[1])
-local item, user = unpack(redis.call('HMGET', KEYS[1], 'item_id', 'user_id'))
+local f = redis.call('HMGET', KEYS[1], 'item_id', 'user_id', 'request_id', 'quantity', 'ts')
 redis.call('XADD', KEYS[3], '*',
-  'v', '1', 'type', 'paid', 'order_id', ARGV[1], 'item_id', item, 'user_id', user,
+  'v', '1', 'type', 'paid', 'order_id', ARGV[1], 'item_id', f[1], 'user_id', f[2],
+  'request_id', f[3], 'quantity', f[4], 'order_ts', f[5], 'pay_by', pay_by,
   'payment_ref', ARGV[2], 'ts', paid_at)
 return {0, 'paid', pay_by, paid_at}
