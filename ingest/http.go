@@ -239,8 +239,9 @@ type orderReply struct {
 	UserID    string    `json:"user_id"`
 	ItemID    string    `json:"item_id"`
 	Quantity  int64     `json:"quantity"`
-	Status    string    `json:"status"`
-	CreatedAt time.Time `json:"created_at"`
+	Status    string     `json:"status"`
+	CreatedAt time.Time  `json:"created_at"`
+	PayBy     *time.Time `json:"pay_by,omitempty"`
 }
 
 func (s *Service) handleOrder(w http.ResponseWriter, r *http.Request) {
@@ -249,7 +250,12 @@ func (s *Service) handleOrder(w http.ResponseWriter, r *http.Request) {
 		s.writeLedgerError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, orderReply(o))
+	reply := orderReply{OrderID: o.OrderID, RequestID: o.RequestID, UserID: o.UserID, ItemID: o.ItemID,
+		Quantity: o.Quantity, Status: o.Status, CreatedAt: o.CreatedAt}
+	if !o.PayBy.IsZero() {
+		reply.PayBy = &o.PayBy
+	}
+	writeJSON(w, http.StatusOK, reply)
 }
 
 func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {
