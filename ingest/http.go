@@ -239,9 +239,11 @@ type orderReply struct {
 	UserID    string    `json:"user_id"`
 	ItemID    string    `json:"item_id"`
 	Quantity  int64     `json:"quantity"`
-	Status    string     `json:"status"`
-	CreatedAt time.Time  `json:"created_at"`
-	PayBy     *time.Time `json:"pay_by,omitempty"`
+	Status    string    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+
+	// PayBy is the payment deadline under a pay-within rule.
+	PayBy *time.Time `json:"pay_by,omitempty"`
 }
 
 func (s *Service) handleOrder(w http.ResponseWriter, r *http.Request) {
