@@ -17,6 +17,7 @@ type Sweeper struct {
 	log      *slog.Logger
 	lagMS    atomic.Int64
 	expired  atomic.Int64
+	open     atomic.Int64
 }
 
 // maxBatchesPerRound bounds one partition's work in one round, so that a huge backlog does
@@ -85,6 +86,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	var lag time.Duration
+	var open int64
 	for p := range s.l.keys.Partitions() {
 		oldest, ok, err := s.l.OldestDue(ctx, p)
 		if err != nil {
@@ -93,10 +95,19 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		if ok && now.Sub(oldest) > lag {
 			lag = now.Sub(oldest)
 		}
+		c, err := s.l.rdb.ZCard(ctx, s.l.keys.Due(p)).Result()
+		if err != nil {
+			return n, redisErr("count due orders", err)
+		}
+		open += c
 	}
 	s.lagMS.Store(lag.Milliseconds())
+	s.open.Store(open)
 	return n, nil
 }
+
+// Open is the number of orders still reserved (awaiting payment) at the last round.
+func (s *Sweeper) Open() int64 { return s.open.Load() }
 
 // Lag is how far Redis's clock was, at the last round, past the oldest deadline still due
 // after it (0 when nothing overdue was left).

@@ -81,8 +81,8 @@ func TestTwoSweepersExpireEachOrderOnce(t *testing.T) {
 	if stock, _ := rdb.Get(ctx, l.Keys().Stock("s")).Int64(); stock != orders-6 {
 		t.Fatalf("stock %d, want %d (all but the paid)", stock, orders-6)
 	}
-	if n, _ := rdb.ZCard(ctx, l.Keys().Due(l.Keys().Partition("s"))).Result(); n != 0 || a.Lag() != 0 {
-		t.Fatalf("%d orders still due, lag %s", n, a.Lag())
+	if n, _ := rdb.ZCard(ctx, l.Keys().Due(l.Keys().Partition("s"))).Result(); n != 0 || a.Lag() != 0 || a.Open() != 0 {
+		t.Fatalf("%d orders still due, lag %s, %d open", n, a.Lag(), a.Open())
 	}
 }
 
@@ -111,5 +111,30 @@ func TestSweeperCatchesUpOnStart(t *testing.T) {
 	}
 	if stock, _ := rdb.Get(context.Background(), l.Keys().Stock("c")).Int64(); s.Expired() != 5 || stock != 5 {
 		t.Fatalf("expired %d, stock %d; want 5 and 5", s.Expired(), stock)
+	}
+}
+
+// TestSweeperLag: a round does at most 100 batches per partition; what it leaves overdue shows
+// as lag, and the next round catches up.
+func TestSweeperLag(t *testing.T) {
+	l, rdb := newLedger(t)
+	ctx := context.Background()
+	const n = 102
+	reserveItem(t, l, "g", n, time.Hour)
+	for i := range n {
+		rc, err := buy(l, "g", fmt.Sprintf("u%d", i), fmt.Sprintf("q%d", i), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < n-1 {
+			pastDue(t, l, rdb, rc.OrderID)
+		}
+	}
+	s := l.NewSweeper(time.Second, 1, quiet)
+	if _, err := s.Sweep(ctx); err != nil || s.Lag() < time.Hour || s.Expired() != 100 || s.Open() != 2 {
+		t.Fatalf("first round: lag %s, expired %d, open %d (%v)", s.Lag(), s.Expired(), s.Open(), err)
+	}
+	if _, err := s.Sweep(ctx); err != nil || s.Lag() != 0 || s.Expired() != n-1 || s.Open() != 1 {
+		t.Fatalf("second round: lag %s, expired %d, open %d (%v)", s.Lag(), s.Expired(), s.Open(), err)
 	}
 }

@@ -35,6 +35,10 @@ func addSweeper(g *oklog.Group, ctx context.Context, l *ledger.Ledger, sf sweepF
 			Name: "flashsale_sweeper_lag_seconds",
 			Help: "How far Redis's clock was past the oldest payment deadline still due after the sweeper's last round (0: none overdue).",
 		}, func() float64 { return s.Lag().Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flashsale_reservations_open",
+			Help: "Orders reserved and awaiting payment, at the sweeper's last round.",
+		}, func() float64 { return float64(s.Open()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "flashsale_expired_total",
 			Help: "Reserved orders this process's sweeper expired (units back on sale).",
