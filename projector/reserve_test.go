@@ -187,3 +187,26 @@ func TestLookupShowsTheReservation(t *testing.T) {
 		t.Fatalf("paid, projected: %+v (%v)", o, err)
 	}
 }
+
+// TestPaidEventLeavesAnotherOrderOfItsRequestAlone: a paid event applied before its order
+// event, whose (item_id, request_id) a live reserved order of MySQL already holds (the
+// request_id reused after its idempotency key expired), must not pay that other order.
+func TestPaidEventLeavesAnotherOrderOfItsRequestAlone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	store := projector.NewStore(e.db)
+	now := time.Now()
+	other := ledger.Event{Partition: 0, StreamID: "1-0", Type: ledger.EventOrder, OrderID: "0-1-0", ItemID: "x",
+		RequestID: "q", UserID: "u", Quantity: 1, Time: now, PayBy: now.Add(time.Minute)}
+	paid := ledger.Event{Partition: 0, StreamID: "3-0", Type: ledger.EventPaid, OrderID: "0-2-0", ItemID: "x",
+		RequestID: "q", UserID: "u", Quantity: 1, Time: now, Placed: now, PayBy: now.Add(time.Minute), PaymentRef: "p"}
+	if _, err := store.Apply(ctx, []ledger.Event{other}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Apply(ctx, []ledger.Event{paid}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.statuses(t); got["0-1-0"] != projector.StatusReserved {
+		t.Fatalf("statuses %v: the other order of the request was changed", got)
+	}
+}

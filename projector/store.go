@@ -146,13 +146,16 @@ func closeOrders(ctx context.Context, tx *sql.Tx, closes []ledger.Event, now tim
 			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status,
 				reason, nullTime(e.PayBy), paidAt, ref, expiredAt, e.Placed.UTC(), now)
 		}
+		// The duplicate may be another order holding the same live (item_id, request_id): it
+		// is left alone (order_id differs), and this order is then missing, as an order
+		// event in that case would be.
 		q = q.Suffix(`ON DUPLICATE KEY UPDATE
-			cancel_reason = IF(status = 'reserved', VALUES(cancel_reason), cancel_reason),
-			paid_at = IF(status = 'reserved', VALUES(paid_at), paid_at),
-			payment_ref = IF(status = 'reserved', VALUES(payment_ref), payment_ref),
-			expired_at = IF(status = 'reserved', VALUES(expired_at), expired_at),
-			updated_at = IF(status = 'reserved', VALUES(updated_at), updated_at),
-			status = IF(status = 'reserved', VALUES(status), status)`)
+			cancel_reason = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(cancel_reason), cancel_reason),
+			paid_at = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(paid_at), paid_at),
+			payment_ref = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(payment_ref), payment_ref),
+			expired_at = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(expired_at), expired_at),
+			updated_at = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(updated_at), updated_at),
+			status = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(status), status)`)
 		if err := exec(ctx, tx, q); err != nil {
 			return fmt.Errorf("close orders: %w", err)
 		}
