@@ -10,6 +10,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/flashsale/flashsale/ingest"
@@ -153,5 +154,29 @@ func TestGRPCPayAndCancel(t *testing.T) {
 	it, err := client.GetItem(ctx, &pb.GetItemRequest{ItemId: "r"})
 	if err != nil || it.GetPayWithinMs() != 60000 || it.GetStock() != 9 {
 		t.Fatalf("item %v (%v)", it, err)
+	}
+}
+
+func TestGRPCPayOnlyByTheBuyer(t *testing.T) {
+	t.Parallel()
+	e := newAuthEnv(t, newAuth(t, ingest.AuthConfig{HS256Secret: hsSecret}))
+	client := e.orderClient(t)
+	setStock(t, e.l, "r", reserveStock(10, time.Minute))
+	rc := buy(t, e.l, ledger.PurchaseRequest{RequestID: "q", UserID: "alice", ItemID: "r", Quantity: 1})
+	as := func(user string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization",
+			"Bearer "+sign(t, jwt.SigningMethodHS256, hsSecret, "", claims(user, nil)))
+	}
+	if _, err := client.Pay(context.Background(), &pb.PayRequest{OrderId: rc.OrderID, PaymentRef: "p"}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("pay without a token: %v", err)
+	}
+	if _, err := client.Pay(as("bob"), &pb.PayRequest{OrderId: rc.OrderID, PaymentRef: "p"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("pay by bob: %v", err)
+	}
+	if _, err := client.Cancel(as("bob"), &pb.CancelRequest{OrderId: rc.OrderID}); status.Code(err) != codes.NotFound {
+		t.Fatalf("cancel by bob: %v", err)
+	}
+	if res, err := client.Cancel(as("alice"), &pb.CancelRequest{OrderId: rc.OrderID}); err != nil || res.GetStatus() != "cancelled" {
+		t.Fatalf("cancel by alice: %v %v", res, err)
 	}
 }
