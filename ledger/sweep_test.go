@@ -22,7 +22,7 @@ func TestTwoSweepersExpireEachOrderOnce(t *testing.T) {
 	l, rdb := newLedger(t)
 	ctx := context.Background()
 	const orders = 60
-	reserveItem(t, l, "s", orders, 50*time.Millisecond)
+	reserveItem(t, l, "s", orders, time.Hour)
 	ids := make([]string, orders)
 	for i := range ids {
 		rc, err := buy(l, "s", fmt.Sprintf("u%d", i), fmt.Sprintf("q%d", i), 1)
@@ -40,7 +40,9 @@ func TestTwoSweepersExpireEachOrderOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(60 * time.Millisecond)
+	for _, id := range ids {
+		pastDue(t, l, rdb, id)
+	}
 	a, b := l.NewSweeper(time.Millisecond, 7, quiet), l.NewSweeper(time.Millisecond, 7, quiet)
 	var wg sync.WaitGroup
 	for _, s := range []*ledger.Sweeper{a, b} {

@@ -36,7 +36,7 @@ func (e env) audit(t *testing.T) projector.AuditReport {
 // status each order must end with.
 func reservationSale(t *testing.T, e env) map[string]string {
 	ctx := context.Background()
-	e.reserveStock(t, "r", 20, 200*time.Millisecond)
+	e.reserveStock(t, "r", 20, 500*time.Millisecond)
 	e.setStock(t, "free", 5)
 	want := map[string]string{}
 	var ids []string
@@ -61,7 +61,7 @@ func reservationSale(t *testing.T, e env) map[string]string {
 			want[id] = projector.StatusExpired
 		}
 	}
-	time.Sleep(220 * time.Millisecond)
+	time.Sleep(520 * time.Millisecond)
 	s := e.l.NewSweeper(time.Second, 10, slog.New(slog.DiscardHandler))
 	if n, err := s.Sweep(ctx); err != nil || n != 4 {
 		t.Fatalf("sweep expired %d (%v), want 4", n, err)
