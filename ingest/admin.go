@@ -123,6 +123,7 @@ type itemBody struct {
 	PerUserLimit *int64  `json:"per_user_limit"`
 	StartsAt     *string `json:"starts_at"`
 	EndsAt       *string `json:"ends_at"`
+	PayWithin    *string `json:"pay_within"`
 }
 
 func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin) {
@@ -143,6 +144,8 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 			return dec.Decode(&b.StartsAt)
 		case "ends_at":
 			return dec.Decode(&b.EndsAt)
+		case "pay_within":
+			return dec.Decode(&b.PayWithin)
 		}
 		return errBody
 	})
@@ -180,6 +183,17 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 			}
 		}
 		*bound.dst = &t
+	}
+	if b.PayWithin != nil {
+		d, err := time.ParseDuration(*b.PayWithin)
+		if *b.PayWithin == "" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			writeError(w, http.StatusBadRequest, "pay_within must be a duration such as 15m, or \"\"", "")
+			return
+		}
+		ch.PayWithin = &d
 	}
 	item := mux.Vars(r)["item_id"]
 	if _, err := a.SetStock(r.Context(), item, ch); err != nil {

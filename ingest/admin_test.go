@@ -141,6 +141,9 @@ func TestAdminPutItem(t *testing.T) {
 		{"add with limit", "a", `{"add":-4,"per_user_limit":2}`, http.StatusOK, 5, 2},
 		{"window", "a", `{"starts_at":"2026-01-01T00:00:00Z","ends_at":"2036-01-01T00:00:00Z"}`, http.StatusOK, 5, 2},
 		{"new item", "b", `{"stock":3}`, http.StatusOK, 3, 0},
+		{"pay within", "b", `{"pay_within":"15m"}`, http.StatusOK, 3, 0},
+		{"bad pay within", "a", `{"pay_within":"soon"}`, http.StatusBadRequest, 5, 2},
+		{"negative pay within", "a", `{"pay_within":"-1s"}`, http.StatusBadRequest, 5, 2},
 		{"both stock and add", "a", `{"stock":1,"add":1}`, http.StatusBadRequest, 5, 2},
 		{"below zero", "a", `{"add":-6}`, http.StatusConflict, 5, 2},
 		{"add to unknown item", "zz", `{"add":1}`, http.StatusNotFound, 0, 0},
@@ -189,8 +192,11 @@ func TestAdminPutItem(t *testing.T) {
 			stockEvents++
 		}
 	}
-	if stockEvents != 5 {
-		t.Fatalf("got %d stock events, want 5 (initial set and four changes)", stockEvents)
+	if stockEvents != 6 {
+		t.Fatalf("got %d stock events, want 6 (initial set and five changes)", stockEvents)
+	}
+	if it, err := e.l.Item(context.Background(), "b"); err != nil || it.PayWithin != 15*time.Minute {
+		t.Fatalf("b's pay-within %s (%v), want 15m", it.PayWithin, err)
 	}
 }
 

@@ -81,6 +81,7 @@ func (g *grpcService) GetItem(ctx context.Context, in *pb.GetItemRequest) (*pb.I
 	if !it.End.IsZero() {
 		out.EndsAtMs = it.End.UnixMilli()
 	}
+	out.PayWithinMs = it.PayWithin.Milliseconds()
 	return out, nil
 }
 
@@ -92,10 +93,14 @@ func (g *grpcService) GetOrder(ctx context.Context, in *pb.GetOrderRequest) (*pb
 	if err != nil {
 		return nil, g.status(ctx, "GetOrder", err)
 	}
-	return &pb.Order{
+	out := &pb.Order{
 		OrderId: o.OrderID, RequestId: o.RequestID, UserId: o.UserID, ItemId: o.ItemID,
 		Quantity: int32(o.Quantity), Status: o.Status, CreatedAtMs: o.CreatedAt.UnixMilli(),
-	}, nil
+	}
+	if !o.PayBy.IsZero() {
+		out.PayByMs = o.PayBy.UnixMilli()
+	}
+	return out, nil
 }
 
 // authorization returns the authorization metadata of the call.

@@ -48,6 +48,7 @@ func (s *Service) Router(gatherer prometheus.Gatherer) *mux.Router {
 	})
 	r.HandleFunc("/api/purchase", s.handlePurchase).Methods(http.MethodPost)
 	r.HandleFunc("/api/items/{item_id}", s.handleItem).Methods(http.MethodGet)
+	s.mountPayments(r)
 	if s.orders != nil {
 		r.HandleFunc("/api/orders/{order_id}", s.handleOrder).Methods(http.MethodGet)
 	}
@@ -205,6 +206,7 @@ type itemReply struct {
 	PerUserLimit int64      `json:"per_user_limit"`
 	StartsAt     *time.Time `json:"starts_at,omitempty"`
 	EndsAt       *time.Time `json:"ends_at,omitempty"`
+	PayWithin    string     `json:"pay_within,omitempty"`
 }
 
 func (s *Service) handleItem(w http.ResponseWriter, r *http.Request) {
@@ -224,6 +226,9 @@ func newItemReply(it ledger.Item) itemReply {
 	if !it.End.IsZero() {
 		reply.EndsAt = &it.End
 	}
+	if it.PayWithin > 0 {
+		reply.PayWithin = it.PayWithin.String()
+	}
 	return reply
 }
 
@@ -236,6 +241,9 @@ type orderReply struct {
 	Quantity  int64     `json:"quantity"`
 	Status    string    `json:"status"`
 	CreatedAt time.Time `json:"created_at"`
+
+	// PayBy is the payment deadline under a pay-within rule.
+	PayBy *time.Time `json:"pay_by,omitempty"`
 }
 
 func (s *Service) handleOrder(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +252,12 @@ func (s *Service) handleOrder(w http.ResponseWriter, r *http.Request) {
 		s.writeLedgerError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, orderReply(o))
+	reply := orderReply{OrderID: o.OrderID, RequestID: o.RequestID, UserID: o.UserID, ItemID: o.ItemID,
+		Quantity: o.Quantity, Status: o.Status, CreatedAt: o.CreatedAt}
+	if !o.PayBy.IsZero() {
+		reply.PayBy = &o.PayBy
+	}
+	writeJSON(w, http.StatusOK, reply)
 }
 
 func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {

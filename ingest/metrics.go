@@ -10,6 +10,8 @@ type Metrics struct {
 	purchases *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	inFlight  prometheus.Gauge
+	payments  *prometheus.CounterVec
+	cancels   *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -29,7 +31,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Purchases being decided right now.",
 		}),
 	}
-	reg.MustRegister(m.purchases, m.latency, m.inFlight)
+	m.payments = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashsale_payments_total",
+		Help: "Pay attempts by outcome (ok, closed, conflict, unknown_order, invalid, unavailable, unauthenticated, error).",
+	}, []string{"outcome"})
+	m.cancels = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashsale_buyer_cancels_total",
+		Help: "Cancel attempts by buyers, by outcome (as flashsale_payments_total).",
+	}, []string{"outcome"})
+	reg.MustRegister(m.purchases, m.latency, m.inFlight, m.payments, m.cancels)
 	return m
 }
 

@@ -24,9 +24,12 @@ type Order struct {
 	UserID    string
 	ItemID    string
 	Quantity  int64
-	// Status is pending (in the ledger, not yet in MySQL), confirmed or cancelled.
+	// Status is pending (in the ledger, not yet in MySQL), confirmed or cancelled; under a
+	// pay-within rule reserved, paid, expired or cancelled.
 	Status    string
 	CreatedAt time.Time
+	// PayBy is the payment deadline of an order placed under a pay-within rule, else zero.
+	PayBy time.Time
 }
 
 // Orders looks orders up by ID; errors are ledger.ErrUnknownOrder, ledger.ErrInvalid or

@@ -36,8 +36,10 @@ type Event struct {
 	Type      EventType
 	ItemID    string
 
-	// order: OrderID is derived from Partition and StreamID. restock: the cancelled order,
-	// with the order's request, user, quantity and time copied from it.
+	// order: OrderID is derived from Partition and StreamID. restock, cancelled, expired: the
+	// closed order, with the order's request, user and quantity copied from it, and the time
+	// of the order (restock) or of the change (cancelled, expired). paid: the paid order, its
+	// user and the time of the payment.
 	OrderID   string
 	RequestID string
 	UserID    string
@@ -45,6 +47,13 @@ type Event struct {
 	Time      time.Time
 	// restock: why the order was cancelled.
 	Reason string
+	// order: PayBy is the payment deadline of an order placed under a pay-within rule (zero
+	// without one). paid: PaymentRef is the payment's reference, Time when it was accepted.
+	PayBy      time.Time
+	PaymentRef string
+	// paid, cancelled, expired: Placed is the order's time, PayBy its deadline, RequestID and
+	// Quantity the order's (so that each can write the whole order row on its own).
+	Placed time.Time
 
 	// stock: Op and Quantity change the counter (set or add); Stock is the counter after it;
 	// Limit, StartMS and EndMS are the rules after it.
@@ -53,6 +62,9 @@ type Event struct {
 	Limit   int64
 	StartMS int64
 	EndMS   int64
+	// PayWithinMS is the item's payment deadline after the change (0: no payment needed;
+	// absent in events written before the rule existed).
+	PayWithinMS int64
 
 	// Malformed is set when the entry could not be decoded; the other fields then hold what
 	// could be read, and Partition and StreamID are always set.
@@ -109,6 +121,9 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		e.RequestID, e.UserID = f.str("request_id"), f.str("user_id")
 		e.Quantity = f.int("quantity")
 		e.Time = time.UnixMilli(f.int("ts"))
+		if _, ok := msg.Values["pay_by"]; ok {
+			e.PayBy = time.UnixMilli(f.int("pay_by"))
+		}
 		if e.RequestID == "" || e.UserID == "" || e.Quantity < 1 {
 			f.fail("order", "missing request_id, user_id or quantity")
 		}
@@ -120,10 +135,23 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		if e.OrderID == "" || e.Quantity < 1 {
 			f.fail("restock", "missing order_id or quantity")
 		}
+	case EventPaid, EventCancelled, EventExpired:
+		e.OrderID, e.UserID, e.RequestID = f.str("order_id"), f.str("user_id"), f.str("request_id")
+		e.PaymentRef = f.str("payment_ref")
+		e.Quantity = f.int("quantity")
+		e.Time = time.UnixMilli(f.int("ts"))
+		e.Placed = time.UnixMilli(f.int("order_ts"))
+		e.PayBy = time.UnixMilli(f.int("pay_by"))
+		if e.OrderID == "" || e.UserID == "" || e.RequestID == "" || e.Quantity < 1 || (e.Type == EventPaid && e.PaymentRef == "") {
+			f.fail(string(e.Type), "missing order_id, user_id, request_id, quantity or payment_ref")
+		}
 	case EventStock:
 		e.Op = StockOp(f.str("op"))
 		e.Quantity, e.Stock = f.int("quantity"), f.int("stock")
 		e.Limit, e.StartMS, e.EndMS = f.int("limit"), f.int("start_ms"), f.int("end_ms")
+		if _, ok := msg.Values["pay_within_ms"]; ok {
+			e.PayWithinMS = f.int("pay_within_ms")
+		}
 		if e.Op != StockSet && e.Op != StockAdd {
 			f.fail("op", "want set or add")
 		}

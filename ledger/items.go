@@ -65,7 +65,7 @@ func (t *Tally) Apply(e Event) {
 		if t.Stock <= 0 && t.SoldOutAt.IsZero() {
 			t.SoldOutAt = e.Time
 		}
-	case EventRestock:
+	case EventRestock, EventCancelled, EventExpired:
 		t.Stock += e.Quantity
 		t.Sold -= e.Quantity
 		t.Restocked += e.Quantity

@@ -52,10 +52,23 @@ func (k Keys) Alive(p int) string { return k.tag(p) + "alive" }
 // stock script adds them), so that items can be listed without SCAN, also on Redis Cluster.
 func (k Keys) Items(p int) string { return k.tag(p) + "items" }
 
+// Due is partition p's sorted set of reserved orders by payment deadline: order_id -> pay_by
+// (unix ms, Redis's clock). The sweeper reads it; pay, cancel and expire remove from it.
+func (k Keys) Due(p int) string { return k.tag(p) + "due" }
+
+// Order is the state hash of orderID, an order of partition p placed under a pay-within rule:
+// state (reserved, paid, cancelled or expired), pay_by, user_id, item_id, request_id, quantity,
+// ts, and once paid payment_ref and paid_at.
+func (k Keys) Order(p int, orderID string) string { return k.OrderPrefix(p) + orderID }
+
+// OrderPrefix is Order without the order ID: the purchase script completes it after the XADD
+// that names the order.
+func (k Keys) OrderPrefix(p int) string { return k.tag(p) + "order:" }
+
 // Stock is item's stock counter (units left).
 func (k Keys) Stock(item string) string { return k.itemKey("stock", item) }
 
-// Rules is item's sale rules hash (limit, start_ms, end_ms).
+// Rules is item's sale rules hash (limit, start_ms, end_ms, pay_within_ms).
 func (k Keys) Rules(item string) string { return k.itemKey("rules", item) }
 
 // Request is the idempotency key of request id for item; its value is

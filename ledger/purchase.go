@@ -123,8 +123,9 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 		k.Request(req.ItemID, req.RequestID),
 		k.User(req.ItemID, req.UserID),
 		k.Events(p),
+		k.Due(p),
 	}
-	v, err := l.calls.script(ctx, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p)
+	v, err := l.calls.script(ctx, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p, k.OrderPrefix(p))
 	if err != nil {
 		return Receipt{}, redisErr("purchase", err)
 	}

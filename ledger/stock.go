@@ -35,6 +35,9 @@ type StockChange struct {
 	Limit *int64
 	// Start and End bound the sale window; the zero time means open on that side.
 	Start, End *time.Time
+	// PayWithin is how long a new order stays reserved waiting for its payment before it
+	// expires and its units go back on sale; 0 means an order needs no payment.
+	PayWithin *time.Duration
 }
 
 // Item is an item as the ledger knows it.
@@ -46,7 +49,12 @@ type Item struct {
 	Limit int64
 	// Start and End bound the sale window; zero means open on that side.
 	Start, End time.Time
+	// PayWithin is the payment deadline of a new order; 0 means no payment is needed.
+	PayWithin time.Duration
 }
+
+// MaxPayWithin bounds an item's pay-within rule.
+const MaxPayWithin = 7 * 24 * time.Hour
 
 // SetStock applies ch to item and appends the stock event that records it, atomically. It
 // returns the stock after the change. Errors: ErrInvalid (also a sale window whose end, with
@@ -70,17 +78,22 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 		return 0, invalid("per-user limit must be between 0 and %d", MaxStock)
 	case beforeEpoch(ch.Start) || beforeEpoch(ch.End):
 		return 0, invalid("sale start and end must be after 1970-01-01T00:00:00Z")
+	case ch.PayWithin != nil && (*ch.PayWithin < 0 || *ch.PayWithin > MaxPayWithin || *ch.PayWithin%time.Millisecond != 0):
+		return 0, invalid("pay-within must be whole milliseconds between 0 and %s", MaxPayWithin)
 	}
-	limit, start, end := "", windowArg(ch.Start), windowArg(ch.End)
+	limit, start, end, payWithin := "", windowArg(ch.Start), windowArg(ch.End), ""
 	if ch.Limit != nil {
 		limit = strconv.FormatInt(*ch.Limit, 10)
+	}
+	if ch.PayWithin != nil {
+		payWithin = strconv.FormatInt(ch.PayWithin.Milliseconds(), 10)
 	}
 	if ch.Start != nil && ch.End != nil && !ch.Start.IsZero() && !ch.End.IsZero() && !ch.End.After(*ch.Start) {
 		return 0, invalid("sale end must be after its start")
 	}
 	k := l.keys
 	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item)), k.Items(k.Partition(item))}
-	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock).Result()
+	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock, payWithin).Result()
 	if err != nil {
 		return 0, redisErr("set stock", err)
 	}
@@ -130,7 +143,7 @@ func (l *Ledger) Item(ctx context.Context, item string) (Item, error) {
 	}
 	pipe := l.rdb.Pipeline()
 	stockCmd := pipe.Get(ctx, l.keys.Stock(item))
-	rulesCmd := pipe.HMGet(ctx, l.keys.Rules(item), "limit", "start_ms", "end_ms")
+	rulesCmd := pipe.HMGet(ctx, l.keys.Rules(item), "limit", "start_ms", "end_ms", "pay_within_ms")
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Item{}, redisErr("read item", err)
 	}
@@ -141,7 +154,7 @@ func (l *Ledger) Item(ctx context.Context, item string) (Item, error) {
 		return Item{}, fmt.Errorf("read item stock: %w", err)
 	}
 	rules := rulesCmd.Val()
-	it := Item{ItemID: item, Stock: stock, Limit: intField(rules[0])}
+	it := Item{ItemID: item, Stock: stock, Limit: intField(rules[0]), PayWithin: time.Duration(intField(rules[3])) * time.Millisecond}
 	if ms := intField(rules[1]); ms > 0 {
 		it.Start = time.UnixMilli(ms)
 	}

@@ -120,6 +120,8 @@ func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string)
 		k.User(order.ItemID, order.UserID),
 		k.Events(order.Partition),
 		k.Restocked(order.ItemID, order.OrderID),
+		k.Order(order.Partition, order.OrderID),
+		k.Due(order.Partition),
 	}
 	v, err := restockScript.Run(ctx, l.rdb, keys,
 		order.OrderID, order.StreamID, order.ItemID, order.UserID, order.RequestID,

@@ -30,3 +30,19 @@ var Snapshot string
 //
 //go:embed alive.lua
 var Alive string
+
+// Pay accepts the payment of a reserved order before its deadline: state paid, paid event.
+//
+//go:embed pay.lua
+var Pay string
+
+// Cancel cancels a reserved order for its buyer: units and per-user count back, cancelled event.
+//
+//go:embed cancel.lua
+var Cancel string
+
+// Expire expires a reserved order past its deadline: units and per-user count back, expired
+// event. Safe to call any number of times from any number of sweepers.
+//
+//go:embed expire.lua
+var Expire string

@@ -5,6 +5,7 @@
 -- KEYS[3] idempotency key    <prefix>:{pN}:req:<item>:<request_id>
 -- KEYS[4] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
 -- KEYS[5] ledger stream      <prefix>:{pN}:events
+-- KEYS[6] payment deadlines  <prefix>:{pN}:due               (sorted set: order_id -> pay_by)
 --
 -- ARGV[1] item_id
 -- ARGV[2] user_id
@@ -12,11 +13,16 @@
 -- ARGV[4] quantity (integer >= 1; validated by the caller)
 -- ARGV[5] idempotency TTL in milliseconds
 -- ARGV[6] partition number, the prefix of every order_id of this stream
+-- ARGV[7] order state key prefix <prefix>:{pN}:order: (the order_id completes the key; it is
+--         known only after the XADD, and carries the partition's hash tag like the KEYS)
 --
 -- Checks, in order: unknown item, duplicate request, sale window, per-user limit, stock.
 -- Only success writes anything: DECRBY the stock, XADD the order event (its stream ID,
 -- prefixed with the partition, is the order_id), SET the idempotency key to
--- '<order_id>|<user_id>' with the TTL, INCRBY the per-user counter. A refusal changes nothing
+-- '<order_id>|<user_id>' with the TTL, INCRBY the per-user counter. For an item with a
+-- pay-within rule the order event also carries pay_by (order time + pay-within), the order's
+-- state hash is written (state reserved, pay_by, user_id, item_id, request_id, quantity, ts)
+-- and the order is added to the due set. A refusal changes nothing
 -- and does not burn the request_id. A request_id is answered as a duplicate only to the user
 -- who placed its order; any other user (and everyone, for a value without '|' written before
 -- the owner was stored) gets code 7, which does not reveal the order.
@@ -48,7 +54,7 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms')
+local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms')
 local limit = tonumber(rules[1]) or 0
 local start_ms = tonumber(rules[2]) or 0
 local end_ms = tonumber(rules[3]) or 0
@@ -73,11 +79,22 @@ end
 -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 local units = string.format('%d', quantity)
 local left = redis.call('DECRBY', KEYS[1], units)
-local id = redis.call('XADD', KEYS[5], '*',
-  'v', '1', 'type', 'order',
+local ts = string.format('%d', now)
+local event = {'v', '1', 'type', 'order',
   'request_id', ARGV[3], 'user_id', ARGV[2], 'item_id', ARGV[1],
-  'quantity', units, 'ts', string.format('%d', now))
+  'quantity', units, 'ts', ts}
+local pay_by = nil
+if (tonumber(rules[4]) or 0) > 0 then
+  pay_by = string.format('%d', now + tonumber(rules[4]))
+  event[#event + 1], event[#event + 2] = 'pay_by', pay_by
+end
+local id = redis.call('XADD', KEYS[5], '*', unpack(event))
 local order_id = ARGV[6] .. '-' .. id
 redis.call('SET', KEYS[3], order_id .. '|' .. ARGV[2], 'PX', ARGV[5])
 redis.call('INCRBY', KEYS[4], units)
+if pay_by then
+  redis.call('HSET', ARGV[7] .. order_id, 'state', 'reserved', 'pay_by', pay_by,
+    'user_id', ARGV[2], 'item_id', ARGV[1], 'request_id', ARGV[3], 'quantity', units, 'ts', ts)
+  redis.call('ZADD', KEYS[6], pay_by, order_id)
+end
 return {0, order_id, left}

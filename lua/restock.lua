@@ -6,6 +6,8 @@
 -- KEYS[2] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
 -- KEYS[3] ledger stream      <prefix>:{pN}:events
 -- KEYS[4] restock marker     <prefix>:{pN}:restocked:<order_id>
+-- KEYS[5] order state        <prefix>:{pN}:order:<order_id> (exists under a pay-within rule)
+-- KEYS[6] payment deadlines  <prefix>:{pN}:due
 --
 -- ARGV[1] order_id
 -- ARGV[2] stream ID of the order entry (acknowledged in group ARGV[8])
@@ -18,15 +20,22 @@
 -- ARGV[9] order time, unix milliseconds (copied into the event)
 -- ARGV[10] Pub/Sub channel on which the item is announced after the restock (not a key)
 --
--- The marker makes a second call for the same order a no-op apart from the XACK.
+-- The marker makes a second call for the same order a no-op apart from the XACK. An order
+-- that expired or was cancelled by its buyer has its units back already: it is only marked and
+-- acknowledged (code 1); a reserved or paid one becomes cancelled and leaves the due set.
 --
 -- Returns {code, stock}:
 --   0 restocked          stock after giving the units back
 --   1 already restocked  current stock (nothing changed but the XACK)
 
-if redis.call('SET', KEYS[4], ARGV[2], 'NX') == false then
+local state = KEYS[5] and redis.call('HGET', KEYS[5], 'state')
+if redis.call('SET', KEYS[4], ARGV[2], 'NX') == false or state == 'expired' or state == 'cancelled' then
   redis.call('XACK', KEYS[3], ARGV[8], ARGV[2])
   return {1, tonumber(redis.call('GET', KEYS[1]) or '0')}
+end
+if state then
+  redis.call('HSET', KEYS[5], 'state', 'cancelled')
+  redis.call('ZREM', KEYS[6], ARGV[1])
 end
 
 -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.

@@ -17,14 +17,19 @@ type ItemAudit struct {
 	// PutOnSale is the units put on sale: each set makes it the set value plus the units sold
 	// so far; each add adds to it.
 	PutOnSale int64 `json:"put_on_sale"`
-	// Sold counts units of live orders in the ledger (orders minus restocks).
-	Sold int64 `json:"sold"`
-	// Restocked counts units given back by restock events.
+	// Sold counts units of live orders in the ledger (orders minus restocks), but for those
+	// still reserved: Reserved counts those. Stock + Sold + Reserved = PutOnSale.
+	Sold     int64 `json:"sold"`
+	Reserved int64 `json:"reserved"`
+	// Restocked counts units given back by restock events; Released those given back by
+	// cancelled and expired events (reservations not paid).
 	Restocked int64 `json:"restocked"`
+	Released  int64 `json:"released"`
 	// Fold is the stock the ledger's events add up to; Stock is the Redis counter.
 	Fold  int64 `json:"ledger_stock"`
 	Stock int64 `json:"redis_stock"`
-	// Confirmed and Cancelled count units by status in MySQL.
+	// Confirmed and Cancelled count units by status in MySQL (Confirmed with paid and
+	// reserved, Cancelled with expired).
 	Confirmed int64 `json:"mysql_confirmed"`
 	Cancelled int64 `json:"mysql_cancelled"`
 	// InFlight counts units of orders whose MySQL row does not match the ledger yet while
@@ -58,6 +63,27 @@ type ledgerOrder struct {
 	restocked     bool
 	// reason is the restock event's reason.
 	reason string
+	// state is the reservation's state for an order placed under a pay-within rule, else "".
+	state string
+	// returns counts the events that gave its units back (restock, cancelled, expired).
+	returns int
+}
+
+// want is the MySQL status the ledger's events leave the order in.
+func (o *ledgerOrder) want() string {
+	switch {
+	case o.restocked:
+		return StatusCancelled
+	case o.state != "":
+		return o.state
+	}
+	return StatusConfirmed
+}
+
+// live reports whether the order holds its request_id (not cancelled nor expired).
+func (o *ledgerOrder) live() bool {
+	w := o.want()
+	return w != StatusCancelled && w != StatusExpired
 }
 
 type mysqlOrder struct {
@@ -131,9 +157,9 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 	for id, r := range rows {
 		it := item(r.item)
 		switch r.status {
-		case StatusConfirmed:
+		case StatusConfirmed, StatusPaid, StatusReserved:
 			it.Confirmed += r.quantity
-		case StatusCancelled:
+		case StatusCancelled, StatusExpired:
 			it.Cancelled += r.quantity
 		}
 		o := orders[id]
@@ -144,8 +170,8 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 			rep.Violations = append(rep.Violations, Violation{r.item, id, fmt.Sprintf("MySQL row (item %s, request %q, quantity %d) differs from the ledger (item %s, request %q, quantity %d)", r.item, r.request, r.quantity, o.item, o.request, o.quantity)})
 		case o.restocked && r.status != StatusCancelled:
 			flag(it, id, r.quantity, "restocked in the ledger but "+r.status+" in MySQL")
-		case !o.restocked && r.status != StatusConfirmed:
-			flag(it, id, r.quantity, "live in the ledger but "+r.status+" in MySQL")
+		case !o.restocked && r.status != o.want():
+			flag(it, id, r.quantity, o.want()+" in the ledger but "+r.status+" in MySQL")
 		}
 	}
 	live := map[[2]string]string{}
@@ -153,7 +179,10 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 		if _, ok := rows[id]; !ok {
 			flag(item(o.item), id, o.quantity, "in the ledger but not in MySQL")
 		}
-		if o.restocked {
+		if o.returns > 1 {
+			rep.Violations = append(rep.Violations, Violation{o.item, id, fmt.Sprintf("units given back %d times", o.returns)})
+		}
+		if !o.live() {
 			continue
 		}
 		key := [2]string{o.item, o.request}
@@ -169,7 +198,7 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 		holders[key] = true
 	}
 	for _, r := range rows {
-		if r.status != StatusCancelled {
+		if r.status != StatusCancelled && r.status != StatusExpired {
 			holders[[2]string{r.item, r.request}] = true
 		}
 	}
@@ -318,21 +347,66 @@ func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[strin
 		} else {
 			it.Fold = e.Stock
 		}
-		it.PutOnSale = it.Fold + it.Sold
+		it.PutOnSale = it.Fold + it.Sold + it.Reserved
 	case ledger.EventOrder:
 		it.Fold -= e.Quantity
-		it.Sold += e.Quantity
-		orders[e.OrderID] = &ledgerOrder{item: e.ItemID, request: e.RequestID, quantity: e.Quantity}
+		o := &ledgerOrder{item: e.ItemID, request: e.RequestID, quantity: e.Quantity}
+		if e.PayBy.IsZero() {
+			it.Sold += e.Quantity
+		} else {
+			it.Reserved += e.Quantity
+			o.state = ledger.StateReserved
+		}
+		orders[e.OrderID] = o
 	case ledger.EventRestock:
 		it.Fold += e.Quantity
-		it.Sold -= e.Quantity
 		it.Restocked += e.Quantity
 		if o := orders[e.OrderID]; o != nil {
+			unsell(it, o)
 			o.restocked = true
 			o.reason = e.Reason
+			o.returns++
 		} else {
+			it.Sold -= e.Quantity
 			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, "restock of an order the ledger does not hold"})
 		}
+	case ledger.EventPaid, ledger.EventCancelled, ledger.EventExpired:
+		o := orders[e.OrderID]
+		switch {
+		case o == nil:
+			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order the ledger does not hold"})
+			return
+		case o.state != ledger.StateReserved || o.restocked:
+			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event of an order already %s", e.Type, o.want())})
+			if e.Type == ledger.EventPaid {
+				return
+			}
+		}
+		if e.Type == ledger.EventPaid {
+			it.Reserved -= o.quantity
+			it.Sold += o.quantity
+			o.state = ledger.StatePaid
+			return
+		}
+		if e.Quantity != o.quantity {
+			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event gives back %d units of an order of %d", e.Type, e.Quantity, o.quantity)})
+		}
+		it.Fold += e.Quantity
+		it.Released += e.Quantity
+		unsell(it, o)
+		o.state = string(e.Type)
+		o.returns++
+	}
+}
+
+// unsell takes the units of o, given back, out of the item's sold or reserved units (once).
+func unsell(it *ItemAudit, o *ledgerOrder) {
+	switch {
+	case o.returns > 0:
+	case o.state == ledger.StateReserved:
+		it.Reserved -= o.quantity
+	default:
+		it.Sold -= o.quantity
 	}
 }
 

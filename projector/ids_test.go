@@ -106,8 +106,8 @@ func TestMigrateConvertsIDsToBinary(t *testing.T) {
 	before := dump()
 
 	applied, err := projector.Migrate(ctx, db)
-	if err != nil || len(applied) != 1 || applied[0] != "0002_binary_ids.sql" {
-		t.Fatalf("migrate: applied %v (%v), want [0002_binary_ids.sql]", applied, err)
+	if err != nil || len(applied) < 1 || applied[0] != "0002_binary_ids.sql" {
+		t.Fatalf("migrate: applied %v (%v), want 0002_binary_ids.sql and the later ones", applied, err)
 	}
 	if got := dump(); got != before {
 		t.Fatalf("rows changed by the migration:\n got %s\nwant %s", got, before)

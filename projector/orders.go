@@ -19,9 +19,12 @@ type Order struct {
 	UserID    string
 	ItemID    string
 	Quantity  int64
-	// Status is StatusPending, StatusConfirmed or StatusCancelled.
+	// Status is StatusPending, StatusConfirmed or StatusCancelled; for an order placed under
+	// a pay-within rule StatusReserved, StatusPaid, StatusExpired or StatusCancelled.
 	Status    string
 	CreatedAt time.Time
+	// PayBy is the payment deadline of an order placed under a pay-within rule, else zero.
+	PayBy time.Time
 }
 
 // Lookup finds orders wherever they are: MySQL for projected orders (confirmed or cancelled),
@@ -42,7 +45,7 @@ func (lk *Lookup) Order(ctx context.Context, orderID string) (Order, error) {
 	}
 	o, err := lk.store.Order(ctx, orderID)
 	if err == nil {
-		return o, nil
+		return lk.live(ctx, o)
 	}
 	if !errors.Is(err, ledger.ErrUnknownOrder) {
 		return Order{}, fmt.Errorf("%w: %w", ledger.ErrUnavailable, err)
@@ -51,18 +54,37 @@ func (lk *Lookup) Order(ctx context.Context, orderID string) (Order, error) {
 	if err != nil {
 		return Order{}, err
 	}
-	return Order{
+	return lk.live(ctx, Order{
 		OrderID: e.OrderID, RequestID: e.RequestID, UserID: e.UserID, ItemID: e.ItemID,
-		Quantity: e.Quantity, Status: StatusPending, CreatedAt: e.Time,
-	}, nil
+		Quantity: e.Quantity, Status: StatusPending, CreatedAt: e.Time, PayBy: e.PayBy,
+	})
+}
+
+// live gives an order placed under a pay-within rule its state in Redis, which is ahead of
+// MySQL (a payment shows at once); a restocked order stays cancelled.
+func (lk *Lookup) live(ctx context.Context, o Order) (Order, error) {
+	if o.PayBy.IsZero() || o.Status == StatusCancelled {
+		return o, nil
+	}
+	r, err := lk.ledger.Reservation(ctx, o.OrderID)
+	switch {
+	case errors.Is(err, ledger.ErrUnknownOrder):
+		return o, nil
+	case err != nil:
+		return Order{}, err
+	}
+	o.Status = r.State
+	return o, nil
 }
 
 // Order reads orderID from MySQL, or returns ledger.ErrUnknownOrder.
 func (s *Store) Order(ctx context.Context, orderID string) (Order, error) {
-	q, args := sq.Select("order_id", "request_id", "user_id", "item_id", "quantity", "status", "created_at").
+	q, args := sq.Select("order_id", "request_id", "user_id", "item_id", "quantity", "status", "created_at", "pay_by").
 		From("orders").Where(sq.Eq{"order_id": orderID}).MustSql()
 	var o Order
-	err := s.db.QueryRowContext(ctx, q, args...).Scan(&o.OrderID, &o.RequestID, &o.UserID, &o.ItemID, &o.Quantity, &o.Status, &o.CreatedAt)
+	var payBy sql.NullTime
+	err := s.db.QueryRowContext(ctx, q, args...).Scan(&o.OrderID, &o.RequestID, &o.UserID, &o.ItemID, &o.Quantity, &o.Status, &o.CreatedAt, &payBy)
+	o.PayBy = payBy.Time
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, ledger.ErrUnknownOrder
 	}

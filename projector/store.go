@@ -13,12 +13,19 @@ import (
 	"github.com/flashsale/flashsale/ledger"
 )
 
-// Order statuses. The set is open: later events may add more (paid, expired).
+// Order statuses. An order placed without a pay-within rule is confirmed; one placed with it
+// is reserved, then paid, cancelled (by its buyer) or expired. A restock makes any cancelled.
 const (
 	StatusPending   = "pending"
 	StatusConfirmed = "confirmed"
 	StatusCancelled = "cancelled"
+	StatusReserved  = "reserved"
+	StatusPaid      = "paid"
+	StatusExpired   = "expired"
 )
+
+// ReasonBuyer is the cancel_reason of an order its buyer cancelled.
+const ReasonBuyer = "cancelled by the buyer"
 
 // rowsPerStatement bounds a multi-row INSERT (MySQL allows 65535 placeholders).
 const rowsPerStatement = 1000
@@ -48,7 +55,7 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 	}
 	defer tx.Rollback()
 	now := s.now().UTC()
-	var orders, restocks, stocks []ledger.Event
+	var orders, restocks, stocks, closes []ledger.Event
 	for _, e := range events {
 		switch e.Type {
 		case ledger.EventOrder:
@@ -57,9 +64,14 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 			restocks = append(restocks, e)
 		case ledger.EventStock:
 			stocks = append(stocks, e)
+		case ledger.EventPaid, ledger.EventCancelled, ledger.EventExpired:
+			closes = append(closes, e)
 		}
 	}
 	if err := insertOrders(ctx, tx, orders, now); err != nil {
+		return nil, err
+	}
+	if err := closeOrders(ctx, tx, closes, now); err != nil {
 		return nil, err
 	}
 	if err := cancelOrders(ctx, tx, restocks, now); err != nil {
@@ -80,9 +92,13 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 
 func insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Event, now time.Time) error {
 	for chunk := range chunks(orders) {
-		q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status", "created_at", "updated_at")
+		q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status", "pay_by", "created_at", "updated_at")
 		for _, e := range chunk {
-			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, StatusConfirmed, e.Time.UTC(), now)
+			status := StatusConfirmed
+			if !e.PayBy.IsZero() {
+				status = StatusReserved
+			}
+			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status, nullTime(e.PayBy), e.Time.UTC(), now)
 		}
 		// A row that exists (redelivery, or already cancelled) stays as it is; a row whose
 		// (item_id, request_id) holds another live order is skipped and found by missingOrders.
@@ -105,6 +121,53 @@ func cancelOrders(ctx context.Context, tx *sql.Tx, restocks []ledger.Event, now 
 		}
 	}
 	return nil
+}
+
+// closeOrders applies paid, cancelled and expired events. Each writes the whole row if the
+// order event has not been applied yet (the events may come in any order), and otherwise moves
+// only a reserved row on: a redelivered event, or one that finds the order restocked, changes
+// nothing. (MySQL assigns left to right: status comes last, after the columns that test it.)
+func closeOrders(ctx context.Context, tx *sql.Tx, closes []ledger.Event, now time.Time) error {
+	for chunk := range chunks(closes) {
+		q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status",
+			"cancel_reason", "pay_by", "paid_at", "payment_ref", "expired_at", "created_at", "updated_at")
+		for _, e := range chunk {
+			var reason, ref any
+			var paidAt, expiredAt sql.NullTime
+			status := StatusPaid
+			switch e.Type {
+			case ledger.EventPaid:
+				paidAt, ref = nullTime(e.Time), e.PaymentRef
+			case ledger.EventCancelled:
+				status, reason = StatusCancelled, ReasonBuyer
+			case ledger.EventExpired:
+				status, expiredAt = StatusExpired, nullTime(e.Time)
+			}
+			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status,
+				reason, nullTime(e.PayBy), paidAt, ref, expiredAt, e.Placed.UTC(), now)
+		}
+		// The duplicate may be another order holding the same live (item_id, request_id): it
+		// is left alone (order_id differs), and this order is then missing, as an order
+		// event in that case would be.
+		q = q.Suffix(`ON DUPLICATE KEY UPDATE
+			cancel_reason = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(cancel_reason), cancel_reason),
+			paid_at = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(paid_at), paid_at),
+			payment_ref = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(payment_ref), payment_ref),
+			expired_at = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(expired_at), expired_at),
+			updated_at = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(updated_at), updated_at),
+			status = IF(status = 'reserved' AND order_id = VALUES(order_id), VALUES(status), status)`)
+		if err := exec(ctx, tx, q); err != nil {
+			return fmt.Errorf("close orders: %w", err)
+		}
+	}
+	return nil
+}
+
+func nullTime(t time.Time) sql.NullTime {
+	if t.IsZero() || t.UnixMilli() <= 0 {
+		return sql.NullTime{}
+	}
+	return sql.NullTime{Time: t.UTC(), Valid: true}
 }
 
 func upsertItems(ctx context.Context, tx *sql.Tx, stocks []ledger.Event, now time.Time) error {

@@ -84,6 +84,10 @@ func TestStockCommands(t *testing.T) {
 		{[]string{"stock", "set", "-start", "none", "demo", "7"}, "demo stock 7\n", 0},
 		{[]string{"stock", "get", "demo"}, "7\n", 0},
 		{[]string{"stock", "get", "-json", "demo"}, `{"item_id":"demo","per_user_limit":2,"stock":7}` + "\n", 0},
+		{[]string{"stock", "set", "-pay-within", "soon", "demo", "7"}, "", 2},
+		{[]string{"stock", "set", "-pay-within", "-1m", "demo", "7"}, "", 1},
+		{[]string{"stock", "set", "-pay-within", "15m", "demo", "7"}, "demo stock 7\n", 0},
+		{[]string{"stock", "get", "-json", "demo"}, `{"item_id":"demo","pay_within":"15m0s","per_user_limit":2,"stock":7}` + "\n", 0},
 	}
 	for _, s := range steps {
 		out, _, err := runCmd(t, env, s.args...)

@@ -121,16 +121,16 @@ func audit(ctx context.Context, e *env, args []string) error {
 
 func printAudit(w io.Writer, rep projector.AuditReport) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "ITEM\tPUT ON SALE\tSOLD\tRESTOCKED\tLEDGER STOCK\tREDIS STOCK\tMYSQL CONFIRMED\tMYSQL CANCELLED\tIN FLIGHT\t")
+	fmt.Fprintln(tw, "ITEM\tPUT ON SALE\tSOLD\tRESERVED\tRESTOCKED\tRELEASED\tLEDGER STOCK\tREDIS STOCK\tMYSQL CONFIRMED\tMYSQL CANCELLED\tIN FLIGHT\t")
 	for _, it := range rep.Items {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", it.ItemID, it.PutOnSale, it.Sold, it.Restocked, it.Fold, it.Stock, it.Confirmed, it.Cancelled, it.InFlight)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", it.ItemID, it.PutOnSale, it.Sold, it.Reserved, it.Restocked, it.Released, it.Fold, it.Stock, it.Confirmed, it.Cancelled, it.InFlight)
 	}
 	tw.Flush()
 	if rep.Pending > 0 {
 		fmt.Fprintf(w, "\n%d ledger entries not yet projected: MySQL differences of their orders count as in flight.\n", rep.Pending)
 	}
 	if rep.Clean() {
-		fmt.Fprintln(w, "\nclean: stock + sold = put on sale for every item, and MySQL matches the ledger")
+		fmt.Fprintln(w, "\nclean: stock + sold + reserved = put on sale for every item, and MySQL matches the ledger")
 		return
 	}
 	fmt.Fprintf(w, "\n%d violation(s):\n", len(rep.Violations))

@@ -70,6 +70,7 @@ func project(ctx context.Context, e *env, args []string) error {
 	f := e.flags("project", "", "Projects the ledger into MySQL only (no purchase API). Run several with distinct -consumer names to share the work.")
 	rf := f.redis()
 	pf := f.projector()
+	sf := f.sweeper()
 	dsn := f.mysqlDSN()
 	metricsAddr := f.str("metrics", "FLASHSALE_METRICS_ADDR", "", "address for /metrics and /health (off when empty)")
 	logger := f.logger()
@@ -89,6 +90,7 @@ func project(ctx context.Context, e *env, args []string) error {
 	}
 	var g oklog.Group
 	addProjector(&g, ctx, p)
+	addSweeper(&g, ctx, l, sf, reg, log)
 	if *metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -48,9 +48,11 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	af := f.auth()
 	var dsn *string
 	var pf projectorFlags
+	var sf sweepFlags
 	if withMySQL {
 		dsn = f.mysqlDSN()
 		pf = f.projector()
+		sf = f.sweeper()
 	}
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
@@ -100,6 +102,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 			return usageError{err.Error()}
 		}
 		addProjector(&g, ctx, p)
+		addSweeper(&g, ctx, l, sf, reg, log)
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}

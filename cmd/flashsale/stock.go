@@ -37,7 +37,7 @@ Every change is appended to the ledger as a stock event.`
 	}
 	f := e.flags("stock "+sub, argNames, about)
 	rf := f.redis()
-	var limit, start, end *string
+	var limit, start, end, payWithin *string
 	var jsonOut, ifNew *bool
 	if sub == "get" {
 		jsonOut = f.Bool("json", false, "print the item as JSON")
@@ -45,6 +45,7 @@ Every change is appended to the ledger as a stock event.`
 		limit = f.String("limit", "", "per-user limit (0 = none; empty keeps the current one)")
 		start = f.String("start", "", "sale start, RFC 3339 (\"none\" = open; empty keeps the current one)")
 		end = f.String("end", "", "sale end, RFC 3339 (\"none\" = never; empty keeps the current one)")
+		payWithin = f.String("pay-within", "", "time a buyer has to pay a new order, e.g. 15m, before its units go back on sale (0 = no payment needed; empty keeps the current one)")
 	}
 	if sub == "set" {
 		ifNew = f.Bool("if-new", false, "only for an item that has no stock yet (a restart then never resets a running sale)")
@@ -78,6 +79,13 @@ Every change is appended to the ledger as a stock event.`
 				return usageError{fmt.Sprintf("-limit %q is not an integer", *limit)}
 			}
 			ch.Limit = &n
+		}
+		if *payWithin != "" {
+			d, err := time.ParseDuration(*payWithin)
+			if err != nil {
+				return usageError{fmt.Sprintf("-pay-within %q is not a duration such as 15m", *payWithin)}
+			}
+			ch.PayWithin = &d
 		}
 		if ch.Start, err = parseWindow("start", *start); err != nil {
 			return err
@@ -115,6 +123,9 @@ Every change is appended to the ledger as a stock event.`
 		}
 		if !it.End.IsZero() {
 			out["ends_at"] = it.End
+		}
+		if it.PayWithin > 0 {
+			out["pay_within"] = it.PayWithin.String()
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}

@@ -37,6 +37,9 @@ type config struct {
 	prefix     string
 	flashsale  string
 
+	pay    float64       // fraction of the winners that pay their order
+	settle time.Duration // with pay: how long to wait for unpaid units to come back
+
 	json bool
 }
 
@@ -94,6 +97,8 @@ Flags:
 	fs.StringVar(&c.auditMySQL, "audit-mysql", "", "MySQL DSN for the audit")
 	fs.StringVar(&c.prefix, "prefix", or(getenv("FLASHSALE_REDIS_PREFIX"), ledger.DefaultPrefix), "ledger key prefix for the audit (env FLASHSALE_REDIS_PREFIX)")
 	fs.StringVar(&c.flashsale, "flashsale", "flashsale", "flashsale binary that runs the audit")
+	fs.Float64Var(&c.pay, "pay", 0, "fraction of the winners that pay their order (item with a pay-within rule); the rest never pay, and their units must come back on sale")
+	fs.DurationVar(&c.settle, "settle", 30*time.Second, "with -pay: how long to wait after the run for the unpaid units to come back")
 	fs.BoolVar(&c.json, "json", false, "print the summary as JSON")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -140,6 +145,8 @@ func (c config) validate() error {
 		return fmt.Errorf("-quantity %d: want 1..%d", c.quantity, ledger.MaxQuantity)
 	case c.users < 1:
 		return fmt.Errorf("-users %d: want at least 1", c.users)
+	case c.pay < 0 || c.pay > 1:
+		return fmt.Errorf("-pay %g: want 0..1", c.pay)
 	case (c.auditRedis == "") != (c.auditMySQL == ""):
 		return fmt.Errorf("-audit-redis and -audit-mysql go together")
 	}

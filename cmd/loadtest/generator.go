@@ -25,6 +25,7 @@ type result struct {
 	elapsed time.Duration
 	done    int64 // purchases sent and classified
 	missed  int64 // open loop: scheduled sends that never happened because the run was stopped
+	pays    payCounts
 }
 
 // generate sends purchases to t as cfg says and returns the counts and latencies. Closed
@@ -58,6 +59,9 @@ func generate(ctx context.Context, t target, cfg config, prog *progress) result 
 		for o, n := range w.counts {
 			res.counts[o] += n
 		}
+		for o, n := range w.pays {
+			res.pays[o] += n
+		}
 		res.latency.Merge(w.hist)
 	}
 	res.done = res.counts.total()
@@ -77,6 +81,7 @@ type worker struct {
 	prog            *progress
 	start, deadline time.Time // deadline zero: no time limit
 	counts          counts
+	pays            payCounts
 	hist            *hdrhistogram.Histogram
 }
 
@@ -114,10 +119,28 @@ func (w *worker) run(ctx context.Context) {
 			quantity:  cfg.quantity,
 		}
 		rctx, cancel := context.WithTimeout(ctx, cfg.timeout)
-		o := w.t.purchase(rctx, w.id, p)
+		o, orderID := w.t.purchase(rctx, w.id, p)
 		cancel()
 		w.record(o, time.Since(sent))
+		if o == outOK && orderID != "" && cfg.pay > 0 && rand.Float64() < cfg.pay {
+			w.payOrder(context.WithoutCancel(ctx), orderID, p.requestID)
+		}
 	}
+}
+
+// payOrder pays an order it won, retrying (with the same payment_ref, which is safe) when a
+// reply gives no verdict.
+func (w *worker) payOrder(ctx context.Context, orderID, ref string) {
+	o := payAmbiguous
+	for range 3 {
+		pctx, cancel := context.WithTimeout(ctx, w.cfg.timeout)
+		o = w.t.pay(pctx, w.id, orderID, ref)
+		cancel()
+		if o != payAmbiguous {
+			break
+		}
+	}
+	w.pays[o]++
 }
 
 func (w *worker) record(o outcome, d time.Duration) {

@@ -35,18 +35,34 @@ func dialGRPC(addr string, n int) (*grpcTarget, error) {
 	return g, nil
 }
 
-func (g *grpcTarget) purchase(ctx context.Context, client int, p purchase) outcome {
+func (g *grpcTarget) purchase(ctx context.Context, client int, p purchase) (outcome, string) {
 	c := g.clients[client%len(g.clients)]
 	resp, err := c.Purchase(ctx, &pb.PurchaseRequest{
 		RequestId: p.requestID, UserId: p.userID, ItemId: p.item, Quantity: int32(p.quantity),
 	})
 	if err != nil {
-		return classifyGRPC(err)
+		return classifyGRPC(err), ""
 	}
 	if !resp.GetSuccess() || resp.GetOrderId() == "" {
-		return outOther
+		return outOther, ""
 	}
-	return outOK
+	return outOK, resp.GetOrderId()
+}
+
+func (g *grpcTarget) pay(ctx context.Context, client int, orderID, ref string) payOutcome {
+	_, err := g.clients[client%len(g.clients)].Pay(ctx, &pb.PayRequest{OrderId: orderID, PaymentRef: ref})
+	switch status.Code(err) {
+	case codes.OK:
+		return payOK
+	case codes.FailedPrecondition:
+		if strings.Contains(status.Convert(err).Message(), "expired") {
+			return payLate
+		}
+		return payRefused
+	case codes.NotFound, codes.InvalidArgument:
+		return payRefused
+	}
+	return payAmbiguous
 }
 
 // serverUnavailable starts the message flashsale sends with Unavailable when Redis cannot be

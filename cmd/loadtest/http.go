@@ -47,23 +47,55 @@ func purchaseBody(buf []byte, p purchase) []byte {
 	return append(buf, '}')
 }
 
-func (h *httpTarget) purchase(ctx context.Context, _ int, p purchase) outcome {
+func (h *httpTarget) purchase(ctx context.Context, _ int, p purchase) (outcome, string) {
 	body := purchaseBody(make([]byte, 0, 128), p)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+"/api/purchase", bytes.NewReader(body))
 	if err != nil {
-		return outTransport
+		return outTransport, ""
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := h.client.Do(req)
 	if err != nil {
-		return outTransport
+		return outTransport, ""
 	}
 	reply, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if err != nil {
-		return outTransport
+		return outTransport, ""
 	}
-	return classifyHTTP(resp.StatusCode, reply)
+	o := classifyHTTP(resp.StatusCode, reply)
+	if o != outOK {
+		return o, ""
+	}
+	var r struct {
+		OrderID string `json:"order_id"`
+	}
+	json.Unmarshal(reply, &r)
+	return o, r.OrderID
+}
+
+func (h *httpTarget) pay(ctx context.Context, _ int, orderID, ref string) payOutcome {
+	body, _ := json.Marshal(map[string]string{"payment_ref": ref})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+"/api/orders/"+url.PathEscape(orderID)+"/pay", bytes.NewReader(body))
+	if err != nil {
+		return payAmbiguous
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return payAmbiguous
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return payOK
+	case resp.StatusCode == http.StatusGone:
+		return payLate
+	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		return payRefused
+	}
+	return payAmbiguous
 }
 
 // classifyHTTP maps a purchase reply to an outcome; a 403 tells the per-user limit from the

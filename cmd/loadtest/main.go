@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -90,12 +91,26 @@ func load(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.timeout)
 		after, err := t.stock(vctx, cfg.item)
 		cancel()
-		if err != nil {
+		var took time.Duration
+		if err == nil && cfg.pay > 0 {
+			after, took, err = settle(context.WithoutCancel(ctx), t, cfg, res, before)
+		}
+		switch {
+		case err != nil:
 			sum.Violations = append(sum.Violations, fmt.Sprintf("cannot read the stock of %s after the run: %v", cfg.item, err))
-		} else {
+		case cfg.pay > 0:
+			v := verifyPaid(cfg, res, before, after)
+			sum.Verify = &v
+			sum.Violations = append(sum.Violations, v.violations...)
+		default:
 			v := verifyStock(cfg, res.counts, before, after)
 			sum.Verify = &v
 			sum.Violations = append(sum.Violations, v.violations...)
+		}
+		if cfg.pay > 0 {
+			p := res.pays
+			sum.Payments = &payments{Fraction: cfg.pay, Paid: p[payOK], Late: p[payLate], Refused: p[payRefused],
+				Ambiguous: p[payAmbiguous], Unpaid: res.counts[outOK] - p[payOK], SettledS: took.Seconds()}
 		}
 	}
 	if cfg.auditRedis != "" {

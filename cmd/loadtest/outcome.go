@@ -77,8 +77,11 @@ type purchase struct {
 
 // target is a flashsale API the generator talks to.
 type target interface {
-	// purchase sends p on behalf of client number client and classifies the reply.
-	purchase(ctx context.Context, client int, p purchase) outcome
+	// purchase sends p on behalf of client number client and classifies the reply; an ok
+	// reply comes with its order_id.
+	purchase(ctx context.Context, client int, p purchase) (outcome, string)
+	// pay pays orderID with ref and classifies the reply.
+	pay(ctx context.Context, client int, orderID, ref string) payOutcome
 	// stock reads item's remaining stock through the API.
 	stock(ctx context.Context, item string) (int64, error)
 	close()

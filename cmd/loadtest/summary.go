@@ -28,6 +28,7 @@ type summary struct {
 	ClientCPU  float64        `json:"client_cpu_cores"`
 	Outcomes   outcomeCounts  `json:"outcomes"`
 	Latency    latencySummary `json:"latency_ms"`
+	Payments   *payments      `json:"payments,omitempty"`
 	Verify     *verification  `json:"verify,omitempty"`
 	Audit      *auditResult   `json:"audit,omitempty"`
 	Violations []string       `json:"violations"`
@@ -106,7 +107,13 @@ func (s summary) print(w io.Writer, asJSON bool) error {
 		o.OK, o.SoldOut, o.Duplicate, o.Limit, o.Closed, o.NotFound, o.BadRequest, o.Unavailable, o.Other, o.Transport)
 	l := s.Latency
 	fmt.Fprintf(&b, "latency ms   p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f\n", l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean)
-	if v := s.Verify; v != nil {
+	if p := s.Payments; p != nil {
+		fmt.Fprintf(&b, "payments     %.0f%% of the winners pay: paid %d, late %d, refused %d, no verdict %d; %d unpaid, back on sale in %.1f s\n",
+			p.Fraction*100, p.Paid, p.Late, p.Refused, p.Ambiguous, p.Unpaid, p.SettledS)
+	}
+	if v := s.Verify; v != nil && s.Payments != nil {
+		fmt.Fprintf(&b, "stock        %d -> %d: fell by %d; paid: %d units\n", v.StockBefore, v.StockAfter, v.Decrease, v.Acknowledged)
+	} else if v != nil {
 		fmt.Fprintf(&b, "stock        %d -> %d: fell by %d; replies: %d ok x %d = %d units", v.StockBefore, v.StockAfter, v.Decrease, o.OK, s.Quantity, v.Acknowledged)
 		if v.Ambiguous > 0 {
 			fmt.Fprintf(&b, ", %d replies without a verdict", v.Ambiguous)

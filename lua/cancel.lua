@@ -1,0 +1,51 @@
+-- cancel.lua: the buyer cancels a reserved order: its units go back on sale and the buyer's
+-- per-user count is released, atomically and at most once.
+--
+-- KEYS[1] order state        <prefix>:{pN}:order:<order_id>  (hash, see purchase.lua)
+-- KEYS[2] payment deadlines  <prefix>:{pN}:due
+-- KEYS[3] ledger stream      <prefix>:{pN}:events
+-- KEYS[4] stock counter      <prefix>:{pN}:stock:<item>
+-- KEYS[5] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
+--
+-- ARGV[1] order_id
+-- ARGV[2] item_id and ARGV[3] user_id of the order (KEYS[4] and KEYS[5] are built from them;
+--         checked against the state hash)
+-- ARGV[4] the cancelling user, or '' when any caller may cancel (no verified identity)
+-- ARGV[5] Pub/Sub channel on which the item is announced after the change (not a key)
+--
+-- Only a reserved order is cancelled (also past pay_by, before the sweeper expired it: the
+-- units go back either way, once). The state becomes cancelled, the order leaves the due set,
+-- INCRBY the stock, the per-user counter loses the units, and a `cancelled` event is appended.
+--
+-- Returns {code, state, stock}:
+--   0 cancelled now     'cancelled', stock after the units came back
+--   1 unknown           '' (no state hash, another user's order, or keys not the order's)
+--   2 not reserved      the state: 'cancelled' (already), 'paid' or 'expired'; nothing changed
+
+local o = redis.call('HMGET', KEYS[1], 'state', 'item_id', 'user_id', 'quantity', 'request_id', 'pay_by', 'ts')
+local state = o[1]
+if not state or o[2] ~= ARGV[2] or o[3] ~= ARGV[3] or (ARGV[4] ~= '' and o[3] ~= ARGV[4]) then
+  return {1, '', 0}
+end
+if state ~= 'reserved' then
+  return {2, state, 0}
+end
+
+local t = redis.call('TIME')
+local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local quantity = tonumber(o[4])
+local units = string.format('%d', quantity)
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'closed_at', now)
+redis.call('ZREM', KEYS[2], ARGV[1])
+local stock = redis.call('INCRBY', KEYS[4], units)
+local bought = tonumber(redis.call('GET', KEYS[5]) or '0')
+if bought > quantity then
+  redis.call('DECRBY', KEYS[5], units)
+elseif bought > 0 then
+  redis.call('DEL', KEYS[5])
+end
+redis.call('XADD', KEYS[3], '*',
+  'v', '1', 'type', 'cancelled', 'order_id', ARGV[1], 'item_id', o[2], 'user_id', o[3],
+  'request_id', o[5], 'quantity', units, 'order_ts', o[7], 'pay_by', o[6], 'ts', now)
+redis.call('PUBLISH', ARGV[5], o[2])
+return {0, 'cancelled', stock}

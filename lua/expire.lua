@@ -1,0 +1,63 @@
+-- expire.lua: expires one reserved order past its payment deadline: its units go back on sale
+-- and the buyer's per-user count is released, atomically and at most once. The sweeper calls
+-- it for the due orders it finds; it re-checks everything, so any number of sweepers may call
+-- it for the same order at once.
+--
+-- KEYS[1] order state        <prefix>:{pN}:order:<order_id>  (hash, see purchase.lua)
+-- KEYS[2] payment deadlines  <prefix>:{pN}:due
+-- KEYS[3] ledger stream      <prefix>:{pN}:events
+-- KEYS[4] stock counter      <prefix>:{pN}:stock:<item>
+-- KEYS[5] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
+--
+-- ARGV[1] order_id
+-- ARGV[2] item_id and ARGV[3] user_id of the order (KEYS[4] and KEYS[5] are built from them;
+--         checked against the state hash)
+-- ARGV[4] Pub/Sub channel on which the item is announced after the change (not a key)
+--
+-- Only a reserved order whose pay_by is at or before Redis TIME (the clock pay.lua decides
+-- by) expires: the state becomes expired, the order leaves the due set, INCRBY the stock, the
+-- per-user counter loses the units, and an `expired` event is appended. An order that is no
+-- longer reserved (or has no state) just leaves the due set.
+--
+-- Returns {code, state, stock}:
+--   0 expired now       'expired', stock after the units came back
+--   1 unknown           '' (no state hash, or keys not the order's); removed from the due set
+--   2 not reserved      the state; removed from the due set, nothing else changed
+--   3 not due yet       'reserved'; nothing changed
+
+local o = redis.call('HMGET', KEYS[1], 'state', 'item_id', 'user_id', 'quantity', 'request_id', 'pay_by', 'ts')
+local state = o[1]
+if not state or o[2] ~= ARGV[2] or o[3] ~= ARGV[3] then
+  if not state then
+    redis.call('ZREM', KEYS[2], ARGV[1])
+  end
+  return {1, '', 0}
+end
+if state ~= 'reserved' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return {2, state, 0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now < tonumber(o[6]) then
+  return {3, state, 0}
+end
+
+-- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
+local ts = string.format('%d', now)
+local quantity = tonumber(o[4])
+local units = string.format('%d', quantity)
+redis.call('HSET', KEYS[1], 'state', 'expired', 'closed_at', ts)
+redis.call('ZREM', KEYS[2], ARGV[1])
+local stock = redis.call('INCRBY', KEYS[4], units)
+local bought = tonumber(redis.call('GET', KEYS[5]) or '0')
+if bought > quantity then
+  redis.call('DECRBY', KEYS[5], units)
+elseif bought > 0 then
+  redis.call('DEL', KEYS[5])
+end
+redis.call('XADD', KEYS[3], '*',
+  'v', '1', 'type', 'expired', 'order_id', ARGV[1], 'item_id', o[2], 'user_id', o[3],
+  'request_id', o[5], 'quantity', units, 'order_ts', o[7], 'pay_by', o[6], 'ts', ts)
+redis.call('PUBLISH', ARGV[4], o[2])
+return {0, 'expired', stock}
