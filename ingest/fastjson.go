@@ -28,7 +28,7 @@ func fastPurchase(body []byte) (req ledger.PurchaseRequest, ok bool) {
 		i    = skipSpace(body, 0)
 		seen uint8
 		// The strings are substrings of one copy of the body.
-		text string
+		text  string
 		spans [3][2]int
 	)
 	if i == len(body) || body[i] != '{' {

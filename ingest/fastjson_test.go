@@ -3,9 +3,14 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/flashsale/flashsale/ledger"
 )
 
 // purchaseSeeds are bodies on both sides of what fastPurchase decides itself.
@@ -123,5 +128,33 @@ func checkReply(t *testing.T, rep purchaseReply) {
 	}
 	if strings.Count(w.Body.String(), "\n") != 1 {
 		t.Fatalf("%+v: reply %q is not one line", rep, w.Body.String())
+	}
+}
+
+// TestHTTPErrorSentinelsAgreeWithTable: the sentinel shortcut answers every table error, and
+// wrapped ones, as the errors.Is walk down the table does.
+func TestHTTPErrorSentinelsAgreeWithTable(t *testing.T) {
+	walk := func(err error) (int, string, bool) {
+		for _, e := range httpErrors {
+			if errors.Is(err, e.err) {
+				return e.status, e.text(err), true
+			}
+		}
+		return http.StatusInternalServerError, internalMessage, false
+	}
+	var errs []error
+	for _, e := range httpErrors {
+		errs = append(errs, e.err, fmt.Errorf("context: %w", e.err))
+	}
+	errs = append(errs, &ledger.DuplicateError{OrderID: "1-2-3"}, &TokenError{Reason: "token expired"}, errors.New("boom"))
+	for _, err := range errs {
+		s1, m1, ok1 := httpError(err)
+		s2, m2, ok2 := walk(err)
+		if s1 != s2 || m1 != m2 || ok1 != ok2 {
+			t.Errorf("%v: got %d %q %t, want %d %q %t", err, s1, m1, ok1, s2, m2, ok2)
+		}
+	}
+	if len(httpSentinels) < len(httpErrors)-2 {
+		t.Errorf("%d sentinels of %d table entries", len(httpSentinels), len(httpErrors))
 	}
 }
