@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -65,7 +66,9 @@ type call struct {
 func (c *call) queue(ctx context.Context, pipe redis.Pipeliner, evalsha bool) redis.Cmder {
 	switch {
 	case c.keys == nil:
-		return pipe.Get(ctx, c.key)
+		// MGET of the one key: a missing key is a nil element, not an error reply. go-redis
+		// examines a pipeline's first error for retry and redirection, with a dozen allocations.
+		return pipe.MGet(ctx, c.key)
 	case evalsha:
 		return purchaseScript.EvalSha(ctx, pipe, c.keys, c.args...)
 	default:
@@ -110,7 +113,20 @@ func (b *batcher) get(ctx context.Context, key string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return cmd.(*redis.StringCmd).Result()
+	vals, err := cmd.(*redis.SliceCmd).Result()
+	switch {
+	case err != nil:
+		return "", err
+	case len(vals) != 1:
+		return "", fmt.Errorf("get %s: %d values from MGET of one key", key, len(vals))
+	case vals[0] == nil:
+		return "", redis.Nil
+	}
+	v, ok := vals[0].(string)
+	if !ok {
+		return "", fmt.Errorf("get %s: value of type %T", key, vals[0])
+	}
+	return v, nil
 }
 
 // do queues c and waits for its command to be answered.
