@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	sq "github.com/Masterminds/squirrel"
@@ -80,17 +81,44 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 
 func insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Event, now time.Time) error {
 	for chunk := range chunks(orders) {
-		q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status", "created_at", "updated_at")
+		const cols = 8
+		args := make([]any, 0, cols*len(chunk))
 		for _, e := range chunk {
-			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, StatusConfirmed, e.Time.UTC(), now)
+			args = append(args, e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, StatusConfirmed, e.Time.UTC(), now)
 		}
 		// A row that exists (redelivery, or already cancelled) stays as it is; a row whose
 		// (item_id, request_id) holds another live order is skipped and found by missingOrders.
-		if err := exec(ctx, tx, q.Suffix("ON DUPLICATE KEY UPDATE order_id = order_id")); err != nil {
+		// Built by hand rather than with squirrel, whose builder costs more Go CPU per row
+		// than the rest of the projection: this statement carries every order.
+		q := insertRows("INSERT INTO orders (order_id,request_id,user_id,item_id,quantity,status,created_at,updated_at) VALUES ",
+			cols, len(chunk), " ON DUPLICATE KEY UPDATE order_id = order_id")
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("insert orders: %w", err)
 		}
 	}
 	return nil
+}
+
+// insertRows returns head, then rows groups of cols placeholders ("(?,?),(?,?)"), then tail.
+func insertRows(head string, cols, rows int, tail string) string {
+	var b strings.Builder
+	b.Grow(len(head) + rows*(2*cols+2) + len(tail))
+	b.WriteString(head)
+	for r := range rows {
+		if r > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('?')
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(tail)
+	return b.String()
 }
 
 func cancelOrders(ctx context.Context, tx *sql.Tx, restocks []ledger.Event, now time.Time) error {
