@@ -15,7 +15,7 @@ DURATION="${FLOOD_DURATION:-8s}"
 CONNS="${FLOOD_CONNS:-64}"
 THREADS="${FLOOD_THREADS:-2}"
 ROUNDS="${FLOOD_ROUNDS:-2}"
-for tool in wrk redis-server redis-cli python3; do
+for tool in wrk redis-server redis-cli python3 curl; do
   command -v "$tool" >/dev/null || { echo "flood.sh: $tool not found (apt-get install wrk redis-server)" >&2; exit 2; }
 done
 
