@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"net/http"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 
@@ -16,12 +17,15 @@ type refusal struct {
 	message string // "" means the error's own text, which ledger keeps client-safe
 }
 
+// httpRefusal is a refusal answered with an HTTP status.
+type httpRefusal struct {
+	refusal
+	status int
+}
+
 var (
 	// httpErrors maps the ledger's errors to HTTP statuses.
-	httpErrors = []struct {
-		refusal
-		status int
-	}{
+	httpErrors = []httpRefusal{
 		{refusal{ErrUnauthenticated, ""}, http.StatusUnauthorized},
 		{refusal{ErrUserMismatch, ""}, http.StatusForbidden},
 		{refusal{ledger.ErrMissingFields, "missing required fields"}, http.StatusBadRequest},
@@ -70,8 +74,27 @@ var (
 
 const internalMessage = "internal error"
 
+// httpSentinels are the entries of httpErrors that an error equal to their err meets first:
+// an error that is such a sentinel itself (the usual refusals) is answered without the
+// errors.Is walk down the table.
+var httpSentinels = func() []httpRefusal {
+	var out []httpRefusal
+	for i, e := range httpErrors {
+		if slices.IndexFunc(httpErrors, func(f httpRefusal) bool { return errors.Is(e.err, f.err) }) == i {
+			out = append(out, e)
+		}
+	}
+	return out
+}()
+
 // httpError returns the status and client message for err; ok is false for internal errors.
 func httpError(err error) (status int, message string, ok bool) {
+	for _, e := range httpSentinels {
+		// The sentinels are pointers: == compares types first and never panics.
+		if err == e.err {
+			return e.status, e.text(err), true
+		}
+	}
 	for _, e := range httpErrors {
 		if errors.Is(err, e.err) {
 			return e.status, e.text(err), true
@@ -98,30 +121,33 @@ func (r refusal) text(err error) string {
 }
 
 // outcome names err for metrics: "ok" or a short label of the refusal.
-func outcome(err error) string {
+func outcome(err error) string { return outcomes[outcomeOf(err)] }
+
+// outcomeOf is the index in outcomes of err's label.
+func outcomeOf(err error) int {
 	switch {
 	case err == nil:
-		return "ok"
+		return outOK
 	case errors.Is(err, ledger.ErrSoldOut):
-		return "sold_out"
+		return outSoldOut
 	case errors.Is(err, ledger.ErrDuplicate):
-		return "duplicate"
+		return outDuplicate
 	case errors.Is(err, ledger.ErrRequestIDTaken):
-		return "request_id_taken"
+		return outRequestIDTaken
 	case errors.Is(err, ledger.ErrInvalid):
-		return "invalid"
+		return outInvalid
 	case errors.Is(err, ledger.ErrUnknownItem):
-		return "unknown_item"
+		return outUnknownItem
 	case errors.Is(err, ledger.ErrLimit):
-		return "limit"
+		return outLimit
 	case errors.Is(err, ledger.ErrNotStarted), errors.Is(err, ledger.ErrEnded):
-		return "closed"
+		return outClosed
 	case errors.Is(err, ledger.ErrUnavailable):
-		return "unavailable"
+		return outUnavailable
 	case errors.Is(err, ErrUnauthenticated):
-		return "unauthenticated"
+		return outUnauthenticated
 	case errors.Is(err, ErrUserMismatch):
-		return "user_mismatch"
+		return outUserMismatch
 	}
-	return "error"
+	return outError
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -46,7 +47,9 @@ func (s *Service) Router(gatherer prometheus.Gatherer) *mux.Router {
 		w.Header().Set("Allow", strings.Join(allowed(r, req), ", "))
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed", "")
 	})
-	r.HandleFunc("/api/purchase", s.handlePurchase).Methods(http.MethodPost)
+	// The purchase route is first and matches its path by comparison: a path template would
+	// cost two regexp runs per request.
+	r.NewRoute().MatcherFunc(exactPath("/api/purchase")).HandlerFunc(s.handlePurchase).Methods(http.MethodPost)
 	r.HandleFunc("/api/items/{item_id}", s.handleItem).Methods(http.MethodGet)
 	s.mountPayments(r)
 	if s.orders != nil {
@@ -58,6 +61,12 @@ func (s *Service) Router(gatherer prometheus.Gatherer) *mux.Router {
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	return r
+}
+
+// exactPath matches requests for path itself. It stands in for a template without variables;
+// the router has already redirected unclean paths, so a plain comparison is the same match.
+func exactPath(path string) mux.MatcherFunc {
+	return func(r *http.Request, _ *mux.RouteMatch) bool { return r.URL.Path == path }
 }
 
 // allowed lists the methods of router's routes that match req's path, for the Allow header.
@@ -101,6 +110,15 @@ var errBody = errors.New("invalid request body")
 // DecodePurchase reads one purchase from a JSON body: exactly one object, known fields only,
 // typed values, nothing after it. It checks the shape only; ledger validates the values.
 func DecodePurchase(body []byte) (ledger.PurchaseRequest, error) {
+	if req, ok := fastPurchase(body); ok {
+		return req, nil
+	}
+	return decodePurchaseJSON(body)
+}
+
+// decodePurchaseJSON is DecodePurchase through encoding/json, for every body fastPurchase
+// leaves undecided.
+func decodePurchaseJSON(body []byte) (ledger.PurchaseRequest, error) {
 	var b purchaseBody
 	err := decodeObject(body, func(key string, dec *json.Decoder) error {
 		switch key {
@@ -172,17 +190,51 @@ func readBody(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
 	return body, true
 }
 
+// bodyBuffers hold purchase bodies while they are decoded.
+var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// readPooledBody is readBody into a buffer of bodyBuffers, which the caller puts back once done
+// with the body.
+func readPooledBody(w http.ResponseWriter, r *http.Request) (buf *[]byte, ok bool) {
+	buf = bodyBuffers.Get().(*[]byte)
+	b := (*buf)[:0]
+	rd := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == nil {
+			continue
+		}
+		*buf = b
+		if errors.Is(err, io.EOF) {
+			return buf, true
+		}
+		bodyBuffers.Put(buf)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request body too large", "")
+			return nil, false
+		}
+		writeError(w, http.StatusBadRequest, errBody.Error(), "")
+		return nil, false
+	}
+}
+
 func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
 	user, err := s.authenticate(r.Header.Values("Authorization"))
 	if err != nil {
 		s.writeLedgerError(w, r, s.http.refused(err))
 		return
 	}
-	body, ok := readBody(w, r)
+	buf, ok := readPooledBody(w, r)
 	if !ok {
 		return
 	}
-	req, err := DecodePurchase(body)
+	req, err := DecodePurchase(*buf)
+	bodyBuffers.Put(buf)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), "")
 		return
@@ -196,7 +248,7 @@ func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
 		s.writeLedgerError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, purchaseReply{Success: true, Message: "order placed successfully", OrderID: rc.OrderID})
+	writeReply(w, http.StatusOK, purchaseReply{Success: true, Message: "order placed successfully", OrderID: rc.OrderID})
 }
 
 // itemReply is the JSON reply of GET /api/items/{item_id}.
@@ -283,20 +335,26 @@ func (s *Service) writeLedgerError(w http.ResponseWriter, r *http.Request, err e
 	if !ok {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	var dup *ledger.DuplicateError
+	// Only a conflict carries an order and only a 401 a challenge: the common refusals skip
+	// the lookups (errors.As costs an allocation each).
 	orderID := ""
-	if errors.As(err, &dup) {
-		orderID = dup.OrderID
+	if status == http.StatusConflict {
+		var dup *ledger.DuplicateError
+		if errors.As(err, &dup) {
+			orderID = dup.OrderID
+		}
 	}
-	var te *TokenError
-	if errors.As(err, &te) {
-		w.Header().Set("WWW-Authenticate", te.challenge())
+	if status == http.StatusUnauthorized {
+		var te *TokenError
+		if errors.As(err, &te) {
+			w.Header().Set("WWW-Authenticate", te.challenge())
+		}
 	}
 	writeError(w, status, msg, orderID)
 }
 
 func writeError(w http.ResponseWriter, status int, msg, orderID string) {
-	writeJSON(w, status, purchaseReply{Success: false, Message: msg, OrderID: orderID})
+	writeReply(w, status, purchaseReply{Success: false, Message: msg, OrderID: orderID})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -151,9 +151,9 @@ func (l Limits) LimitListener(ln net.Listener) net.Listener {
 	return netutil.LimitListener(ln, l.MaxConns)
 }
 
-// shedExempt are the paths served beyond the in-flight cap: liveness and metrics must answer
-// most of all when the process is overloaded.
-var shedExempt = map[string]bool{"/health": true, "/metrics": true}
+// shedExempt reports whether path is served beyond the in-flight cap: liveness and metrics
+// must answer most of all when the process is overloaded.
+func shedExempt(path string) bool { return path == "/health" || path == "/metrics" }
 
 // LimitInFlight returns h behind a cap of l.MaxInFlight requests handled at once. A request
 // beyond it is answered at once with 503, Retry-After: 1 and the usual error body, without
@@ -170,7 +170,7 @@ func (l Limits) LimitInFlight(h http.Handler, reg prometheus.Registerer) http.Ha
 	}
 	slots := make(chan struct{}, l.MaxInFlight)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if shedExempt[r.URL.Path] {
+		if shedExempt(r.URL.Path) {
 			h.ServeHTTP(w, r)
 			return
 		}

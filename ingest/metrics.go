@@ -43,36 +43,51 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// outcomes are the labels outcome returns; their series exist from the start, at zero.
-var outcomes = []string{"ok", "sold_out", "duplicate", "request_id_taken", "invalid", "unknown_item", "limit", "closed", "unavailable", "unauthenticated", "user_mismatch", "error"}
+// outcomes are the labels outcome returns, at the indexes outcomeOf returns; their series exist
+// from the start, at zero.
+var outcomes = [...]string{"ok", "sold_out", "duplicate", "request_id_taken", "invalid", "unknown_item", "limit", "closed", "unavailable", "unauthenticated", "user_mismatch", "error"}
+
+const (
+	outOK = iota
+	outSoldOut
+	outDuplicate
+	outRequestIDTaken
+	outInvalid
+	outUnknownItem
+	outLimit
+	outClosed
+	outUnavailable
+	outUnauthenticated
+	outUserMismatch
+	outError
+)
 
 // transportMetrics are one transport's series, resolved once so that a request does no label
-// lookup.
+// or map lookup.
 type transportMetrics struct {
 	latency  prometheus.Observer
-	outcomes map[string]prometheus.Counter
+	outcomes *[len(outcomes)]prometheus.Counter
 	inFlight prometheus.Gauge
 }
+
+// count counts one purchase decided with err.
+func (t transportMetrics) count(err error) { t.outcomes[outcomeOf(err)].Inc() }
 
 // refused counts a purchase refused before the ledger was asked (no verified identity) and
 // returns err.
 func (t transportMetrics) refused(err error) error {
-	c, ok := t.outcomes[outcome(err)]
-	if !ok {
-		c = t.outcomes["error"]
-	}
-	c.Inc()
+	t.count(err)
 	return err
 }
 
 func (m *Metrics) transport(name string) transportMetrics {
 	t := transportMetrics{
 		latency:  m.latency.WithLabelValues(name),
-		outcomes: make(map[string]prometheus.Counter, len(outcomes)),
+		outcomes: new([len(outcomes)]prometheus.Counter),
 		inFlight: m.inFlight,
 	}
-	for _, o := range outcomes {
-		t.outcomes[o] = m.purchases.WithLabelValues(name, o)
+	for i, o := range outcomes {
+		t.outcomes[i] = m.purchases.WithLabelValues(name, o)
 	}
 	return t
 }

@@ -70,11 +70,7 @@ func (s *Service) purchase(ctx context.Context, m transportMetrics, req ledger.P
 	rc, err := s.ledger.Purchase(ctx, req)
 	m.latency.Observe(time.Since(start).Seconds())
 	m.inFlight.Dec()
-	c, ok := m.outcomes[outcome(err)]
-	if !ok {
-		c = m.outcomes["error"]
-	}
-	c.Inc()
+	m.count(err)
 	return rc, err
 }
 

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	sq "github.com/Masterminds/squirrel"
@@ -35,7 +37,15 @@ const rowsPerStatement = 1000
 type Store struct {
 	db  *sql.DB
 	now func() time.Time
+
+	// inserts are the prepared orders INSERTs by row count (see insertStatement).
+	mu      sync.Mutex
+	inserts map[int]*sql.Stmt
 }
+
+// maxInsertStatements bounds the prepared INSERTs a Store keeps, one per row count: a busy
+// projector writes full batches, always the same count; an idle one a few small counts.
+const maxInsertStatements = 16
 
 // NewStore returns a Store on db.
 func NewStore(db *sql.DB) *Store {
@@ -68,7 +78,7 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 			closes = append(closes, e)
 		}
 	}
-	if err := insertOrders(ctx, tx, orders, now); err != nil {
+	if err := s.insertOrders(ctx, tx, orders, now); err != nil {
 		return nil, err
 	}
 	if err := closeOrders(ctx, tx, closes, now); err != nil {
@@ -90,23 +100,97 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 	return conflicts, nil
 }
 
-func insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Event, now time.Time) error {
+func (s *Store) insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Event, now time.Time) error {
 	for chunk := range chunks(orders) {
-		q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status", "pay_by", "created_at", "updated_at")
+		const cols = 9
+		args := make([]any, 0, cols*len(chunk))
 		for _, e := range chunk {
 			status := StatusConfirmed
 			if !e.PayBy.IsZero() {
 				status = StatusReserved
 			}
-			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status, nullTime(e.PayBy), e.Time.UTC(), now)
+			args = append(args, e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status, nullTime(e.PayBy), e.Time.UTC(), now)
 		}
 		// A row that exists (redelivery, or already cancelled) stays as it is; a row whose
 		// (item_id, request_id) holds another live order is skipped and found by missingOrders.
-		if err := exec(ctx, tx, q.Suffix("ON DUPLICATE KEY UPDATE order_id = order_id")); err != nil {
+		// Built by hand rather than with squirrel, whose builder costs more Go CPU per row
+		// than the rest of the projection: this statement carries every order.
+		var err error
+		if st := s.insertStatement(ctx, len(chunk)); st != nil {
+			if _, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+				s.dropStatement(len(chunk), st) // prepared anew on the retry
+			}
+		} else {
+			_, err = tx.ExecContext(ctx, insertOrdersSQL(len(chunk)), args...)
+		}
+		if err != nil {
 			return fmt.Errorf("insert orders: %w", err)
 		}
 	}
 	return nil
+}
+
+func insertOrdersSQL(rows int) string {
+	return insertRows("INSERT INTO orders (order_id,request_id,user_id,item_id,quantity,status,pay_by,created_at,updated_at) VALUES ",
+		9, rows, " ON DUPLICATE KEY UPDATE order_id = order_id")
+}
+
+// insertStatement returns the orders INSERT of rows rows prepared once for the Store, or nil
+// when it cannot be (more than maxInsertStatements counts, or the prepare failed: the caller
+// then sends the statement as it is). A statement the server prepared stays prepared on each
+// connection that ran it, so a batch costs no PREPARE round trip and no parse of its
+// thousands of placeholders; database/sql prepares it again on a new connection by itself.
+func (s *Store) insertStatement(ctx context.Context, rows int) *sql.Stmt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.inserts[rows]; ok {
+		return st
+	}
+	if len(s.inserts) >= maxInsertStatements {
+		return nil
+	}
+	st, err := s.db.PrepareContext(ctx, insertOrdersSQL(rows))
+	if err != nil {
+		return nil
+	}
+	if s.inserts == nil {
+		s.inserts = make(map[int]*sql.Stmt)
+	}
+	s.inserts[rows] = st
+	return st
+}
+
+// dropStatement forgets and closes st, the INSERT of rows rows, after it failed: whatever the
+// cause, the next batch does not depend on a statement that may have gone stale.
+func (s *Store) dropStatement(rows int, st *sql.Stmt) {
+	s.mu.Lock()
+	if s.inserts[rows] == st {
+		delete(s.inserts, rows)
+	}
+	s.mu.Unlock()
+	st.Close()
+}
+
+// insertRows returns head, then rows groups of cols placeholders ("(?,?),(?,?)"), then tail.
+func insertRows(head string, cols, rows int, tail string) string {
+	var b strings.Builder
+	b.Grow(len(head) + rows*(2*cols+2) + len(tail))
+	b.WriteString(head)
+	for r := range rows {
+		if r > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('?')
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(tail)
+	return b.String()
 }
 
 func cancelOrders(ctx context.Context, tx *sql.Tx, restocks []ledger.Event, now time.Time) error {
