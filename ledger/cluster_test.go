@@ -1,0 +1,182 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/tests/testenv"
+)
+
+// On a Redis Cluster (3 masters, 3 replicas) the ledger spreads its partitions over the
+// masters, and everything works across them: pipelined purchases with a SCRIPT FLUSH on every
+// master mid-sale (each node answers NOSCRIPT for its own calls), the stock announcements of
+// one node reaching a subscriber on another, items, group stats, pending, and dead entries
+// recorded and acknowledged in one MULTI.
+func TestLedgerOnCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	ctx := context.Background()
+	c := testenv.StartCluster(t)
+	rdb := c.Client
+	const parts = 16
+	l, err := ledger.Open(ctx, rdb, ledger.Config{Partitions: parts, Pipeline: 16, Senders: 3, SoldOutTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	other, err := ledger.Open(ctx, rdb, ledger.Config{}) // another process, direct calls
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Keys().Partitions() != parts {
+		t.Fatalf("second open: %d partitions, want the stored %d", other.Keys().Partitions(), parts)
+	}
+
+	// One item per partition; the partitions land on every master.
+	items := make([]string, parts)
+	masters := map[string]bool{}
+	for i := 0; i < 10000 && countSet(items) < parts; i++ {
+		it := fmt.Sprintf("i%d", i)
+		if p := l.Keys().Partition(it); items[p] == "" {
+			items[p] = it
+		}
+	}
+	for p := range parts {
+		masters[c.MasterOf(t, l.Keys().Events(p)).Addr] = true
+	}
+	if len(masters) != 3 {
+		t.Fatalf("%d partitions on %d masters, want all 3", parts, len(masters))
+	}
+	const stock, buyers = 20, 60
+	for _, it := range items {
+		setStock(t, l, it, stock)
+	}
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won := map[string]int{}
+	for i := range buyers * parts {
+		wg.Go(func() {
+			if i == buyers*parts/2 {
+				err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.ScriptFlush(ctx).Err() })
+				if err != nil {
+					t.Errorf("script flush: %v", err)
+				}
+			}
+			it := items[i%parts]
+			_, err := buy(l, it, fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i), 1)
+			switch {
+			case err == nil:
+				mu.Lock()
+				won[it]++
+				mu.Unlock()
+			case !errors.Is(err, ledger.ErrSoldOut):
+				t.Errorf("purchase %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, it := range items {
+		if won[it] != stock {
+			t.Fatalf("item %s: %d sold, want %d", it, won[it], stock)
+		}
+	}
+	orders := 0
+	for _, e := range testenv.Events(t, l) {
+		if e.Type == ledger.EventOrder {
+			orders++
+		}
+	}
+	if orders != stock*parts {
+		t.Fatalf("%d orders in the ledger, want %d", orders, stock*parts)
+	}
+	listed, err := l.Items(ctx)
+	if err != nil || len(listed) != parts {
+		t.Fatalf("items: got %v (%v), want %d", listed, err, parts)
+	}
+
+	// A restock through another client is announced on one node and heard by the watcher.
+	wctx, cancel := context.WithCancel(ctx)
+	var wwg sync.WaitGroup
+	wwg.Go(func() { l.WatchStock(wctx) })
+	t.Cleanup(func() { cancel(); wwg.Wait() })
+	time.Sleep(200 * time.Millisecond) // the subscription is in place
+	last := items[parts-1]
+	if _, err := buy(l, last, "late", "late-1", 1); !errors.Is(err, ledger.ErrSoldOut) {
+		t.Fatalf("sold-out item: got %v, want ErrSoldOut", err)
+	}
+	if _, err := other.SetStock(ctx, last, ledger.StockChange{Op: ledger.StockAdd, Quantity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := buy(l, last, "late", "late-2", 1)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ledger.ErrSoldOut) || time.Now().After(deadline) {
+			t.Fatalf("after the restock: got %v, want success (the announcement did not arrive)", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// Consumer groups, stats and pending on every partition; a dead entry in one MULTI.
+	for p := range parts {
+		if err := l.EnsureGroup(ctx, p, "g"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := l.Keys().Partition(items[0])
+	evs, err := l.ReadGroup(ctx, p, "g", "c1", ">", 5, time.Millisecond)
+	if err != nil || len(evs) != 5 {
+		t.Fatalf("read group: %d events, %v", len(evs), err)
+	}
+	stats, err := l.GroupStats(ctx, "g")
+	if err != nil || len(stats) != parts {
+		t.Fatalf("group stats: %v, %v", stats, err)
+	}
+	for _, st := range stats {
+		want := int64(0)
+		if st.Partition == p {
+			want = 5
+		}
+		if !st.Exists || st.Pending != want {
+			t.Fatalf("partition %d: %+v, want %d pending", st.Partition, st, want)
+		}
+	}
+	rep, err := l.Pending(ctx, "g", ledger.PendingFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Entries) != 5 || len(rep.Partitions) != parts {
+		t.Fatalf("pending: %d entries over %d partitions, want 5 over %d", len(rep.Entries), len(rep.Partitions), parts)
+	}
+	if err := l.MarkDead(ctx, evs[0], "g", "test"); err != nil {
+		t.Fatalf("mark dead: %v", err)
+	}
+	dead, err := l.Dead(ctx, "")
+	if err != nil || len(dead) != 1 {
+		t.Fatalf("dead: %v, %v", dead, err)
+	}
+	if st, err := l.GroupInfo(ctx, p, "g"); err != nil || st.Pending != 4 {
+		t.Fatalf("after mark dead: %+v, %v, want 4 pending", st, err)
+	}
+}
+
+func countSet(s []string) int {
+	n := 0
+	for _, v := range s {
+		if v != "" {
+			n++
+		}
+	}
+	return n
+}
