@@ -24,7 +24,7 @@ var (
 // Defaults of Config.
 const (
 	DefaultPrefix         = "fs"
-	DefaultPartitions     = 4
+	DefaultPartitions     = 16
 	DefaultIdempotencyTTL = 24 * time.Hour
 	DefaultSoldOutTTL     = time.Second
 	// MaxPartitions bounds the partition count a new ledger may be created with.
