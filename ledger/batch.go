@@ -14,6 +14,7 @@ import (
 // into one; an idle system sends each call alone, without waiting.
 type batcher struct {
 	rdb   redis.UniversalClient
+	repl  replication
 	calls chan *call
 	max   int
 
@@ -35,15 +36,41 @@ type calls interface {
 }
 
 // direct sends each command on its own round trip; the script goes as EVALSHA, and as EVAL
-// after a NOSCRIPT.
-type direct struct{ rdb redis.UniversalClient }
+// after a NOSCRIPT. With replicas to wait for, the command, the sync write and the wait go
+// together as one pipeline to the keys' master.
+type direct struct {
+	rdb  redis.UniversalClient
+	repl replication
+}
 
 func (d direct) script(ctx context.Context, keys []string, args ...any) (any, error) {
+	if d.repl.min > 0 {
+		return d.repl.scriptWaited(ctx, d.rdb, purchaseScript, keys, args...)
+	}
 	return purchaseScript.Run(ctx, d.rdb, keys, args...).Result()
 }
 
 func (d direct) get(ctx context.Context, key string) (string, error) {
-	return d.rdb.Get(ctx, key).Result()
+	if d.repl.min == 0 {
+		return d.rdb.Get(ctx, key).Result()
+	}
+	node, err := nodeFor(ctx, d.rdb, key)
+	if err != nil {
+		return "", err
+	}
+	pipe := node.Pipeline()
+	g := pipe.Get(ctx, key)
+	w := d.repl.queue(ctx, pipe, key)
+	pipe.Exec(ctx)
+	v, err := g.Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		movedOrDown(ctx, d.rdb, err)
+		return "", err
+	}
+	if werr := d.repl.check(w); werr != nil {
+		return "", werr
+	}
+	return v, err
 }
 
 func (d direct) close() {}
@@ -52,15 +79,17 @@ func (d direct) close() {}
 // a call whose EVALSHA was refused NOSCRIPT did not run and is queued again with evalsha false.
 type call struct {
 	ctx   context.Context
+	key   string // the first key: it says which node runs the call
 	queue func(ctx context.Context, pipe redis.Pipeliner, evalsha bool) redis.Cmder
 	cmd   redis.Cmder
+	err   error // set when the call cannot be routed or its replicas did not confirm it
 	done  chan struct{}
 }
 
 // newBatcher starts `senders` goroutines, each sending pipelines of up to max calls, until
 // close.
-func newBatcher(rdb redis.UniversalClient, senders, max int) *batcher {
-	b := &batcher{rdb: rdb, calls: make(chan *call, senders*max), max: max}
+func newBatcher(rdb redis.UniversalClient, repl replication, senders, max int) *batcher {
+	b := &batcher{rdb: rdb, repl: repl, calls: make(chan *call, senders*max), max: max}
 	for range senders {
 		b.wg.Go(b.send)
 	}
@@ -69,7 +98,7 @@ func newBatcher(rdb redis.UniversalClient, senders, max int) *batcher {
 
 // script runs the purchase script with keys and args in the next pipeline.
 func (b *batcher) script(ctx context.Context, keys []string, args ...any) (any, error) {
-	cmd, err := b.do(ctx, func(ctx context.Context, pipe redis.Pipeliner, evalsha bool) redis.Cmder {
+	cmd, err := b.do(ctx, keys[0], func(ctx context.Context, pipe redis.Pipeliner, evalsha bool) redis.Cmder {
 		if evalsha {
 			return purchaseScript.EvalSha(ctx, pipe, keys, args...)
 		}
@@ -83,7 +112,7 @@ func (b *batcher) script(ctx context.Context, keys []string, args ...any) (any, 
 
 // get reads key in the next pipeline.
 func (b *batcher) get(ctx context.Context, key string) (string, error) {
-	cmd, err := b.do(ctx, func(ctx context.Context, pipe redis.Pipeliner, _ bool) redis.Cmder {
+	cmd, err := b.do(ctx, key, func(ctx context.Context, pipe redis.Pipeliner, _ bool) redis.Cmder {
 		return pipe.Get(ctx, key)
 	})
 	if err != nil {
@@ -93,8 +122,8 @@ func (b *batcher) get(ctx context.Context, key string) (string, error) {
 }
 
 // do queues one call and waits for its command to be answered.
-func (b *batcher) do(ctx context.Context, queue func(context.Context, redis.Pipeliner, bool) redis.Cmder) (redis.Cmder, error) {
-	c := &call{ctx: ctx, queue: queue, done: make(chan struct{})}
+func (b *batcher) do(ctx context.Context, key string, queue func(context.Context, redis.Pipeliner, bool) redis.Cmder) (redis.Cmder, error) {
+	c := &call{ctx: ctx, key: key, queue: queue, done: make(chan struct{})}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
@@ -109,6 +138,9 @@ func (b *batcher) do(ctx context.Context, queue func(context.Context, redis.Pipe
 	b.mu.RUnlock()
 	select {
 	case <-c.done:
+		if c.err != nil {
+			return nil, c.err
+		}
 		return c.cmd, nil
 	case <-ctx.Done():
 		// The call may still run; as on a lost reply, a retry with the same request_id tells.
@@ -149,7 +181,8 @@ func (b *batcher) send() {
 
 // exec sends the calls whose callers still wait as one pipeline; calls the server refused with
 // NOSCRIPT (it lost the script: restart, SCRIPT FLUSH) did not run, and go out again as EVAL,
-// which carries the script and so cannot be refused that way.
+// which carries the script and so cannot be refused that way. With replicas to wait for, the
+// calls go as one pipeline per master, each ending with the sync write and one WAIT.
 func (b *batcher) exec(batch []*call) {
 	live := make([]*call, 0, len(batch))
 	for _, c := range batch {
@@ -158,19 +191,63 @@ func (b *batcher) exec(batch []*call) {
 		}
 		live = append(live, c)
 	}
+	if len(live) == 0 {
+		return
+	}
+	if b.repl.min == 0 {
+		b.execOn(b.rdb, live)
+		return
+	}
+	groups := map[redis.UniversalClient][]*call{}
+	for _, c := range live {
+		node, err := nodeFor(context.WithoutCancel(c.ctx), b.rdb, c.key)
+		if err != nil {
+			c.err = redisErr("route", err)
+			close(c.done)
+			continue
+		}
+		groups[node] = append(groups[node], c)
+	}
+	if len(groups) == 1 {
+		for node, cs := range groups {
+			b.execOn(node, cs)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for node, cs := range groups {
+		wg.Go(func() { b.execOn(node, cs) })
+	}
+	wg.Wait()
+}
+
+// execOn sends live as pipelines on node (the client itself, or a cluster master's client).
+func (b *batcher) execOn(node redis.UniversalClient, live []*call) {
 	for evalsha := true; len(live) > 0; evalsha = false {
 		ctx := context.WithoutCancel(live[0].ctx)
-		pipe := b.rdb.Pipeline()
+		pipe := node.Pipeline()
 		for _, c := range live {
 			c.cmd = c.queue(ctx, pipe, evalsha)
 		}
+		var wait *redis.Cmd
+		if b.repl.min > 0 {
+			wait = b.repl.queue(ctx, pipe, live[0].key)
+		}
 		pipe.Exec(ctx)
+		var werr error
+		if wait != nil {
+			werr = b.repl.check(wait)
+		}
 		again := live[:0]
 		for _, c := range live {
 			if evalsha && redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 				again = append(again, c)
 				continue
 			}
+			if node != b.rdb {
+				movedOrDown(ctx, b.rdb, c.cmd.Err())
+			}
+			c.err = werr
 			close(c.done)
 		}
 		live = again

@@ -80,7 +80,13 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 	}
 	k := l.keys
 	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item)), k.Items(k.Partition(item))}
-	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock).Result()
+	var v any
+	var err error
+	if l.repl.min > 0 {
+		v, err = l.repl.scriptWaited(ctx, l.rdb, stockScript, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock)
+	} else {
+		v, err = stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock).Result()
+	}
 	if err != nil {
 		return 0, redisErr("set stock", err)
 	}

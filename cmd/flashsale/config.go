@@ -85,6 +85,8 @@ type redisFlags struct {
 	cluster        *bool
 	sentinelMaster *string
 	tlsCA          *string
+	minReplicas    *int
+	replicaTimeout *time.Duration
 	getenv         func(string) string
 	stderr         io.Writer
 }
@@ -103,6 +105,8 @@ func (f *flags) redis() redisFlags {
 		cluster:        f.boolean("redis-cluster", "FLASHSALE_REDIS_CLUSTER", false, "talk to Redis Cluster without asking the node (otherwise detected with INFO cluster)"),
 		sentinelMaster: f.str("redis-sentinel-master", "FLASHSALE_REDIS_SENTINEL_MASTER", "", "name of the master the sentinels at -redis watch (Redis Sentinel); sentinels' own password from FLASHSALE_REDIS_SENTINEL_PASSWORD"),
 		tlsCA:          f.str("redis-tls-ca", "FLASHSALE_REDIS_TLS_CA", "", "PEM file of the CA that signed Redis's TLS certificate, with rediss:// (default: the system's CAs)"),
+		minReplicas:    f.int("min-replicas", "FLASHSALE_MIN_REPLICAS", 0, "answer a purchase or stock change only once this many replicas have it (WAIT; WAITAOF on Redis >= 7.2); fewer in time answer 503, retry with the same request_id"),
+		replicaTimeout: f.duration("min-replicas-timeout", "FLASHSALE_MIN_REPLICAS_TIMEOUT", ledger.DefaultReplicaTimeout, "how long a write waits for -min-replicas"),
 		getenv:         f.env.getenv,
 		stderr:         f.env.stderr,
 	}
@@ -136,7 +140,7 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	rdb, err := t.connect(ctx, redisTiming{pool: *r.pool})
+	rdb, err := t.connect(ctx, redisTiming{pool: *r.pool, wait: *r.replicaTimeout})
 	if err != nil {
 		return nil, nil, fmt.Errorf("open ledger: %w", err)
 	}
@@ -151,6 +155,8 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 		SoldOutTTL:     *r.soldOutTTL,
 		Pipeline:       *r.pipeline,
 		Senders:        *r.senders,
+		MinReplicas:    *r.minReplicas,
+		ReplicaTimeout: *r.replicaTimeout,
 	})
 	if err != nil {
 		rdb.Close()

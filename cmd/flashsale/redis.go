@@ -136,6 +136,7 @@ func (t redisTarget) tlsConfig() (*tls.Config, error) {
 // with its request_id.
 type redisTiming struct {
 	pool int
+	wait time.Duration // the longest WAIT a call may carry (-min-replicas-timeout)
 }
 
 func (t redisTarget) options(tm redisTiming) (*redis.UniversalOptions, error) {
@@ -153,7 +154,7 @@ func (t redisTarget) options(tm redisTiming) (*redis.UniversalOptions, error) {
 		TLSConfig:        tc,
 		PoolSize:         tm.pool,
 		DialTimeout:      2 * time.Second,
-		ReadTimeout:      2 * time.Second,
+		ReadTimeout:      max(2*time.Second, tm.wait+time.Second),
 		WriteTimeout:     2 * time.Second,
 		PoolTimeout:      2 * time.Second,
 		MaxRetries:       -1,

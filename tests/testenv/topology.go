@@ -93,7 +93,7 @@ func startNode(t testing.TB, port int, args ...string) (*Redis, error) {
 	r.args = append([]string{
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "",
-		"--logfile", filepath.Join(dir, "redis.log"),
+		"--logfile", filepath.Join(dir, "redis.log"), "--repl-diskless-sync-delay", "0",
 	}, args...)
 	if err := r.Start(); err != nil {
 		return nil, err
