@@ -171,6 +171,73 @@ func TestLedgerOnCluster(t *testing.T) {
 	}
 }
 
+// With MinReplicas on a cluster, each pipeline goes to its keys' master and ends with one WAIT
+// there: purchases on every master are confirmed by their replicas; with one master's replica
+// hung, that master's purchases answer ErrNotReplicated and the others' still succeed.
+func TestMinReplicasOnCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	ctx := context.Background()
+	c := testenv.StartCluster(t)
+	for _, cfg := range []ledger.Config{
+		{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond},
+		{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond, Pipeline: 8, Senders: 2},
+	} {
+		prefix := fmt.Sprintf("p%d", cfg.Pipeline)
+		cfg.Prefix = prefix
+		l, err := ledger.Open(ctx, c.Client, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		parts := l.Keys().Partitions()
+		items := make([]string, parts)
+		for i := 0; countSet(items) < parts; i++ {
+			if it := fmt.Sprintf("i%d", i); items[l.Keys().Partition(it)] == "" {
+				items[l.Keys().Partition(it)] = it
+			}
+		}
+		for _, it := range items {
+			setStock(t, l, it, 100)
+		}
+		buyAll := func(round string) map[string]error {
+			errs := map[string]error{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for _, it := range items {
+				wg.Go(func() {
+					_, err := buy(l, it, "u-"+round, "r-"+round, 1)
+					mu.Lock()
+					errs[it] = err
+					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			return errs
+		}
+		for it, err := range buyAll("1") {
+			if err != nil {
+				t.Fatalf("%s: %v with every replica up", it, err)
+			}
+		}
+		hungMaster := c.MasterOf(t, l.Keys().Events(0))
+		replica := c.ReplicaOf(t, hungMaster)
+		replica.Pause()
+		errs := buyAll("2")
+		replica.Resume()
+		for it, err := range errs {
+			onHung := c.MasterOf(t, l.Keys().Stock(it)) == hungMaster
+			switch {
+			case onHung && !errors.Is(err, ledger.ErrNotReplicated):
+				t.Errorf("pipeline %d: %s on the master whose replica hangs: got %v, want ErrNotReplicated", cfg.Pipeline, it, err)
+			case !onHung && err != nil:
+				t.Errorf("pipeline %d: %s on another master: %v", cfg.Pipeline, it, err)
+			}
+		}
+	}
+}
+
 func countSet(s []string) int {
 	n := 0
 	for _, v := range s {

@@ -135,6 +135,39 @@ func (c *RedisCluster) MasterOf(t testing.TB, key string) *Redis {
 	return nil
 }
 
+// ReplicaOf returns the node that replicates master now.
+func (c *RedisCluster) ReplicaOf(t testing.TB, master *Redis) *Redis {
+	t.Helper()
+	mc := redis.NewClient(&redis.Options{Addr: master.Addr})
+	defer mc.Close()
+	info, err := mc.Info(context.Background(), "replication").Result()
+	if err != nil {
+		t.Fatalf("replicas of %s: %v", master.Addr, err)
+	}
+	for line := range strings.Lines(info) {
+		if !strings.HasPrefix(line, "slave0:") {
+			continue
+		}
+		var ip, port string
+		for _, f := range strings.Split(strings.TrimSpace(strings.TrimPrefix(line, "slave0:")), ",") {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "ip":
+				ip = v
+			case "port":
+				port = v
+			}
+		}
+		for _, n := range c.Nodes {
+			if n.Addr == net.JoinHostPort(ip, port) {
+				return n
+			}
+		}
+	}
+	t.Fatalf("no replica of %s: %q", master.Addr, info)
+	return nil
+}
+
 // StartCluster starts six cluster-enabled redis-servers (AOF on, cluster-node-timeout 1000 ms)
 // and joins them with redis-cli --cluster create --cluster-replicas 1; it returns once every
 // slot is served. Everything stops with t.Cleanup.
