@@ -120,7 +120,7 @@ func TestUnconfirmedOrderLostInFailoverIsPlacedByRetry(t *testing.T) {
 	if _, err := buy(l, "a", "u", "r", 1); !errors.Is(err, ledger.ErrNotReplicated) {
 		t.Fatalf("got %v, want ErrNotReplicated", err)
 	}
-	primary.Kill() // the old primary dies with the order
+	primary.Kill()                                         // the old primary dies with the order
 	promoted, err := ledger.Open(ctx, rc, ledger.Config{}) // no replica left to wait for
 	if err != nil {
 		t.Fatal(err)
