@@ -185,3 +185,26 @@ func (r replication) scriptWaited(ctx context.Context, rdb redis.UniversalClient
 		return v, nil
 	}
 }
+
+// confirm returns nil when, with MinReplicas, the replicas have everything partition p's
+// master had written so far (a sync write and WAIT on one connection), so that the entries
+// just read from p can be projected: an entry a failover may still lose never reaches MySQL.
+// Without MinReplicas it does nothing.
+func (l *Ledger) confirm(ctx context.Context, p int) error {
+	if l.repl.min == 0 {
+		return nil
+	}
+	key := l.keys.Events(p)
+	node, err := nodeFor(ctx, l.rdb, key)
+	if err != nil {
+		return redisErr("confirm on replicas", err)
+	}
+	pipe := node.Pipeline()
+	w := l.repl.queue(ctx, pipe, key)
+	pipe.Exec(ctx)
+	if err := l.repl.check(w); err != nil {
+		movedOrDown(ctx, l.rdb, w.Err())
+		return fmt.Errorf("confirm on replicas: %w", err)
+	}
+	return nil
+}

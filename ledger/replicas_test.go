@@ -146,3 +146,30 @@ func TestUnconfirmedOrderLostInFailoverIsPlacedByRetry(t *testing.T) {
 		t.Fatalf("%d orders, want 1", n)
 	}
 }
+
+// With MinReplicas the projector's reads hand over only entries the replicas have: with the
+// replica hung a read fails (the entries stay pending on the consumer) and, once it is back,
+// reading the consumer's pending entries returns them.
+func TestMinReplicasReadsOnlyReplicatedEntries(t *testing.T) {
+	ctx := context.Background()
+	_, replica, rdb := startPair(t)
+	l, err := ledger.Open(ctx, rdb, ledger.Config{MinReplicas: 1, ReplicaTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setStock(t, l, "a", 10)
+	p := l.Keys().Partition("a")
+	if err := l.EnsureGroup(ctx, p, "g"); err != nil {
+		t.Fatal(err)
+	}
+	replica.Pause()
+	evs, err := l.ReadGroup(ctx, p, "g", "c", ">", 10, time.Millisecond)
+	replica.Resume()
+	if !errors.Is(err, ledger.ErrNotReplicated) || len(evs) != 0 {
+		t.Fatalf("read with the replica hung: got %d events, %v; want ErrNotReplicated", len(evs), err)
+	}
+	evs, err = l.ReadGroup(ctx, p, "g", "c", "0", 10, 0)
+	if err != nil || len(evs) != 1 || evs[0].Type != ledger.EventStock {
+		t.Fatalf("pending read with the replica back: got %+v, %v; want the stock event", evs, err)
+	}
+}
