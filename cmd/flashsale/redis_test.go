@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -17,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/tests/testenv"
 )
@@ -199,4 +203,35 @@ func makeCerts(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// Given one seed node of a Redis Cluster, the commands detect the cluster (keys of every
+// partition land on their masters) and check the eviction policy of every master.
+func TestClusterDetectedAndEveryMasterChecked(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	c := testenv.StartCluster(t)
+	env := map[string]string{"FLASHSALE_REDIS_ADDR": c.Addrs()[0]}
+	for i := range 20 { // items of many partitions, so of every master
+		if out, stderr, err := runCmd(t, env, "stock", "set", fmt.Sprintf("item%d", i), "5"); err != nil || !strings.Contains(out, "stock 5") {
+			t.Fatalf("stock set on a cluster seed: got %q, %v, stderr %q", out, err, stderr)
+		}
+	}
+	var masters []*redis.Client
+	ctx := context.Background()
+	if err := c.Client.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		masters = append(masters, m)
+		return nil
+	}); err != nil || len(masters) != 3 {
+		t.Fatalf("masters: %d, %v", len(masters), err)
+	}
+	last := masters[len(masters)-1]
+	if err := last.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := runCmd(t, env, "stock", "set", "demo", "5")
+	if err == nil || !strings.Contains(err.Error(), "allkeys-lru") || !strings.Contains(err.Error(), last.Options().Addr) {
+		t.Fatalf("one master evicting: got %v, want a refusal naming %s and its policy", err, last.Options().Addr)
+	}
 }
