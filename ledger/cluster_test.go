@@ -181,8 +181,8 @@ func TestMinReplicasOnCluster(t *testing.T) {
 	ctx := context.Background()
 	c := testenv.StartCluster(t)
 	for _, cfg := range []ledger.Config{
-		{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond},
-		{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond, Pipeline: 8, Senders: 2},
+		{MinReplicas: 1, ReplicaTimeout: time.Second},
+		{MinReplicas: 1, ReplicaTimeout: time.Second, Pipeline: 8, Senders: 2},
 	} {
 		prefix := fmt.Sprintf("p%d", cfg.Pipeline)
 		cfg.Prefix = prefix

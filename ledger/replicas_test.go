@@ -42,8 +42,8 @@ func TestMinReplicasWaitsForTheReplica(t *testing.T) {
 		name string
 		cfg  ledger.Config
 	}{
-		{"one call per round trip", ledger.Config{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond}},
-		{"pipelined", ledger.Config{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond, Pipeline: 8, Senders: 2}},
+		{"one call per round trip", ledger.Config{MinReplicas: 1, ReplicaTimeout: time.Second}},
+		{"pipelined", ledger.Config{MinReplicas: 1, ReplicaTimeout: time.Second, Pipeline: 8, Senders: 2}},
 	} {
 		t.Run(tt.name, func(t *testing.T) { testMinReplicas(t, tt.cfg) })
 	}
@@ -69,8 +69,8 @@ func testMinReplicas(t *testing.T, cfg ledger.Config) {
 		replica.Resume()
 		t.Fatalf("with the replica hung: got %v, want ErrNotReplicated", err)
 	}
-	if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
-		t.Errorf("the unconfirmed purchase took %s, want about the 300ms timeout", d)
+	if d := time.Since(start); d < 900*time.Millisecond || d > 5*time.Second {
+		t.Errorf("the unconfirmed purchase took %s, want about the 1s timeout", d)
 	}
 	// A duplicate's answer is not confirmed either while the replica is away.
 	var dup *ledger.DuplicateError
@@ -105,7 +105,7 @@ func testMinReplicas(t *testing.T, cfg ledger.Config) {
 func TestUnconfirmedOrderLostInFailoverIsPlacedByRetry(t *testing.T) {
 	ctx := context.Background()
 	primary, replica, rdb := startPair(t)
-	cfg := ledger.Config{MinReplicas: 1, ReplicaTimeout: 200 * time.Millisecond}
+	cfg := ledger.Config{MinReplicas: 1, ReplicaTimeout: time.Second}
 	l, err := ledger.Open(ctx, rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +153,7 @@ func TestUnconfirmedOrderLostInFailoverIsPlacedByRetry(t *testing.T) {
 func TestMinReplicasReadsOnlyReplicatedEntries(t *testing.T) {
 	ctx := context.Background()
 	_, replica, rdb := startPair(t)
-	l, err := ledger.Open(ctx, rdb, ledger.Config{MinReplicas: 1, ReplicaTimeout: 200 * time.Millisecond})
+	l, err := ledger.Open(ctx, rdb, ledger.Config{MinReplicas: 1, ReplicaTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
