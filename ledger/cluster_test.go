@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -246,4 +247,142 @@ func countSet(s []string) int {
 		}
 	}
 	return n
+}
+
+// A partition's slot moved to another master while ledgers with the old slot map run (a
+// reshard): purchases follow the MOVED redirection, pipelined or not; with MinReplicas (node
+// clients) the first call may answer ErrUnavailable, and the retry with the same request_id
+// reaches the new master. No order is lost or placed twice.
+func TestSlotMovedDuringSale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	ctx := context.Background()
+	c := testenv.StartCluster(t)
+	cfgs := []ledger.Config{
+		{},
+		{Pipeline: 8, Senders: 2},
+		{MinReplicas: 1, ReplicaTimeout: time.Second, Pipeline: 8, Senders: 2},
+		{MinReplicas: 1, ReplicaTimeout: time.Second},
+	}
+	var ls []*ledger.Ledger
+	for _, cfg := range cfgs {
+		l, err := ledger.Open(ctx, c.Client, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.Close)
+		ls = append(ls, l)
+	}
+	item := "moving"
+	p := ls[0].Keys().Partition(item)
+	setStock(t, ls[0], item, 1000)
+	for i, l := range ls {
+		if _, err := buy(l, item, "u", fmt.Sprintf("before-%d", i), 1); err != nil {
+			t.Fatalf("ledger %d before the move: %v", i, err)
+		}
+	}
+
+	from := c.MasterOf(t, ls[0].Keys().Events(p))
+	var to *testenv.Redis
+	for _, n := range c.Nodes {
+		if n != from && isMaster(t, n) {
+			to = n
+			break
+		}
+	}
+	if to == nil {
+		t.Fatal("no other master")
+	}
+	moveSlot(t, c, from, to, ls[0].Keys().Events(p))
+	fc := redis.NewClient(&redis.Options{Addr: from.Addr})
+	defer fc.Close()
+	if err := fc.Get(ctx, ls[0].Keys().Stock(item)).Err(); !redis.HasErrorPrefix(err, "MOVED") {
+		t.Fatalf("old master: got %v, want MOVED", err)
+	}
+
+	for i, l := range ls {
+		req := fmt.Sprintf("after-%d", i)
+		var err error
+		for range 30 { // as a client retries a 503, after a pause
+			if _, err = buy(l, item, "u", req, 1); err == nil || !errors.Is(err, ledger.ErrUnavailable) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("ledger %d after the move: %v", i, err)
+		}
+	}
+	orders := 0
+	for _, e := range testenv.Events(t, ls[0]) {
+		if e.Type == ledger.EventOrder {
+			orders++
+		}
+	}
+	if orders != 2*len(ls) {
+		t.Fatalf("%d orders, want %d", orders, 2*len(ls))
+	}
+}
+
+func isMaster(t *testing.T, n *testenv.Redis) bool {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: n.Addr})
+	defer rc.Close()
+	info, err := rc.Info(context.Background(), "replication").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(info, "role:master")
+}
+
+// moveSlot moves key's slot from one master to another, keys and all, as redis-cli --cluster
+// reshard does.
+func moveSlot(t *testing.T, c *testenv.RedisCluster, from, to *testenv.Redis, key string) {
+	t.Helper()
+	ctx := context.Background()
+	fc := redis.NewClient(&redis.Options{Addr: from.Addr})
+	defer fc.Close()
+	tc := redis.NewClient(&redis.Options{Addr: to.Addr})
+	defer tc.Close()
+	slot, err := fc.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromID, err := fc.Do(ctx, "cluster", "myid").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	toID, err := tc.Do(ctx, "cluster", "myid").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(tc.Do(ctx, "cluster", "setslot", slot, "importing", fromID).Err())
+	must(fc.Do(ctx, "cluster", "setslot", slot, "migrating", toID).Err())
+	host, port, _ := strings.Cut(to.Addr, ":")
+	for {
+		keys, err := fc.ClusterGetKeysInSlot(ctx, int(slot), 100).Result()
+		must(err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"migrate", host, port, "", 0, 5000, "keys"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(fc.Do(ctx, args...).Err())
+	}
+	for _, n := range c.Nodes {
+		if isMaster(t, n) {
+			nc := redis.NewClient(&redis.Options{Addr: n.Addr})
+			must(nc.Do(ctx, "cluster", "setslot", slot, "node", toID).Err())
+			nc.Close()
+		}
+	}
 }
