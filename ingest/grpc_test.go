@@ -23,11 +23,16 @@ import (
 
 	"github.com/flashsale/flashsale/ledger"
 	pb "github.com/flashsale/flashsale/proto"
+	"github.com/flashsale/flashsale/tests/testenv"
 )
 
 func TestGRPCPurchaseNeverOversells(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	forTopologies(t, testGRPCPurchaseNeverOversells)
+}
+
+func testGRPCPurchaseNeverOversells(t *testing.T, tp testenv.Topology) {
+	e := newEnvOn(t, tp)
 	client := e.orderClient(t)
 	ctx := context.Background()
 	const stock, buyers = 40, 400

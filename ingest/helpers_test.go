@@ -38,7 +38,31 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	srv, rdb := testenv.StartRedis(t)
-	l, err := ledger.Open(context.Background(), rdb, ledger.Config{})
+	return newEnvWith(t, srv, rdb, rdb)
+}
+
+// newEnvOn is newEnv on topology tp; redis and rdb are set on the single topology only.
+func newEnvOn(t *testing.T, tp testenv.Topology) *env {
+	t.Helper()
+	if tp == testenv.Single {
+		return newEnv(t)
+	}
+	return newEnvWith(t, nil, nil, testenv.Start(t, tp).Client)
+}
+
+// forTopologies runs test on every topology (only the single one with -short).
+func forTopologies(t *testing.T, test func(t *testing.T, tp testenv.Topology)) {
+	for _, tp := range testenv.Topologies {
+		if testing.Short() && tp != testenv.Single {
+			continue
+		}
+		t.Run(string(tp), func(t *testing.T) { test(t, tp) })
+	}
+}
+
+func newEnvWith(t *testing.T, srv *testenv.Redis, rdb *redis.Client, client redis.UniversalClient) *env {
+	t.Helper()
+	l, err := ledger.Open(context.Background(), client, ledger.Config{})
 	if err != nil {
 		t.Fatalf("open ledger: %v", err)
 	}

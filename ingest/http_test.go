@@ -19,11 +19,16 @@ import (
 	"github.com/flashsale/flashsale/ingest"
 	"github.com/flashsale/flashsale/ledger"
 	pb "github.com/flashsale/flashsale/proto"
+	"github.com/flashsale/flashsale/tests/testenv"
 )
 
 func TestHTTPPurchaseNeverOversells(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	forTopologies(t, testHTTPPurchaseNeverOversells)
+}
+
+func testHTTPPurchaseNeverOversells(t *testing.T, tp testenv.Topology) {
+	e := newEnvOn(t, tp)
 	base, c := e.startHTTP(t)
 	const stock, buyers = 40, 400
 	setStock(t, e.l, "hot", stockSet(stock))

@@ -15,6 +15,7 @@ import (
 // into one; an idle system sends each call alone, without waiting.
 type batcher struct {
 	rdb   redis.UniversalClient
+	repl  replication
 	calls chan *call
 	max   int
 
@@ -36,15 +37,41 @@ type calls interface {
 }
 
 // direct sends each command on its own round trip; the script goes as EVALSHA, and as EVAL
-// after a NOSCRIPT.
-type direct struct{ rdb redis.UniversalClient }
+// after a NOSCRIPT. With replicas to wait for, the command, the sync write and the wait go
+// together as one pipeline to the keys' master.
+type direct struct {
+	rdb  redis.UniversalClient
+	repl replication
+}
 
 func (d direct) script(ctx context.Context, keys []string, args ...any) (any, error) {
+	if d.repl.min > 0 {
+		return d.repl.scriptWaited(ctx, d.rdb, purchaseScript, keys, args...)
+	}
 	return purchaseScript.Run(ctx, d.rdb, keys, args...).Result()
 }
 
 func (d direct) get(ctx context.Context, key string) (string, error) {
-	return d.rdb.Get(ctx, key).Result()
+	if d.repl.min == 0 {
+		return d.rdb.Get(ctx, key).Result()
+	}
+	node, err := nodeFor(ctx, d.rdb, key)
+	if err != nil {
+		return "", err
+	}
+	pipe := node.Pipeline()
+	g := pipe.Get(ctx, key)
+	w := d.repl.queue(ctx, pipe, key)
+	pipe.Exec(ctx)
+	v, err := g.Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		movedOrDown(ctx, d.rdb, err)
+		return "", err
+	}
+	if werr := d.repl.check(w); werr != nil {
+		return "", werr
+	}
+	return v, err
 }
 
 func (d direct) close() {}
@@ -58,7 +85,16 @@ type call struct {
 	args []any
 	key  string
 	cmd  redis.Cmder
+	err  error // set when the call cannot be routed or its replicas did not confirm it
 	done chan struct{}
+}
+
+// route is the key that says which node runs c: the script's first key, or the key read.
+func (c *call) route() string {
+	if len(c.keys) > 0 {
+		return c.keys[0]
+	}
+	return c.key
 }
 
 // queue adds c to pipe: the script first as EVALSHA (evalsha true); a call whose EVALSHA was
@@ -87,8 +123,8 @@ func (c *call) noScript() bool {
 
 // newBatcher starts `senders` goroutines, each sending pipelines of up to max calls, until
 // close.
-func newBatcher(rdb redis.UniversalClient, senders, max int) *batcher {
-	b := &batcher{rdb: rdb, calls: make(chan *call, senders*max), max: max}
+func newBatcher(rdb redis.UniversalClient, repl replication, senders, max int) *batcher {
+	b := &batcher{rdb: rdb, repl: repl, calls: make(chan *call, senders*max), max: max}
 	for range senders {
 		b.wg.Go(b.send)
 	}
@@ -147,6 +183,9 @@ func (b *batcher) do(c *call) (redis.Cmder, error) {
 	b.mu.RUnlock()
 	select {
 	case <-c.done:
+		if c.err != nil {
+			return nil, c.err
+		}
 		return c.cmd, nil
 	case <-ctx.Done():
 		// The call may still run; as on a lost reply, a retry with the same request_id tells.
@@ -189,8 +228,9 @@ func (b *batcher) send() {
 
 // exec sends the calls whose callers still wait as one pipeline; calls the server refused with
 // NOSCRIPT (it lost the script: restart, SCRIPT FLUSH) did not run, and go out again as EVAL,
-// which carries the script and so cannot be refused that way. live is scratch space for the
-// calls still waited for; pipe is empty.
+// which carries the script and so cannot be refused that way. With replicas to wait for, the
+// calls go as one pipeline per master, each ending with the sync write and one WAIT. live is
+// scratch space for the calls still waited for; pipe (on b.rdb) is empty.
 func (b *batcher) exec(batch, live []*call, pipe redis.Pipeliner) {
 	live = live[:0]
 	for _, c := range batch {
@@ -199,18 +239,57 @@ func (b *batcher) exec(batch, live []*call, pipe redis.Pipeliner) {
 		}
 		live = append(live, c)
 	}
+	if len(live) == 0 {
+		return
+	}
+	if b.repl.min == 0 {
+		b.execOn(b.rdb, live, pipe)
+		return
+	}
+	groups := map[redis.UniversalClient][]*call{}
+	for _, c := range live {
+		node, err := nodeFor(context.WithoutCancel(c.ctx), b.rdb, c.route())
+		if err != nil {
+			c.err = redisErr("route", err)
+			close(c.done)
+			continue
+		}
+		groups[node] = append(groups[node], c)
+	}
+	var wg sync.WaitGroup
+	for node, cs := range groups {
+		wg.Go(func() { b.execOn(node, cs, node.Pipeline()) })
+	}
+	wg.Wait()
+}
+
+// execOn sends live as pipelines on node (the client itself, or a cluster master's client);
+// pipe is an empty pipeline of node.
+func (b *batcher) execOn(node redis.UniversalClient, live []*call, pipe redis.Pipeliner) {
 	for evalsha := true; len(live) > 0; evalsha = false {
 		ctx := context.WithoutCancel(live[0].ctx)
 		for _, c := range live {
 			c.cmd = c.queue(ctx, pipe, evalsha)
 		}
+		var wait *redis.Cmd
+		if b.repl.min > 0 {
+			wait = b.repl.queue(ctx, pipe, live[0].route())
+		}
 		pipe.Exec(ctx)
+		var werr error
+		if wait != nil {
+			werr = b.repl.check(wait)
+		}
 		again := live[:0]
 		for _, c := range live {
 			if evalsha && c.noScript() {
 				again = append(again, c)
 				continue
 			}
+			if node != b.rdb {
+				movedOrDown(ctx, b.rdb, c.cmd.Err())
+			}
+			c.err = werr
 			close(c.done)
 		}
 		live = again

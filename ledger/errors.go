@@ -62,6 +62,9 @@ func invalid(format string, args ...any) error {
 // redisErr wraps err from a Redis call with what, turning connection failures and transient
 // server states into ErrUnavailable so that callers can answer "retry later".
 func redisErr(what string, err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
 	}
@@ -75,7 +78,7 @@ func redisErr(what string, err error) error {
 // transientReply reports whether a Redis error reply means "not now" rather than "never".
 // OOM (Redis at maxmemory with noeviction) refuses a write before anything was written.
 func transientReply(msg string) bool {
-	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "OOM"} {
+	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "OOM", "MOVED", "ASK"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}

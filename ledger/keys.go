@@ -69,6 +69,18 @@ func (k Keys) Order(p int, orderID string) string { return k.OrderPrefix(p) + or
 // that names the order.
 func (k Keys) OrderPrefix(p int) string { return k.tag(p) + "order:" }
 
+// Sync is partition p's counter that a pipeline waiting for replicas (-min-replicas) writes
+// before WAIT, so that the wait covers everything its scripts read.
+func (k Keys) Sync(p int) string { return k.tag(p) + "sync" }
+
+// syncKeyOf is the Sync key of the partition of key (a key of the ledger with a {pN} tag).
+func syncKeyOf(key string) string {
+	if i := strings.Index(key, "}:"); i >= 0 {
+		return key[:i+2] + "sync"
+	}
+	return key + ":sync"
+}
+
 // Stock is item's stock counter (units left).
 func (k Keys) Stock(item string) string { return k.itemKey("stock", item) }
 

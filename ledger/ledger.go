@@ -24,7 +24,7 @@ var (
 // Defaults of Config.
 const (
 	DefaultPrefix         = "fs"
-	DefaultPartitions     = 4
+	DefaultPartitions     = 16
 	DefaultIdempotencyTTL = 24 * time.Hour
 	DefaultSoldOutTTL     = time.Second
 	// MaxPartitions bounds the partition count a new ledger may be created with.
@@ -49,6 +49,11 @@ type Config struct {
 	Pipeline int
 	// Senders is the number of pipelines in flight at once, with Pipeline.
 	Senders int
+	// MinReplicas, when > 0, makes every purchase and stock change wait until that many
+	// replicas have it (WAIT, or WAITAOF on Redis >= 7.2) before it is answered; fewer in
+	// ReplicaTimeout (default DefaultReplicaTimeout) answer ErrNotReplicated.
+	MinReplicas    int
+	ReplicaTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -71,6 +76,9 @@ func (c Config) Validate() error {
 	if c.Partitions < 1 || c.Partitions > MaxPartitions {
 		return fmt.Errorf("partitions %d: want 1..%d", c.Partitions, MaxPartitions)
 	}
+	if c.MinReplicas < 0 {
+		return fmt.Errorf("min replicas %d: want 0 or more", c.MinReplicas)
+	}
 	if c.IdempotencyTTL < time.Second {
 		return fmt.Errorf("idempotency TTL %s: want at least 1s", c.IdempotencyTTL)
 	}
@@ -87,6 +95,7 @@ type Ledger struct {
 	idemTTL string // milliseconds, as the purchase script takes it
 	soldOut *soldOut
 	calls   calls
+	repl    replication
 }
 
 // Open returns the ledger under cfg.Prefix, creating it with cfg.Partitions partitions if it
@@ -107,9 +116,13 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 	if p < 1 || p > MaxPartitions {
 		return nil, fmt.Errorf("ledger %s: stored partition count %d out of range", meta, p)
 	}
-	var c calls = direct{rdb}
+	repl, err := newReplication(ctx, rdb, cfg.MinReplicas, cfg.ReplicaTimeout)
+	if err != nil {
+		return nil, err
+	}
+	var c calls = direct{rdb, repl}
 	if cfg.Pipeline > 0 {
-		c = newBatcher(rdb, max(cfg.Senders, 1), cfg.Pipeline)
+		c = newBatcher(rdb, repl, max(cfg.Senders, 1), cfg.Pipeline)
 	}
 	return &Ledger{
 		rdb:     rdb,
@@ -117,6 +130,7 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 		idemTTL: strconv.FormatInt(cfg.IdempotencyTTL.Milliseconds(), 10),
 		soldOut: &soldOut{ttl: cfg.SoldOutTTL, until: map[string]time.Time{}},
 		calls:   c,
+		repl:    repl,
 	}, nil
 }
 

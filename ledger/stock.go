@@ -93,7 +93,13 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 	}
 	k := l.keys
 	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item)), k.Items(k.Partition(item))}
-	v, err := stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock, payWithin).Result()
+	var v any
+	var err error
+	if l.repl.min > 0 {
+		v, err = l.repl.scriptWaited(ctx, l.rdb, stockScript, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock, payWithin)
+	} else {
+		v, err = stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock, payWithin).Result()
+	}
 	if err != nil {
 		return 0, redisErr("set stock", err)
 	}

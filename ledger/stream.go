@@ -50,6 +50,11 @@ func (l *Ledger) ReadGroup(ctx context.Context, p int, group, consumer, id strin
 			events = append(events, l.decodeOrMark(p, m))
 		}
 	}
+	if len(events) > 0 {
+		if err := l.confirm(ctx, p); err != nil {
+			return nil, err // the entries stay pending on consumer; read them again with ID 0
+		}
+	}
 	return events, nil
 }
 
@@ -82,6 +87,11 @@ func (l *Ledger) AutoClaim(ctx context.Context, p int, group, consumer string, m
 	events := make([]Event, 0, len(msgs))
 	for _, m := range msgs {
 		events = append(events, l.decodeOrMark(p, m))
+	}
+	if len(events) > 0 {
+		if err := l.confirm(ctx, p); err != nil {
+			return nil, "", err
+		}
 	}
 	return events, next, nil
 }

@@ -47,6 +47,13 @@ func (e env) burst(t *testing.T, items []string, stop <-chan struct{}) func() {
 			case <-time.After(20 * time.Millisecond):
 			}
 			item := items[i%len(items)]
+			if item == items[0] {
+				// An add records the counter as it is, so that it would make the books agree
+				// again after TestAuditCatchesViolationsDuringASale raised it by hand: that
+				// item's stock is left alone (with 16 partitions the audit's cut is late
+				// enough for an add to land in between).
+				continue
+			}
 			if i%5 == 4 {
 				item = fmt.Sprintf("late-%d", i) // an item the audit meets mid-fold
 			}

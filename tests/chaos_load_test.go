@@ -521,7 +521,7 @@ func startAPI(t *testing.T, st *stack, dsn, cmd string, args ...string) *server 
 
 // redisErrors returns how many error replies starting with prefix Redis has sent (INFO
 // errorstats).
-func redisErrors(t *testing.T, rdb *redis.Client, prefix string) int64 {
+func redisErrors(t *testing.T, rdb redis.UniversalClient, prefix string) int64 {
 	t.Helper()
 	info, err := rdb.InfoMap(context.Background(), "errorstats").Result()
 	if err != nil {

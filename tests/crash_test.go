@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"github.com/flashsale/flashsale/tests/testenv"
 	"strconv"
 	"testing"
 	"time"
@@ -13,8 +14,10 @@ import (
 // TestProjectorSurvivesKill9 kills `flashsale project` with SIGKILL several times while it
 // works through a backlog, restarting it under the same consumer name: batches committed but
 // not acknowledged are redelivered, and every order still lands in MySQL exactly once.
-func TestProjectorSurvivesKill9(t *testing.T) {
-	s := newStack(t)
+func TestProjectorSurvivesKill9(t *testing.T) { forTopologies(t, testProjectorSurvivesKill9) }
+
+func testProjectorSurvivesKill9(t *testing.T, tp testenv.Topology) {
+	s := newStackOn(t, tp)
 	const total, stock, kills = 5000, 100000, 4
 	items := itemsPerPartition(s.l, 1)
 	initial := map[string]int64{}

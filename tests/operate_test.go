@@ -15,9 +15,11 @@ import (
 
 // TestOperatorsRebuildAndAudit is the operators' day: a sale through serve, MySQL rebuilt from
 // the ledger twice over, pending entries inspected, and the books audited and broken.
-func TestOperatorsRebuildAndAudit(t *testing.T) {
+func TestOperatorsRebuildAndAudit(t *testing.T) { forTopologies(t, testOperatorsRebuildAndAudit) }
+
+func testOperatorsRebuildAndAudit(t *testing.T, tp testenv.Topology) {
 	ctx := context.Background()
-	s := newStack(t)
+	s := newStackOn(t, tp)
 	env := s.env(s.dsn)
 	items := itemsPerPartition(s.l, 1)
 	for _, it := range items {

@@ -16,7 +16,11 @@ import (
 // `replay -fresh` refuses while either runs, names only the live ones after a clean stop,
 // and proceeds once the heartbeat of the one killed with SIGKILL has expired.
 func TestReplayFreshWaitsForProjectors(t *testing.T) {
-	s := newStack(t)
+	forTopologies(t, testReplayFreshWaitsForProjectors)
+}
+
+func testReplayFreshWaitsForProjectors(t *testing.T, tp testenv.Topology) {
+	s := newStackOn(t, tp)
 	env := s.env(s.dsn)
 	items := itemsPerPartition(s.l, 1)
 	for _, it := range items {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flashsale/flashsale/tests/testenv"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,8 +18,10 @@ import (
 
 // TestServeEndToEnd sells an item over HTTP through a real `flashsale serve` and checks that
 // exactly the stock is sold and that every sale lands in MySQL once.
-func TestServeEndToEnd(t *testing.T) {
-	s := newStack(t)
+func TestServeEndToEnd(t *testing.T) { forTopologies(t, testServeEndToEnd) }
+
+func testServeEndToEnd(t *testing.T, tp testenv.Topology) {
+	s := newStackOn(t, tp)
 	const item, stock, buyers, workers = "phone", 200, 300, 50
 	if out := runCmd(t, s.env(s.dsn), "stock", "set", item, fmt.Sprint(stock)); !strings.Contains(out, "stock 200") {
 		t.Fatalf("stock set: got %q, want it to report stock 200", out)

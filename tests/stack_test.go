@@ -19,37 +19,54 @@ import (
 	"github.com/flashsale/flashsale/tests/testenv"
 )
 
-// stack is one test's private backend: a redis-server of its own, a MySQL database of its own
-// with the schema applied by `flashsale migrate`, and a ledger handle on that Redis.
+// stack is one test's private backend: a Redis of its own (one redis-server, a cluster or a
+// sentinel set-up), a MySQL database of its own with the schema applied by `flashsale
+// migrate`, and a ledger handle on that Redis.
 type stack struct {
-	redis *testenv.Redis
-	rdb   *redis.Client
-	l     *ledger.Ledger
-	dsn   string
-	db    *sql.DB
+	target *testenv.Target
+	redis  *testenv.Redis // the redis-server of the single topology; nil on the others
+	rdb    redis.UniversalClient
+	l      *ledger.Ledger
+	dsn    string
+	db     *sql.DB
 }
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	r, rdb := testenv.StartRedis(t)
+	return newStackOn(t, testenv.Single)
+}
+
+// newStackOn is newStack on topology tp.
+func newStackOn(t *testing.T, tp testenv.Topology) *stack {
+	t.Helper()
+	target := testenv.Start(t, tp)
 	dsn, db := testenv.MySQL(t)
-	l, err := ledger.Open(context.Background(), rdb, ledger.Config{})
+	l, err := ledger.Open(context.Background(), target.Client, ledger.Config{})
 	if err != nil {
 		t.Fatalf("open ledger: %v", err)
 	}
-	s := &stack{redis: r, rdb: rdb, l: l, dsn: dsn, db: db}
+	s := &stack{target: target, redis: target.Single, rdb: target.Client, l: l, dsn: dsn, db: db}
 	runCmd(t, s.env(dsn), "migrate")
 	return s
 }
 
+// forTopologies runs test as a subtest on every topology (only the single one with -short).
+func forTopologies(t *testing.T, test func(t *testing.T, tp testenv.Topology)) {
+	for _, tp := range testenv.Topologies {
+		if testing.Short() && tp != testenv.Single {
+			continue
+		}
+		t.Run(string(tp), func(t *testing.T) { test(t, tp) })
+	}
+}
+
 // env is the environment of a flashsale process on this stack, with dsn as its MySQL.
 func (s *stack) env(dsn string) []string {
-	return []string{
-		"FLASHSALE_REDIS_ADDR=" + s.redis.Addr,
-		"FLASHSALE_MYSQL_DSN=" + dsn,
+	return append(append([]string{}, s.target.Env...),
+		"FLASHSALE_MYSQL_DSN="+dsn,
 		"FLASHSALE_HTTP_ADDR=127.0.0.1:0",
 		"FLASHSALE_GRPC_ADDR=127.0.0.1:0",
-	}
+	)
 }
 
 // setStock puts n units of item on sale through the ledger.

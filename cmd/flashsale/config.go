@@ -82,12 +82,18 @@ type redisFlags struct {
 	pipeline       *int
 	senders        *int
 	allowEviction  *bool
+	cluster        *bool
+	sentinelMaster *string
+	tlsCA          *string
+	minReplicas    *int
+	replicaTimeout *time.Duration
+	getenv         func(string) string
 	stderr         io.Writer
 }
 
 func (f *flags) redis() redisFlags {
 	return redisFlags{
-		addr:           f.str("redis", "FLASHSALE_REDIS_ADDR", "127.0.0.1:6379", "Redis address host:port"),
+		addr:           f.str("redis", "FLASHSALE_REDIS_ADDR", "127.0.0.1:6379", "Redis address: host:port, seed nodes host:port,host:port,..., or redis[s]://[user:password@]host:port[,host:port...][/db]; password and user also from FLASHSALE_REDIS_PASSWORD, FLASHSALE_REDIS_USERNAME"),
 		prefix:         f.str("prefix", "FLASHSALE_REDIS_PREFIX", ledger.DefaultPrefix, "prefix of every Redis key of the ledger"),
 		partitions:     f.int("partitions", "FLASHSALE_PARTITIONS", ledger.DefaultPartitions, "partition streams of a ledger created now (an existing ledger keeps its count)"),
 		pool:           f.int("redis-pool", "FLASHSALE_REDIS_POOL", 32*runtime.GOMAXPROCS(0), "Redis connection pool size"),
@@ -96,22 +102,49 @@ func (f *flags) redis() redisFlags {
 		senders:        f.int("pipeline-senders", "FLASHSALE_PIPELINE_SENDERS", 8, "pipelines in flight at once, with -pipeline"),
 		soldOutTTL:     f.duration("soldout-ttl", "FLASHSALE_SOLDOUT_TTL", ledger.DefaultSoldOutTTL, "how long a sold-out item is answered without the purchase script, unless a stock event ends it sooner (negative: never)"),
 		allowEviction:  f.boolean("allow-eviction", "FLASHSALE_ALLOW_EVICTION", false, "run even though Redis's maxmemory-policy is not noeviction (it may then evict acknowledged orders)"),
+		cluster:        f.boolean("redis-cluster", "FLASHSALE_REDIS_CLUSTER", false, "talk to Redis Cluster without asking the node (otherwise detected with INFO cluster)"),
+		sentinelMaster: f.str("redis-sentinel-master", "FLASHSALE_REDIS_SENTINEL_MASTER", "", "name of the master the sentinels at -redis watch (Redis Sentinel); sentinels' own password from FLASHSALE_REDIS_SENTINEL_PASSWORD"),
+		tlsCA:          f.str("redis-tls-ca", "FLASHSALE_REDIS_TLS_CA", "", "PEM file of the CA that signed Redis's TLS certificate, with rediss:// (default: the system's CAs)"),
+		minReplicas:    f.int("min-replicas", "FLASHSALE_MIN_REPLICAS", 0, "answer a purchase or stock change only once this many replicas have it (WAIT; WAITAOF on Redis >= 7.2); fewer in time answer 503, retry with the same request_id"),
+		replicaTimeout: f.duration("min-replicas-timeout", "FLASHSALE_MIN_REPLICAS_TIMEOUT", ledger.DefaultReplicaTimeout, "how long a write waits for -min-replicas"),
+		getenv:         f.env.getenv,
 		stderr:         f.env.stderr,
 	}
 }
 
+// target reads the Redis flags and the password variables.
+func (r redisFlags) target() (redisTarget, error) {
+	t, err := parseRedisAddr(*r.addr)
+	if err != nil {
+		return t, usageError{err.Error()}
+	}
+	if v := r.getenv("FLASHSALE_REDIS_USERNAME"); v != "" {
+		t.username = v
+	}
+	if v := r.getenv("FLASHSALE_REDIS_PASSWORD"); v != "" {
+		t.password = v
+	}
+	t.sentinelPassword = r.getenv("FLASHSALE_REDIS_SENTINEL_PASSWORD")
+	t.cluster = *r.cluster
+	t.sentinelMaster = *r.sentinelMaster
+	t.tlsCA = *r.tlsCA
+	if t.cluster && t.sentinelMaster != "" {
+		return t, usageError{"-redis-cluster and -redis-sentinel-master: choose one"}
+	}
+	return t, nil
+}
+
 // open connects to Redis and opens the ledger; the returned func closes both.
 func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
-	rdb := redis.NewClient(&redis.Options{
-		Addr:         *r.addr,
-		PoolSize:     *r.pool,
-		DialTimeout:  2 * time.Second,
-		ReadTimeout:  2 * time.Second,
-		WriteTimeout: 2 * time.Second,
-		PoolTimeout:  2 * time.Second,
-		MaxRetries:   -1, // a purchase is not retried blindly: the caller retries with its request_id
-	})
-	if err := r.checkEviction(ctx, rdb); err != nil {
+	t, err := r.target()
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb, err := t.connect(ctx, redisTiming{pool: *r.pool, wait: *r.replicaTimeout})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open ledger: %w", err)
+	}
+	if err := r.checkEviction(ctx, rdb, t); err != nil {
 		rdb.Close()
 		return nil, nil, err
 	}
@@ -122,10 +155,12 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 		SoldOutTTL:     *r.soldOutTTL,
 		Pipeline:       *r.pipeline,
 		Senders:        *r.senders,
+		MinReplicas:    *r.minReplicas,
+		ReplicaTimeout: *r.replicaTimeout,
 	})
 	if err != nil {
 		rdb.Close()
-		return nil, nil, fmt.Errorf("open ledger at %s: %w", *r.addr, err)
+		return nil, nil, fmt.Errorf("open ledger at %s: %w", t, err)
 	}
 	return l, func() {
 		l.Close()
@@ -136,12 +171,23 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 // checkEviction refuses a Redis that may evict keys (maxmemory-policy other than noeviction):
 // it would drop ledger streams, stock counters and idempotency keys, losing acknowledged
 // orders. With -allow-eviction it warns instead; when Redis refuses CONFIG it warns and goes on.
-func (r redisFlags) checkEviction(ctx context.Context, rdb *redis.Client) error {
+// On a cluster every master is checked.
+func (r redisFlags) checkEviction(ctx context.Context, rdb redis.UniversalClient, t redisTarget) error {
+	return forEachMaster(ctx, rdb, func(ctx context.Context, node redis.UniversalClient, addr string) error {
+		where := t.String()
+		if addr != "" {
+			where = addr
+		}
+		return r.checkNodeEviction(ctx, node, where)
+	})
+}
+
+func (r redisFlags) checkNodeEviction(ctx context.Context, rdb redis.UniversalClient, where string) error {
 	log := slog.New(slog.NewTextHandler(r.stderr, nil))
 	policy, err := ledger.EvictionPolicy(ctx, rdb)
 	switch {
 	case errors.Is(err, ledger.ErrUnavailable):
-		return fmt.Errorf("open ledger at %s: %w", *r.addr, err)
+		return fmt.Errorf("open ledger at %s: %w", where, err)
 	case err != nil:
 		log.Warn("cannot read Redis maxmemory-policy (CONFIG refused); make sure it is noeviction, or Redis may evict acknowledged orders", "err", err)
 	case policy == "noeviction":
@@ -149,7 +195,7 @@ func (r redisFlags) checkEviction(ctx context.Context, rdb *redis.Client) error 
 		log.Warn("Redis maxmemory-policy is "+policy+", not noeviction: at maxmemory Redis EVICTS LEDGER KEYS and acknowledged orders, stock and idempotency keys are LOST; running anyway because of -allow-eviction", "maxmemory_policy", policy)
 	default:
 		return fmt.Errorf("redis at %s has maxmemory-policy %s: at maxmemory it would evict ledger keys and lose acknowledged orders; "+
-			"run it with --maxmemory-policy noeviction, or pass -allow-eviction (env FLASHSALE_ALLOW_EVICTION=1) to run anyway", *r.addr, policy)
+			"run it with --maxmemory-policy noeviction, or pass -allow-eviction (env FLASHSALE_ALLOW_EVICTION=1) to run anyway", where, policy)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,7 +99,7 @@ func (r *Redis) Start() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		if err == nil || redis.HasErrorPrefix(err, "NOAUTH") {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -117,6 +118,22 @@ func (r *Redis) kill() {
 	r.cmd.Process.Kill()
 	<-r.exited
 	r.cmd = nil
+}
+
+// Pause stops the server with SIGSTOP: it keeps its connections and answers nothing, as a
+// hung or partitioned node; Resume lets it go on.
+func (r *Redis) Pause() { r.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (r *Redis) Resume() { r.signal(syscall.SIGCONT) }
+
+func (r *Redis) signal(sig syscall.Signal) {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Errorf("signal redis %s: %v", r.Addr, err)
+	}
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
