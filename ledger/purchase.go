@@ -111,12 +111,16 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	if err := req.Validate(); err != nil {
 		return Receipt{}, err
 	}
+	k := l.keys
+	p := k.Partition(req.ItemID)
+	if err, ok := l.winners.answer(p, req); ok {
+		return Receipt{}, err
+	}
 	soldOut, now, epoch := l.soldOut.check(req.ItemID)
 	if soldOut {
 		return l.soldOutOrDuplicate(ctx, req)
 	}
-	k := l.keys
-	p := k.Partition(req.ItemID)
+	wepoch := l.winners.epoch(p)
 	keys := []string{
 		k.Stock(req.ItemID),
 		k.Rules(req.ItemID),
@@ -136,6 +140,9 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	stock, _ := a[2].(int64)
 	switch code {
 	case 0:
+		if l.winners.soldOutKnown(p, req.ItemID) {
+			l.winners.forget(p, req.ItemID) // stock came back before the tail saw it
+		}
 		return Receipt{OrderID: orderID, Stock: stock}, nil
 	case 1:
 		return Receipt{}, ErrUnknownItem
@@ -150,6 +157,10 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	case 6:
 		if stock == 0 {
 			l.soldOut.mark(req.ItemID, now, epoch)
+			if len(a) > 3 {
+				last, _ := a[3].(string)
+				l.winners.soldOut(p, req.ItemID, last, wepoch)
+			}
 		}
 		return Receipt{}, ErrSoldOut
 	case 7:
