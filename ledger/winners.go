@@ -38,7 +38,7 @@ const (
 	winnerBlock = time.Second
 	// winnerFresh is how recent the tail's last reply must be for a local answer: a tail on a
 	// silently dead connection stops answering after it.
-	winnerFresh = 2 * winnerBlock
+	winnerFresh = 5 * winnerBlock
 	// winnerCount is the most entries one XREAD returns per partition.
 	winnerCount = 1000
 	// winnerClockMargin covers a skew between this host's clock and Redis's: an idempotency
