@@ -427,14 +427,16 @@ func TestWinnerIndexBytesPerOrder(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	tctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	start := time.Now()
 	go func() { pr.l.TailWinners(tctx, nil); close(done) }()
 	waitUntil(t, func() bool { return pr.l.WinnerStats().Orders == n })
+	took := time.Since(start)
 	cancel()
 	<-done
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	per := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
-	t.Logf("winner index: %.0f bytes per order (%d orders, 16-byte request and user IDs)", per, n)
+	t.Logf("winner index: %.0f bytes per order (%d orders, 16-byte request and user IDs), built in %v", per, n, took.Round(time.Millisecond))
 	if per > 400 {
 		t.Fatalf("%.0f bytes per order, want at most 400", per)
 	}
