@@ -106,7 +106,9 @@ type Receipt struct {
 // ErrUnknownItem, *DuplicateError (the request_id placed an order of this user),
 // ErrRequestIDTaken (of another user), ErrNotStarted, ErrEnded, ErrLimit and ErrSoldOut, and
 // they change nothing; ErrUnavailable means Redis could not be asked. For an item this process
-// recently saw sold out, only the duplicate check runs (see Config.SoldOutTTL).
+// recently saw sold out, only the duplicate check runs (see Config.SoldOutTTL); once its
+// winner tail has read past the position at which the item sold out, no Redis command at all
+// (see TailWinners).
 func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, error) {
 	if err := req.Validate(); err != nil {
 		return Receipt{}, err
