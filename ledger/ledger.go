@@ -54,6 +54,10 @@ type Config struct {
 	// ReplicaTimeout (default DefaultReplicaTimeout) answer ErrNotReplicated.
 	MinReplicas    int
 	ReplicaTimeout time.Duration
+	// WinnerIndexMax is the most orders the winner index holds (see TailWinners); an item
+	// whose orders would pass it is answered through Redis. 0 means DefaultWinnerIndexMax,
+	// negative disables the index.
+	WinnerIndexMax int64
 }
 
 func (c *Config) setDefaults() {
@@ -68,6 +72,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SoldOutTTL == 0 {
 		c.SoldOutTTL = DefaultSoldOutTTL
+	}
+	if c.WinnerIndexMax == 0 {
+		c.WinnerIndexMax = DefaultWinnerIndexMax
 	}
 }
 
@@ -94,6 +101,7 @@ type Ledger struct {
 	keys    Keys
 	idemTTL string // milliseconds, as the purchase script takes it
 	soldOut *soldOut
+	winners *winners // nil: disabled
 	calls   calls
 	repl    replication
 }
@@ -124,7 +132,12 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 	if cfg.Pipeline > 0 {
 		c = newBatcher(rdb, repl, max(cfg.Senders, 1), cfg.Pipeline)
 	}
+	var w *winners
+	if cfg.WinnerIndexMax > 0 {
+		w = newWinners(p, cfg.WinnerIndexMax, cfg.IdempotencyTTL)
+	}
 	return &Ledger{
+		winners: w,
 		rdb:     rdb,
 		keys:    NewKeys(cfg.Prefix, p),
 		idemTTL: strconv.FormatInt(cfg.IdempotencyTTL.Milliseconds(), 10),

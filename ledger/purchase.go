@@ -106,17 +106,23 @@ type Receipt struct {
 // ErrUnknownItem, *DuplicateError (the request_id placed an order of this user),
 // ErrRequestIDTaken (of another user), ErrNotStarted, ErrEnded, ErrLimit and ErrSoldOut, and
 // they change nothing; ErrUnavailable means Redis could not be asked. For an item this process
-// recently saw sold out, only the duplicate check runs (see Config.SoldOutTTL).
+// recently saw sold out, only the duplicate check runs (see Config.SoldOutTTL); once its
+// winner tail has read past the position at which the item sold out, no Redis command at all
+// (see TailWinners).
 func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, error) {
 	if err := req.Validate(); err != nil {
+		return Receipt{}, err
+	}
+	k := l.keys
+	p := k.Partition(req.ItemID)
+	if err, ok := l.winners.answer(p, req); ok {
 		return Receipt{}, err
 	}
 	soldOut, now, epoch := l.soldOut.check(req.ItemID)
 	if soldOut {
 		return l.soldOutOrDuplicate(ctx, req)
 	}
-	k := l.keys
-	p := k.Partition(req.ItemID)
+	wepoch := l.winners.epoch(p)
 	keys := []string{
 		k.Stock(req.ItemID),
 		k.Rules(req.ItemID),
@@ -137,6 +143,9 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	stock, _ := a[2].(int64)
 	switch code {
 	case 0:
+		if l.winners.soldOutKnown(p, req.ItemID) {
+			l.winners.forget(p, req.ItemID) // stock came back before the tail saw it
+		}
 		return Receipt{OrderID: orderID, Stock: stock}, nil
 	case 1:
 		return Receipt{}, ErrUnknownItem
@@ -151,6 +160,10 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	case 6:
 		if stock == 0 {
 			l.soldOut.mark(req.ItemID, now, epoch)
+			if len(a) > 3 {
+				last, _ := a[3].(string)
+				l.winners.soldOut(p, req.ItemID, last, wepoch)
+			}
 		}
 		return Receipt{}, ErrSoldOut
 	case 7:

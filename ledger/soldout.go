@@ -91,6 +91,9 @@ func (l *Ledger) WatchStock(ctx context.Context) error {
 				return nil
 			}
 			l.soldOut.forget(m.Payload)
+			if ValidateItemID(m.Payload) == nil {
+				l.winners.forget(l.keys.Partition(m.Payload), m.Payload)
+			}
 		}
 	}
 }

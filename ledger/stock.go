@@ -111,6 +111,7 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 	switch code {
 	case 0:
 		l.soldOut.forget(item)
+		l.winners.forget(k.Partition(item), item)
 		return stock, nil
 	case 1:
 		return 0, ErrUnknownItem

@@ -34,7 +34,8 @@
 --   3 not started   '', current stock
 --   4 ended         '', current stock
 --   5 limit         '', current stock (the user would exceed the per-user limit)
---   6 sold out     '', current stock (less than the quantity asked for)
+--   6 sold out     '', current stock (less than the quantity asked for); with no stock left,
+--                  also the stream's last ID: the item is sold out as of that ledger position
 --   7 taken         '', current stock (the request_id placed another user's order)
 
 local stock = redis.call('GET', KEYS[1])
@@ -73,6 +74,12 @@ if limit > 0 then
   end
 end
 if stock < quantity then
+  if stock == 0 then
+    local last = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
+    if last[1] then
+      return {6, '', stock, last[1][1]}
+    end
+  end
   return {6, '', stock}
 end
 

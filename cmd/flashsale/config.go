@@ -81,6 +81,7 @@ type redisFlags struct {
 	soldOutTTL     *time.Duration
 	pipeline       *int
 	senders        *int
+	winnerMax      *int
 	allowEviction  *bool
 	cluster        *bool
 	sentinelMaster *string
@@ -101,6 +102,7 @@ func (f *flags) redis() redisFlags {
 		pipeline:       f.int("pipeline", "FLASHSALE_PIPELINE", 16, "send concurrent purchases as pipelines of up to this many script calls (0: one call per round trip)"),
 		senders:        f.int("pipeline-senders", "FLASHSALE_PIPELINE_SENDERS", 8, "pipelines in flight at once, with -pipeline"),
 		soldOutTTL:     f.duration("soldout-ttl", "FLASHSALE_SOLDOUT_TTL", ledger.DefaultSoldOutTTL, "how long a sold-out item is answered without the purchase script, unless a stock event ends it sooner (negative: never)"),
+		winnerMax:      f.int("winner-index-max", "FLASHSALE_WINNER_INDEX_MAX", ledger.DefaultWinnerIndexMax, "most orders indexed in memory to answer sold-out purchases without Redis; an item beyond it asks Redis (negative: no index)"),
 		allowEviction:  f.boolean("allow-eviction", "FLASHSALE_ALLOW_EVICTION", false, "run even though Redis's maxmemory-policy is not noeviction (it may then evict acknowledged orders)"),
 		cluster:        f.boolean("redis-cluster", "FLASHSALE_REDIS_CLUSTER", false, "talk to Redis Cluster without asking the node (otherwise detected with INFO cluster)"),
 		sentinelMaster: f.str("redis-sentinel-master", "FLASHSALE_REDIS_SENTINEL_MASTER", "", "name of the master the sentinels at -redis watch (Redis Sentinel); sentinels' own password from FLASHSALE_REDIS_SENTINEL_PASSWORD"),
@@ -157,6 +159,7 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 		Senders:        *r.senders,
 		MinReplicas:    *r.minReplicas,
 		ReplicaTimeout: *r.replicaTimeout,
+		WinnerIndexMax: int64(*r.winnerMax),
 	})
 	if err != nil {
 		rdb.Close()

@@ -112,6 +112,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		wctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return l.WatchStock(wctx) }, func(error) { cancel() })
 	}
+	{
+		tctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return l.TailWinners(tctx, log) }, func(error) { cancel() })
+	}
 	router := svc.Router(reg)
 	board := svc.MountAdmin(router, ingest.AdminOptions{
 		Token: *adminToken, Ledger: l, Group: projector.DefaultGroup, Audit: auditFn, IdleWarn: *idleWarn,
