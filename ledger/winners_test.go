@@ -375,6 +375,51 @@ func TestWinnerIndexStockChangeEndsSoldOut(t *testing.T) {
 			return err == nil
 		})
 	})
+	t.Run("cancelled and expired reservations", func(t *testing.T) {
+		srv, _ := testenv.StartRedis(t)
+		// No announcements: the tail's reading of the cancelled and expired events ends the
+		// local sold-out answer.
+		a := startProcess(t, srv.Addr, ledger.Config{SoldOutTTL: -1}, true, false)
+		ctx := context.Background()
+		within := 50 * time.Millisecond
+		if _, err := a.l.SetStock(ctx, "a", ledger.StockChange{Op: ledger.StockSet, Quantity: 2, PayWithin: &within}); err != nil {
+			t.Fatal(err)
+		}
+		r0, err := buy(a.l, "a", "v0", "w0", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r1, err := buy(a.l, "a", "v1", "w1", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, release := range []func() error{
+			func() error { _, err := a.l.Cancel(ctx, r0.OrderID, "v0"); return err },
+			func() error {
+				time.Sleep(2 * within) // past pay_by
+				done, err := a.l.Expire(ctx, r1.OrderID)
+				if err == nil && !done {
+					err = errors.New("not expired")
+				}
+				return err
+			},
+		} {
+			if _, err := buy(a.l, "a", "late", fmt.Sprintf("late-%d", i), 1); !errors.Is(err, ledger.ErrSoldOut) {
+				t.Fatalf("before release %d: got %v, want ErrSoldOut", i, err)
+			}
+			waitLocal(t, a, "a")
+			if err := release(); err != nil {
+				t.Fatalf("release %d: %v", i, err)
+			}
+			waitUntil(t, func() bool {
+				_, err := buy(a.l, "a", fmt.Sprintf("next-%d", i), fmt.Sprintf("next-%d", i), 1)
+				if err != nil && !errors.Is(err, ledger.ErrSoldOut) {
+					t.Fatalf("after release %d: %v", i, err)
+				}
+				return err == nil
+			})
+		}
+	})
 	t.Run("restock", func(t *testing.T) {
 		srv, _ := testenv.StartRedis(t)
 		a := startProcess(t, srv.Addr, ledger.Config{SoldOutTTL: -1}, true, false)
