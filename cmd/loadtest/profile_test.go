@@ -27,12 +27,38 @@ import (
 //	go tool pprof -top -cum -focus 'ingest|ledger' /tmp/cpu.out
 func BenchmarkServe(b *testing.B) {
 	srv, _ := testenv.StartRedis(b)
-	ctx := context.Background()
 	// As flashsale serve configures its client: 32 connections per core, no retries.
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64, MaxRetries: -1})
 	b.Cleanup(func() { rdb.Close() })
-	// And as its flags default: pipelines of up to 16 purchases from 8 senders.
-	l, err := ledger.Open(ctx, rdb, ledger.Config{Pipeline: 16, Senders: 8})
+	benchServe(b, rdb, ledger.Config{})
+}
+
+// BenchmarkServeTopology runs the same purchase path on a Redis Cluster of 3 masters and 3
+// replicas started for it, as is and with every purchase waiting for one replica
+// (-min-replicas 1), for the cost per request of each set-up on this machine:
+//
+//	go test -run '^$' -bench ServeTopology -benchtime 40000x ./cmd/loadtest
+//
+// A cluster spreads the partitions over its masters; on one machine they share its cores, so
+// this shows the cost of the cluster's routing and of WAIT, not the scaling of N machines.
+func BenchmarkServeTopology(b *testing.B) {
+	c := testenv.StartCluster(b)
+	for _, min := range []int{0, 1} {
+		b.Run(fmt.Sprintf("cluster/min-replicas=%d", min), func(b *testing.B) {
+			rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), PoolSize: 64, MaxRetries: -1})
+			b.Cleanup(func() { rdb.Close() })
+			benchServe(b, rdb, ledger.Config{Prefix: fmt.Sprintf("bench%d", min), MinReplicas: min})
+		})
+	}
+}
+
+// benchServe serves purchases on rdb with cfg (pipelined as serve's flags default) and runs
+// the selling and sold-out phases over HTTP and gRPC against it.
+func benchServe(b *testing.B, rdb redis.UniversalClient, cfg ledger.Config) {
+	ctx := context.Background()
+	// As serve's flags default: pipelines of up to 16 purchases from 8 senders, 16 partitions.
+	cfg.Pipeline, cfg.Senders = 16, 8
+	l, err := ledger.Open(ctx, rdb, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
