@@ -25,11 +25,14 @@ import (
 )
 
 // purchaseCommands counts the Redis commands of purchases: every command but the winner
-// tail's reads (XREAD, XINFO, XRANGE) and the setup of new connections.
-type purchaseCommands struct{ n atomic.Int64 }
+// tail's reads (XREAD, XINFO, XRANGE) and the setup of new connections; the read barrier of a
+// local "sold out" (XREVRANGE COUNT 1) apart.
+type purchaseCommands struct{ n, tops atomic.Int64 }
 
 func (c *purchaseCommands) count(cmd redis.Cmder) {
 	switch cmd.Name() {
+	case "xrevrange":
+		c.tops.Add(1)
 	case "xread", "xinfo", "xrange", "hello", "client": // the tail's reads, connection setup
 	default:
 		c.n.Add(1)
@@ -104,7 +107,7 @@ func TestSoldOutAnswersFromTheWinnerIndex(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	before := cmds.n.Load()
+	before, tops := cmds.n.Load(), cmds.tops.Load()
 	for _, tt := range []struct {
 		req, user string
 		status    int
@@ -145,5 +148,8 @@ func TestSoldOutAnswersFromTheWinnerIndex(t *testing.T) {
 	}
 	if n := cmds.n.Load() - before; n != 0 {
 		t.Fatalf("%d Redis commands for sold-out answers, want 0", n)
+	}
+	if n := cmds.tops.Load() - tops; n > 2 {
+		t.Fatalf("%d barrier reads for 2 new requests, want at most 2", n)
 	}
 }

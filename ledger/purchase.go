@@ -116,7 +116,18 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	k := l.keys
 	p := k.Partition(req.ItemID)
 	if err, ok := l.winners.answer(p, req); ok {
-		return Receipt{}, err
+		if err != errNeedsBarrier {
+			return Receipt{}, err
+		}
+		// Not an indexed winner: sold out, once the tail has everything up to now.
+		if top, terr := l.streamTop(ctx, p); terr == nil && l.winners.caughtUp(ctx, p, top) {
+			if err, ok := l.winners.answer(p, req); ok && err == errNeedsBarrier {
+				l.winners.localAnswers.Add(1)
+				return Receipt{}, ErrSoldOut
+			} else if ok {
+				return Receipt{}, err
+			}
+		}
 	}
 	soldOut, now, epoch := l.soldOut.check(req.ItemID)
 	if soldOut {

@@ -103,6 +103,9 @@ type winnerPart struct {
 	// lastReply is when the tail last had a reply from Redis covering this partition
 	// (nanoseconds since winners.start, monotonic).
 	lastReply atomic.Int64
+	// advanced is closed (and replaced) each time the tail has read more (see caughtUp).
+	advanced chan struct{}
+	barrier  barrier
 }
 
 type winners struct {
@@ -120,7 +123,7 @@ type winners struct {
 func newWinners(partitions int, max int64, ttl time.Duration) *winners {
 	w := &winners{max: max, ttl: ttl, start: time.Now(), parts: make([]*winnerPart, partitions)}
 	for p := range w.parts {
-		w.parts[p] = &winnerPart{items: map[string]*winnerItem{}}
+		w.parts[p] = &winnerPart{items: map[string]*winnerItem{}, advanced: make(chan struct{})}
 		w.parts[p].lastReply.Store(-int64(winnerFresh) - 1) // no reply yet
 	}
 	return w
@@ -158,9 +161,12 @@ func (w *winners) answer(p int, req PurchaseRequest) (err error, ok bool) {
 	if it.endMS > 0 && nowMS >= it.endMS-winnerClockMargin.Milliseconds() {
 		return nil, false // the sale window closes: the script answers that
 	}
-	w.localAnswers.Add(1)
-	return ErrSoldOut, true
+	return errNeedsBarrier, true
 }
+
+// errNeedsBarrier is answer's "sold out, unless an order the tail has not read yet holds the
+// request_id": Purchase confirms it with a read barrier (see streamTop).
+var errNeedsBarrier = errors.New("sold out as of the tail")
 
 // epoch returns partition p's forget count, to pass to soldOut.
 func (w *winners) epoch(p int) uint64 {
@@ -467,6 +473,7 @@ func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 			part := w.parts[p]
 			part.mu.Lock()
 			part.synced = !part.broken
+			part.advance()
 			part.mu.Unlock()
 			part.lastReply.Store(now)
 		}

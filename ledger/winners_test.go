@@ -20,10 +20,15 @@ import (
 // commandCounter is a go-redis hook that counts the commands a ledger sends, but for the
 // winner tail's own reads (XREAD, XINFO, XRANGE), which purchases never send, and the
 // setup of new connections (HELLO, CLIENT).
-type commandCounter struct{ n atomic.Int64 }
+type commandCounter struct {
+	n    atomic.Int64
+	tops atomic.Int64 // XREVRANGE: the read barrier of a local "sold out"
+}
 
 func (c *commandCounter) count(cmd redis.Cmder) {
 	switch cmd.Name() {
+	case "xrevrange":
+		c.tops.Add(1)
 	case "xread", "xinfo", "xrange", "hello", "client", "cluster": // the tail's reads, connection and cluster setup
 	default:
 		c.n.Add(1)
@@ -153,13 +158,18 @@ func checkAnswers(t testing.TB, pr *process, item string, orders map[string]stri
 	}
 }
 
-// answeredLocally runs checkAnswers and fails unless no command reached Redis.
+// answeredLocally runs checkAnswers and fails unless no purchase command reached Redis: a
+// winner's retry and another user's reuse of its request_id send nothing, a new request only
+// its read barrier (one stream-top read, shared by the requests in flight).
 func answeredLocally(t testing.TB, pr *process, item string, orders map[string]string) {
 	t.Helper()
-	before, local := pr.cmds.n.Load(), pr.l.WinnerStats().LocalAnswers
+	before, tops, local := pr.cmds.n.Load(), pr.cmds.tops.Load(), pr.l.WinnerStats().LocalAnswers
 	checkAnswers(t, pr, item, orders)
 	if n := pr.cmds.n.Load() - before; n != 0 {
 		t.Fatalf("%d Redis commands for answers of a sold-out item, want 0", n)
+	}
+	if n := pr.cmds.tops.Load() - tops; n > 5 {
+		t.Fatalf("%d barrier reads for 5 new requests, want at most 5", n)
 	}
 	if want := int64(2*len(orders) + 5); pr.l.WinnerStats().LocalAnswers-local != want {
 		t.Fatalf("local answers: %d, want %d", pr.l.WinnerStats().LocalAnswers-local, want)
@@ -561,4 +571,55 @@ func BenchmarkLocalAnswer(b *testing.B) {
 			_ = orders
 		})
 	}
+}
+
+// A new winner's retry reaching a process whose tail has not yet read the stock change that
+// made the sale possible, nor the order, gets its order (409), never "sold out": a local
+// "sold out" waits for the tail to reach the stream's top as read after the request arrived.
+func TestWinnerIndexNewWinnerBeforeTheTailSeesIt(t *testing.T) {
+	srv, _ := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	// b: no announcements and no sold-out TTL, so only its tail tells it of stock changes.
+	b, err := ledger.Open(context.Background(), rdb, ledger.Config{SoldOutTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hold atomic.Bool
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	ledger.SetBeforeTailRead(b, func() {
+		if hold.Load() {
+			held <- struct{}{}
+			<-release
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.TailWinners(ctx, nil); close(done) }()
+	var releaseOnce sync.Once
+	unhold := func() { hold.Store(false); releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(func() { cancel(); unhold(); rdb.Close(); <-done })
+	pb := &process{l: b, cmds: &commandCounter{}}
+	a := startProcess(t, srv.Addr, ledger.Config{}, false, false)
+
+	sellOut(t, pb, "a", 1)
+	waitLocal(t, pb, "a")
+	hold.Store(true)
+	<-held // b's tail stops before its next read: synced, fresh, behind from here on
+	if _, err := a.l.SetStock(context.Background(), "a", ledger.StockChange{Op: ledger.StockAdd, Quantity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	won, err := buy(a.l, "a", "late-winner", "new-winner", 1)
+	if err != nil {
+		t.Fatalf("purchase after the stock add: %v", err)
+	}
+	var dup *ledger.DuplicateError
+	if _, err := buy(b, "a", "late-winner", "new-winner", 1); !errors.As(err, &dup) || dup.OrderID != won.OrderID {
+		t.Fatalf("the new winner's retry through the lagging process: got %v, want duplicate of %s", err, won.OrderID)
+	}
+	if _, err := buy(b, "a", "someone", "another", 1); !errors.Is(err, ledger.ErrSoldOut) {
+		t.Fatalf("a new request through the lagging process: got %v, want ErrSoldOut", err)
+	}
+	unhold()
+	waitLocal(t, pb, "a")
 }
