@@ -107,8 +107,9 @@ type Receipt struct {
 // ErrRequestIDTaken (of another user), ErrNotStarted, ErrEnded, ErrLimit and ErrSoldOut, and
 // they change nothing; ErrUnavailable means Redis could not be asked. For an item this process
 // recently saw sold out, only the duplicate check runs (see Config.SoldOutTTL); once its
-// winner tail has read past the position at which the item sold out, no Redis command at all
-// (see TailWinners).
+// winner tail has read past the position at which the item sold out, no purchase command:
+// a winner's retry is answered from memory, anything else after a shared read barrier (see
+// TailWinners, streamTop).
 func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, error) {
 	if err := req.Validate(); err != nil {
 		return Receipt{}, err

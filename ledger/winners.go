@@ -26,7 +26,8 @@ import (
 // it sooner). While the item is sold out as of X and the tail has read past X, continuously
 // from the stream's first entry and recently (see winnerFresh), a purchase is answered as the
 // script would answer it: the winner's own request_id gets its order (409), another user's
-// reuse of it ErrRequestIDTaken, anyone else ErrSoldOut. In every other case (tail behind,
+// reuse of it ErrRequestIDTaken, anyone else ErrSoldOut once a read barrier has shown the tail
+// holds every order placed before the request arrived (see streamTop). In every other case (tail behind,
 // broken, stale, item over the cap, an idempotency key that may have expired, a sale window
 // that may have closed) Purchase takes the Redis path as before.
 
