@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -87,21 +86,8 @@ func (e *env) startHTTP(t *testing.T) (string, *http.Client) {
 // connection to it; both are stopped by t.Cleanup.
 func (e *env) startGRPC(t *testing.T) *grpc.ClientConn {
 	t.Helper()
-	srv, _ := ingest.NewGRPCServer(e.svc, ingest.DefaultLimits().GRPCOptions()...)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr := e.startGRPCWith(t, ingest.DefaultLimits())
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("grpc client: %v", err)
 	}
