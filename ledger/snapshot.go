@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -103,40 +102,13 @@ func (l *Ledger) RangeTo(ctx context.Context, p int, after, last string, count i
 // is before b, 0 when equal, +1 when after. "" (no entry) comes before every ID; an ID that
 // does not parse counts as "".
 func CompareIDs(a, b string) int {
-	aok, ams, aseq := parseStreamID(a)
-	bok, bms, bseq := parseStreamID(b)
-	switch {
-	case aok != bok:
+	pa, aok := parsePos(a)
+	pb, bok := parsePos(b)
+	if aok != bok {
 		if aok {
 			return 1
 		}
 		return -1
-	case ams != bms:
-		return cmpUint(ams, bms)
-	default:
-		return cmpUint(aseq, bseq)
 	}
-}
-
-func parseStreamID(id string) (ok bool, ms, seq uint64) {
-	m, s, found := strings.Cut(id, "-")
-	if !found {
-		return false, 0, 0
-	}
-	ms, err1 := strconv.ParseUint(m, 10, 64)
-	seq, err2 := strconv.ParseUint(s, 10, 64)
-	if err1 != nil || err2 != nil {
-		return false, 0, 0
-	}
-	return true, ms, seq
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return pa.compare(pb)
 }
