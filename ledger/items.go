@@ -28,10 +28,10 @@ func (l *Ledger) Items(ctx context.Context) ([]string, error) {
 	return items, nil
 }
 
-// Tally is the running fold of one item's ledger events, in stream order: the rules
-// `flashsale audit` folds by (a set makes the stock the set value and the units put on sale
-// the set value plus the units sold so far; an add adds to both; orders and restocks move
-// units between stock and sold).
+// Tally is the running fold of one item's ledger events, in stream order, by the rules
+// `flashsale audit` folds by (projector.Audit): a stock event makes the stock the counter it
+// recorded (a set, the set value) and the units put on sale that plus the units sold so far;
+// orders, restocks and released reservations move units between stock and sold.
 type Tally struct {
 	PutOnSale int64
 	Sold      int64
@@ -51,13 +51,13 @@ func (t *Tally) Apply(e Event) {
 	}
 	switch e.Type {
 	case EventStock:
+		// The event records the counter after it (set: the set value), as audit folds: an
+		// add that corrects a counter changed by hand makes the tally agree again.
+		t.Stock = e.Stock
 		if e.Op == StockSet {
 			t.Stock = e.Quantity
-			t.PutOnSale = e.Quantity + t.Sold
-		} else {
-			t.Stock += e.Quantity
-			t.PutOnSale += e.Quantity
 		}
+		t.PutOnSale = t.Stock + t.Sold
 	case EventOrder:
 		t.Stock -= e.Quantity
 		t.Sold += e.Quantity
