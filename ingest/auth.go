@@ -23,8 +23,9 @@ import (
 
 // Verified identity. Without an Authenticator the purchase and order routes trust the user_id
 // a request carries (a gateway in front must set it). With one (Service.RequireAuth) they take
-// the user from a bearer JWT signed by the configured key: a body user_id may be left out and,
-// when present, must be that user, and an order is shown only to the user who placed it.
+// the user from a bearer JWT signed by the configured key: a user_id may be left out and, when
+// present, must be that user. In both modes an order is read, paid or cancelled only for the
+// user who placed it.
 
 // Identity errors. Both match through the transports' error tables.
 var (
@@ -366,11 +367,41 @@ func claimUser(user string, req *ledger.PurchaseRequest) error {
 	return nil
 }
 
-// order returns the order if the caller of the authorization values may read it: anyone
-// without verified identity, otherwise only the user who placed it. Another user's order is
-// ledger.ErrUnknownOrder, as if it did not exist.
-func (s *Service) order(ctx context.Context, authorization []string, orderID string) (Order, error) {
-	user, err := s.authenticate(authorization)
+// orderUser returns the user an order call (read, pay, cancel) acts for: only that user's
+// orders are found. With verified identity it is the token's user, and named (the request's
+// user_id) may be left out or must be that user (ErrUserMismatch). Without, it is named, as
+// the gateway in front set it, the way a purchase names its user; a call naming no user finds
+// no order (ledger.ErrUnknownOrder), so an order ID alone is never enough. verified is the
+// result of authenticate.
+func (s *Service) orderUser(verified, named string) (string, error) {
+	if named != "" {
+		if err := ledger.ValidateUserID(named); err != nil {
+			return "", err
+		}
+	}
+	switch {
+	case s.auth == nil && named == "":
+		return "", ledger.ErrUnknownOrder
+	case s.auth == nil:
+		return named, nil
+	case named != "" && named != verified:
+		return "", ErrUserMismatch
+	}
+	return verified, nil
+}
+
+// order returns the order if the caller may read it: only the user who placed it, named by
+// the token or (without verified identity) by named, the request's user_id. Another user's
+// order is ledger.ErrUnknownOrder, as if it did not exist.
+func (s *Service) order(ctx context.Context, authorization []string, named, orderID string) (Order, error) {
+	verified, err := s.authenticate(authorization)
+	if err != nil {
+		return Order{}, err
+	}
+	if _, _, err := ledger.ParseOrderID(orderID); err != nil {
+		return Order{}, err
+	}
+	user, err := s.orderUser(verified, named)
 	if err != nil {
 		return Order{}, err
 	}
@@ -378,7 +409,7 @@ func (s *Service) order(ctx context.Context, authorization []string, orderID str
 	if err != nil {
 		return Order{}, err
 	}
-	if s.auth != nil && o.UserID != user {
+	if o.UserID != user {
 		return Order{}, ledger.ErrUnknownOrder
 	}
 	return o, nil

@@ -40,7 +40,12 @@ func (r PurchaseRequest) Validate() error {
 	if !validID(r.RequestID, maxClientID, true) {
 		return invalid("request_id must be 1..%d bytes of printable UTF-8", maxClientID)
 	}
-	if !validID(r.UserID, maxClientID, true) {
+	return ValidateUserID(r.UserID)
+}
+
+// ValidateUserID checks a user ID: 1..128 bytes of printable UTF-8. Errors match ErrInvalid.
+func ValidateUserID(id string) error {
+	if !validID(id, maxClientID, true) {
 		return invalid("user_id must be 1..%d bytes of printable UTF-8", maxClientID)
 	}
 	return nil
