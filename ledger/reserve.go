@@ -64,13 +64,14 @@ type Reservation struct {
 	PaidAt time.Time
 }
 
-// ValidatePaymentRef checks a payment reference: 1..128 bytes of printable UTF-8.
+// ValidatePaymentRef checks a payment reference: 1..128 bytes of printable UTF-8 (the rule of
+// request and user IDs, validID).
 func ValidatePaymentRef(ref string) error {
 	if ref == "" {
 		return ErrMissingFields
 	}
 	if !validID(ref, MaxPaymentRef, true) {
-		return invalid("payment_ref must be 1..%d bytes of printable UTF-8", MaxPaymentRef)
+		return invalid("payment_ref must be 1..%d bytes of printable UTF-8 %s", MaxPaymentRef, printableRule)
 	}
 	return nil
 }
