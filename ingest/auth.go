@@ -101,10 +101,11 @@ type AuthConfig struct {
 // Authenticator verifies bearer JWTs and names the user they speak for. It is safe for
 // concurrent use.
 type Authenticator struct {
-	parser *jwt.Parser
-	key    jwt.Keyfunc
-	claim  string
-	log    *slog.Logger
+	parser           *jwt.Parser
+	key              jwt.Keyfunc
+	claim            string
+	issuer, audience string
+	log              *slog.Logger
 }
 
 // NewAuthenticator returns an Authenticator for cfg. ctx bounds the JWK Set's refreshes: they
@@ -150,22 +151,20 @@ func NewAuthenticator(ctx context.Context, cfg AuthConfig) (*Authenticator, erro
 		methods = []string{jwt.SigningMethodRS256.Alg(), jwt.SigningMethodES256.Alg()}
 		key = k
 	}
+	// The signature and algorithm are the jwt package's to check; the claims are checkClaims'.
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
-		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(AuthLeeway),
-	}
-	if cfg.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
-	}
-	if cfg.Audience != "" {
-		opts = append(opts, jwt.WithAudience(cfg.Audience))
+		jwt.WithoutClaimsValidation(),
+		jwt.WithJSONNumber(),
 	}
 	claim := cfg.Claim
 	if claim == "" {
 		claim = "sub"
 	}
-	return &Authenticator{parser: jwt.NewParser(opts...), key: key, claim: claim, log: log}, nil
+	return &Authenticator{
+		parser: jwt.NewParser(opts...), key: key, claim: claim,
+		issuer: cfg.Issuer, audience: cfg.Audience, log: log,
+	}, nil
 }
 
 // parsePublicKey reads one PEM public key and returns it with the only algorithm it verifies.
@@ -310,10 +309,17 @@ func (a *Authenticator) User(authorization []string) (string, error) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 		return "", &TokenError{Reason: "want Authorization: Bearer <token>"}
 	}
+	token = strings.TrimSpace(token)
 	claims := jwt.MapClaims{}
-	if _, err := a.parser.ParseWithClaims(strings.TrimSpace(token), claims, a.key); err != nil {
+	if _, err := a.parser.ParseWithClaims(token, claims, a.key); err != nil {
 		a.log.Debug("bearer token refused", "err", err)
 		return "", &TokenError{Reason: tokenReason(err)}
+	}
+	if te := uniqueKeys(token); te != nil {
+		return "", te
+	}
+	if te := a.checkClaims(claims, time.Now()); te != nil {
+		return "", te
 	}
 	user, ok := claims[a.claim].(string)
 	if !ok || user == "" {
@@ -322,20 +328,10 @@ func (a *Authenticator) User(authorization []string) (string, error) {
 	return user, nil
 }
 
-// tokenReason is the client-safe description of a jwt error.
+// tokenReason is the client-safe description of an error of the jwt package, which checks
+// the form, the algorithm and the signature (the claims are checkClaims').
 func tokenReason(err error) string {
-	switch {
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return "token expired"
-	case errors.Is(err, jwt.ErrTokenNotValidYet):
-		return "token not valid yet"
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return "token has no exp claim"
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return "token has the wrong issuer"
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return "token has the wrong audience"
-	case errors.Is(err, jwt.ErrTokenMalformed):
+	if errors.Is(err, jwt.ErrTokenMalformed) {
 		return "malformed token"
 	}
 	return "invalid token"
