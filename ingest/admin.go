@@ -21,6 +21,8 @@ type Admin interface {
 	Backlog(ctx context.Context, p int, group string) (ledger.Backlog, error)
 	Range(ctx context.Context, p int, after string, count int64) ([]ledger.Event, error)
 	Keys() ledger.Keys
+	// Sessions keep the board's sign-ins.
+	Sessions
 }
 
 // AdminOptions configure the admin routes and the live board.
@@ -67,7 +69,7 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	auth := newAdminAuth(o)
+	auth := newAdminAuth(o, s.log)
 	b := newBoard(s, o, auth)
 	// The page and its assets hold no data; they are public so that the sign-in form shows.
 	r.Handle("/admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently)).Methods(http.MethodGet)
