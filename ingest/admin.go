@@ -44,7 +44,12 @@ type AdminOptions struct {
 	// SecureCookie marks the session cookie Secure even on plain HTTP (behind a TLS proxy);
 	// it is always Secure when the request came over TLS.
 	SecureCookie bool
-	// Now is the clock of sessions (default time.Now).
+	// AuthFailures failed sign-ins or bearer attempts from one client address within
+	// AuthWindow make every attempt from it answered 429 until the window ends (defaults 5
+	// and 1 minute).
+	AuthFailures int
+	AuthWindow   time.Duration
+	// Now is the clock of sessions and of the brake on failed attempts (default time.Now).
 	Now func() time.Time
 }
 
@@ -68,6 +73,12 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.AuthFailures <= 0 {
+		o.AuthFailures = 5
+	}
+	if o.AuthWindow <= 0 {
+		o.AuthWindow = time.Minute
 	}
 	auth := newAdminAuth(o, s.log)
 	b := newBoard(s, o, auth)

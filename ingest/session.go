@@ -52,6 +52,7 @@ type adminAuth struct {
 	secure    bool
 	now       func() time.Time
 	sessions  Sessions
+	brake     *brake
 	log       *slog.Logger
 }
 
@@ -65,6 +66,7 @@ func newAdminAuth(o AdminOptions, log *slog.Logger) *adminAuth {
 		secure:    o.SecureCookie,
 		now:       o.Now,
 		sessions:  o.Ledger,
+		brake:     newBrake(o.AuthFailures, o.AuthWindow, o.Now, log),
 		log:       log,
 	}
 }
@@ -157,15 +159,20 @@ func sameOrigin(r *http.Request, safe bool) bool {
 func safeMethod(m string) bool { return m == http.MethodGet || m == http.MethodHead }
 
 // require admits a request with the bearer token, or with a same-origin session cookie and,
-// unless it only reads, the session's CSRF token.
+// unless it only reads, the session's CSRF token. Bearer attempts go through the brake.
 func (a *adminAuth) require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h := r.Header.Get("Authorization"); h != "" {
+			if a.brake.refuse(w, r) {
+				return
+			}
 			got, ok := strings.CutPrefix(h, "Bearer ")
 			if !ok || !a.tokenOK(got) {
+				a.brake.fail(r)
 				unauthorized(w)
 				return
 			}
+			a.brake.succeed(r)
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -214,16 +221,22 @@ func (a *adminAuth) cookie(r *http.Request, value string, maxAge int) *http.Cook
 }
 
 // handleLogin signs in with the admin token (form field token) and sets the session cookie.
+// Failed sign-ins go through the brake.
 func (a *adminAuth) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !sameOrigin(r, true) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused", "")
 		return
 	}
+	if a.brake.refuse(w, r) {
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	if err := r.ParseForm(); err != nil || !a.tokenOK(r.PostForm.Get("token")) {
+		a.brake.fail(r)
 		writeError(w, http.StatusUnauthorized, "wrong admin token", "")
 		return
 	}
+	a.brake.succeed(r)
 	s, value, err := a.newSession(r.Context())
 	if err != nil {
 		a.unavailable(w, r, err)

@@ -50,6 +50,7 @@ func TestSignOutEndsTheSessionEverywhere(t *testing.T) {
 
 	// A restart keeps the session; signing out there ends it everywhere.
 	stopA()
+	c.CloseIdleConnections() // a restarted server has none of the old connections
 	a2, stopA2 := e.boardServer(t, a[len("http://"):], ingest.AdminOptions{Token: "tok"})
 	if got := read(a2, ck.Value); got != http.StatusOK {
 		t.Fatalf("session after a restart: got %d, want 200", got)
@@ -69,6 +70,7 @@ func TestSignOutEndsTheSessionEverywhere(t *testing.T) {
 		t.Errorf("signed-out session on another process: read got %d, want 401", got)
 	}
 	stopA2()
+	c.CloseIdleConnections()
 	a3, _ := e.boardServer(t, a[len("http://"):], ingest.AdminOptions{Token: "tok"})
 	if got := add(a3, ck.Value, csrf); got != http.StatusUnauthorized {
 		t.Errorf("signed-out session after a restart: put got %d, want 401", got)
