@@ -89,15 +89,19 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	r.HandleFunc("/admin/board.css", servePage("board.css")).Methods(http.MethodGet)
 	r.HandleFunc("/admin/login", auth.handleLogin).Methods(http.MethodPost)
 
-	sub := r.PathPrefix("/admin").Subrouter()
-	sub.Use(auth.require)
-	sub.HandleFunc("/pending", func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, o.Ledger, o.Group) }).Methods(http.MethodGet)
-	sub.HandleFunc("/items/{item_id}", func(w http.ResponseWriter, r *http.Request) { s.handlePutItem(w, r, o.Ledger) }).Methods(http.MethodPut)
-	sub.HandleFunc("/session", auth.handleSession).Methods(http.MethodGet)
-	sub.HandleFunc("/logout", auth.handleLogout).Methods(http.MethodPost)
-	sub.HandleFunc("/board", b.handleSnapshot).Methods(http.MethodGet)
-	sub.HandleFunc("/events", b.handleEvents).Methods(http.MethodGet)
-	sub.HandleFunc("/audit", b.handleAudit).Methods(http.MethodPost)
+	// The routes behind credentials are mounted one by one on r, each wrapped, not on a
+	// PathPrefix subrouter: mux lets a subrouter's later routes clear a method mismatch, which
+	// then answered 404 where 405 is meant.
+	guarded := func(path, method string, h http.HandlerFunc) {
+		r.Handle("/admin"+path, auth.require(h)).Methods(method)
+	}
+	guarded("/pending", http.MethodGet, func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, o.Ledger, o.Group) })
+	guarded("/items/{item_id}", http.MethodPut, func(w http.ResponseWriter, r *http.Request) { s.handlePutItem(w, r, o.Ledger) })
+	guarded("/session", http.MethodGet, auth.handleSession)
+	guarded("/logout", http.MethodPost, auth.handleLogout)
+	guarded("/board", http.MethodGet, b.handleSnapshot)
+	guarded("/events", http.MethodGet, b.handleEvents)
+	guarded("/audit", http.MethodPost, b.handleAudit)
 	return b
 }
 
