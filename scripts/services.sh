@@ -37,6 +37,12 @@ ours_mariadb() {
   [ "$(mysql_root "$MYSQL_PORT" -N -e 'select @@datadir' 2>/dev/null)" = "$DATA/mysql/" ]
 }
 
+# redis_up_or_failed LOGSIZE: Redis answers, or its log (past LOGSIZE bytes) says it could not
+# start.
+redis_up_or_failed() {
+  redis_pings || tail -c +$(($1 + 1)) "$DATA/redis/redis.log" 2>/dev/null | grep -q -e 'Address already in use' -e '# Failed' -e 'Fatal'
+}
+
 # check_ports: before anything is started, each port is free or held by this data dir's server.
 check_ports() {
   if listening 127.0.0.1 "$REDIS_PORT" && ! ours_redis; then
@@ -59,13 +65,18 @@ start_redis() {
   log "starting redis-server on 127.0.0.1:$REDIS_PORT (data in $DATA/redis, AOF fsynced on every write)"
   mkdir -p "$DATA/redis"
   rm -f "$REDIS_PIDFILE"
-  redis-server --daemonize yes --port "$REDIS_PORT" --bind 127.0.0.1 \
+  local logsize
+  logsize="$(stat -c %s "$DATA/redis/redis.log" 2>/dev/null || echo 0)"
+  if ! redis-server --daemonize yes --port "$REDIS_PORT" --bind 127.0.0.1 \
     --appendonly yes --appendfsync always --maxmemory-policy noeviction \
-    --dir "$DATA/redis" --logfile "$DATA/redis/redis.log" --pidfile "$REDIS_PIDFILE"
-  wait_for 20 "" redis_pings || {
-    tail -n 20 "$DATA/redis/redis.log" >&2 || true
-    die "Redis did not answer on 127.0.0.1:$REDIS_PORT within 20 s (log: $DATA/redis/redis.log)"
-  }
+    --dir "$DATA/redis" --logfile "$DATA/redis/redis.log" --pidfile "$REDIS_PIDFILE" ||
+    ! wait_for 20 "" redis_up_or_failed "$logsize" || ! redis_pings; then
+    tail -c +$((logsize + 1)) "$DATA/redis/redis.log" | tail -n 20 >&2 || true
+    if tail -c +$((logsize + 1)) "$DATA/redis/redis.log" | grep -q 'Address already in use'; then
+      die "Redis could not bind 127.0.0.1:$REDIS_PORT: address already in use; set FLASHSALE_REDIS_PORT to a free port"
+    fi
+    die "Redis did not start on 127.0.0.1:$REDIS_PORT within 20 s (its log: $DATA/redis/redis.log)"
+  fi
   # Loading a big AOF answers LOADING to anything but PING: wait until it is done.
   wait_for 300 "" ours_redis || die "Redis on 127.0.0.1:$REDIS_PORT did not finish loading its AOF"
 }
@@ -81,7 +92,8 @@ start_mariadb() {
   fi
   mariadb_init "$DATA/mysql" "$DATA/mysql-install.log"
   log "starting mariadbd on 127.0.0.1:$MYSQL_PORT (data in $DATA/mysql)"
-  mariadb_start "$DATA/mysql" "$DATA" "$MYSQL_PORT"
+  mariadb_start "$DATA/mysql" "$DATA" "$MYSQL_PORT" ||
+    die "127.0.0.1:$MYSQL_PORT is taken by another process; set FLASHSALE_MYSQL_PORT to a free port"
 }
 
 create_database() {
