@@ -7,12 +7,19 @@
 #                        create the flashsale database and user
 #   services.sh stop     stop `flashsale serve` of `make run`, then those two servers
 #   services.sh status   say what runs
+#   services.sh env      print the exports that point flashsale's CLI at these servers
+#                        (`eval "$(make env)"`); `start` also writes them to
+#                        $FLASHSALE_DATA_DIR/flashsale.env
+#
+# `start` also makes the admin token of `make run`'s board the first time (kept in
+# $FLASHSALE_DATA_DIR/admin-token, mode 0600, and reused), unless FLASHSALE_ADMIN_TOKEN is set.
 #
 # Any other Redis or MariaDB on the machine is left alone: not used, not reconfigured, not
 # stopped. A port taken by a server that is not this data dir's is an error.
 #
 # Environment: FLASHSALE_REDIS_PORT (16379), FLASHSALE_MYSQL_PORT (13306),
-#              FLASHSALE_DATA_DIR (<repo>/.data).
+#              FLASHSALE_DATA_DIR (<repo>/.data), FLASHSALE_HTTP_ADDR (127.0.0.1:8080, for
+#              the board's URL), FLASHSALE_ADMIN_TOKEN (made when unset).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +34,9 @@ DATA="$(cd "$DATA" && pwd)"
 REDIS_PIDFILE="$DATA/redis/redis.pid"
 MYSQL_PIDFILE="$DATA/mysql.pid"
 SERVE_PIDFILE="$DATA/serve.pid"
+TOKEN_FILE="$DATA/admin-token"
+ENV_FILE="$DATA/flashsale.env"
+HTTP_ADDR="${FLASHSALE_HTTP_ADDR:-127.0.0.1:8080}"
 
 redis_cli() { timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 redis_pings() { [ "$(redis_cli ping 2>/dev/null)" = PONG ]; }
@@ -107,6 +117,42 @@ SQL
     -e 'select 1' >/dev/null || die "user flashsale cannot log in to database flashsale on 127.0.0.1:$MYSQL_PORT"
 }
 
+# admin_token: print the board's token: FLASHSALE_ADMIN_TOKEN, else the one kept in
+# $TOKEN_FILE, made (and shown once, with the board's URL) when there is none.
+admin_token() {
+  if [ -n "${FLASHSALE_ADMIN_TOKEN:-}" ]; then
+    printf '%s' "$FLASHSALE_ADMIN_TOKEN"
+    return
+  fi
+  if [ ! -s "$TOKEN_FILE" ]; then
+    (umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE.tmp") && mv "$TOKEN_FILE.tmp" "$TOKEN_FILE" ||
+      die "cannot write $TOKEN_FILE"
+    chmod 600 "$TOKEN_FILE"
+    {
+      log "the live board: $(board_url), sign in with this admin token (made now, kept in $TOKEN_FILE and reused):"
+      printf '    %s\n' "$(cat "$TOKEN_FILE")"
+    } >&2
+  fi
+  cat "$TOKEN_FILE"
+}
+
+# board_url: the URL of make run's board.
+board_url() {
+  local host="${HTTP_ADDR%:*}" port="${HTTP_ADDR##*:}"
+  case "$host" in "" | 0.0.0.0 | "[::]") host=127.0.0.1 ;; esac
+  echo "http://$host:$port/admin/"
+}
+
+# env_exports: the exports that point flashsale's CLI at these servers.
+env_exports() {
+  local token="${FLASHSALE_ADMIN_TOKEN:-}"
+  [ -n "$token" ] || token="$(cat "$TOKEN_FILE" 2>/dev/null || true)"
+  echo "# flashsale's CLI against make run's servers (data in $DATA): eval \"\$(make env)\""
+  echo "export FLASHSALE_REDIS_ADDR='127.0.0.1:$REDIS_PORT'"
+  echo "export FLASHSALE_MYSQL_DSN='flashsale:flashsale@tcp(127.0.0.1:$MYSQL_PORT)/flashsale?parseTime=true'"
+  [ -z "$token" ] || echo "export FLASHSALE_ADMIN_TOKEN='$token'"
+}
+
 # stop_pid NAME PIDFILE DIR SECONDS: SIGTERM the process of PIDFILE if it is NAME working in
 # DIR, and wait for it.
 stop_pid() {
@@ -143,6 +189,19 @@ start)
   start_mariadb
   create_database
   log "Redis on 127.0.0.1:$REDIS_PORT and MariaDB on 127.0.0.1:$MYSQL_PORT run in the background (data in $DATA); 'make stop' stops them"
+  had_token=0
+  [ -n "${FLASHSALE_ADMIN_TOKEN:-}" ] || [ ! -s "$TOKEN_FILE" ] || had_token=1
+  token="$(admin_token)"
+  (umask 077 && FLASHSALE_ADMIN_TOKEN="$token" env_exports >"$ENV_FILE")
+  if [ "$had_token" = 1 ]; then
+    log "the live board: $(board_url) (admin token: cat $TOKEN_FILE)"
+  elif [ -n "${FLASHSALE_ADMIN_TOKEN:-}" ]; then
+    log "the live board: $(board_url) (admin token: FLASHSALE_ADMIN_TOKEN)"
+  fi
+  log "the CLI against these servers: eval \"\$(make env)\" (the exports are in $ENV_FILE)"
+  ;;
+env)
+  env_exports
   ;;
 stop)
   stop_pid flashsale "$SERVE_PIDFILE" "$ROOT" 30
@@ -154,5 +213,5 @@ status)
   status_of redis-server "$REDIS_PIDFILE" "$DATA/redis" "data in $DATA/redis"
   status_of mariadbd "$MYSQL_PIDFILE" "$DATA/mysql" "data in $DATA/mysql"
   ;;
-*) die "usage: $0 start|stop|status" ;;
+*) die "usage: $0 start|stop|status|env" ;;
 esac
