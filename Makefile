@@ -37,7 +37,7 @@ run: build ## build, start the servers, stock the item "demo" with 1000, serve o
 	echo $$$$ >'$(DATA_DIR)/serve.pid' && \
 	exec bin/flashsale serve -http '$(HTTP_ADDR)' -grpc '$(GRPC_ADDR)'
 
-env: ## print the exports that point the CLI at make run's servers: eval "$$(make env)"
+env: ## print the exports that point the CLI at make run's servers: eval "$(make env)"
 	@bash scripts/services.sh env
 
 stop: ## stop make run's serve, Redis and MariaDB (nothing else)
