@@ -150,7 +150,7 @@ env_exports() {
   echo "# flashsale's CLI against make run's servers (data in $DATA): eval \"\$(make env)\""
   echo "export FLASHSALE_REDIS_ADDR='127.0.0.1:$REDIS_PORT'"
   echo "export FLASHSALE_MYSQL_DSN='flashsale:flashsale@tcp(127.0.0.1:$MYSQL_PORT)/flashsale?parseTime=true'"
-  [ -z "$token" ] || echo "export FLASHSALE_ADMIN_TOKEN='$token'"
+  [ -z "$token" ] || printf 'export FLASHSALE_ADMIN_TOKEN=%q\n' "$token"
 }
 
 # stop_pid NAME PIDFILE DIR SECONDS: SIGTERM the process of PIDFILE if it is NAME working in
