@@ -10,16 +10,11 @@ SHELL := /bin/bash
 # Go 1.26 in /usr/local/go comes before any older Go on PATH (e.g. Debian's golang-go).
 export PATH := /usr/local/go/bin:$(PATH)
 
-REDIS_PORT := $(or $(FLASHSALE_REDIS_PORT),16379)
-MYSQL_PORT := $(or $(FLASHSALE_MYSQL_PORT),13306)
 DATA_DIR   := $(or $(FLASHSALE_DATA_DIR),$(CURDIR)/.data)
 HTTP_ADDR  := $(or $(FLASHSALE_HTTP_ADDR),127.0.0.1:8080)
 GRPC_ADDR  := $(or $(FLASHSALE_GRPC_ADDR),127.0.0.1:50051)
 
-RUN_REDIS_ADDR := 127.0.0.1:$(REDIS_PORT)
-RUN_MYSQL_DSN  := flashsale:flashsale@tcp(127.0.0.1:$(MYSQL_PORT))/flashsale?parseTime=true
-
-.PHONY: help gocheck build services run stop status test chaos bench proto clean
+.PHONY: help gocheck build services run env stop status test chaos bench proto clean
 
 help: ## list the targets
 	@echo 'Usage: make TARGET'
@@ -34,13 +29,16 @@ build: gocheck ## build bin/flashsale
 services: ## start make run's own Redis and MariaDB (installed with apt when missing)
 	bash scripts/services.sh start
 
-run: build ## build, start the servers, stock the item "demo" with 1000, serve on 127.0.0.1:8080 and :50051
-	bash scripts/services.sh start
-	export FLASHSALE_REDIS_ADDR='$(RUN_REDIS_ADDR)' FLASHSALE_MYSQL_DSN='$(RUN_MYSQL_DSN)'; \
+run: build ## build, start the servers, stock the item "demo" with 1000, serve on 127.0.0.1:8080 and :50051 (board at /admin/)
+	FLASHSALE_HTTP_ADDR='$(HTTP_ADDR)' bash scripts/services.sh start
+	. '$(DATA_DIR)/flashsale.env' && \
 	bin/flashsale migrate && \
 	bin/flashsale stock set -if-new demo 1000 && \
 	echo $$$$ >'$(DATA_DIR)/serve.pid' && \
 	exec bin/flashsale serve -http '$(HTTP_ADDR)' -grpc '$(GRPC_ADDR)'
+
+env: ## print the exports that point the CLI at make run's servers: eval "$(make env)"
+	@bash scripts/services.sh env
 
 stop: ## stop make run's serve, Redis and MariaDB (nothing else)
 	@bash scripts/services.sh stop

@@ -41,7 +41,11 @@ func browser(t *testing.T, timeout time.Duration) context.Context {
 	if path == "" {
 		t.Fatal("chromium not installed: `apt-get install -y chromium` (make test's set-up does it), or set FLASHSALE_SKIP_BROWSER=1 to skip the browser test")
 	}
+	// Chromium keeps its singleton socket in a TMPDIR directory that it leaves behind
+	// (org.chromium.Chromium.*): give it the test's own, which t.Cleanup removes.
+	tmp, profile := t.TempDir(), t.TempDir()
 	opts := []chromedp.ExecAllocatorOption{
+		chromedp.Env("TMPDIR=" + tmp),
 		chromedp.ExecPath(path),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -54,7 +58,7 @@ func browser(t *testing.T, timeout time.Duration) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-extensions", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(1440, 1100),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -67,6 +71,9 @@ func browser(t *testing.T, timeout time.Duration) context.Context {
 	})
 	if err := chromedp.Do(tctx); err != nil {
 		t.Fatalf("start chromium %s: %v", path, err)
+	}
+	if link, err := os.Readlink(filepath.Join(profile, "SingletonSocket")); err == nil && !strings.HasPrefix(link, tmp+string(filepath.Separator)) {
+		t.Fatalf("chromium keeps its socket in %s, outside the test's temp dir: it would be left behind", filepath.Dir(link))
 	}
 	return tctx
 }

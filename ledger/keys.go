@@ -18,6 +18,9 @@ func NewKeys(prefix string, partitions int) Keys {
 	return Keys{prefix: prefix, partitions: partitions}
 }
 
+// Prefix reports the prefix of every key of the ledger.
+func (k Keys) Prefix() string { return k.prefix }
+
 // Partitions reports the number of partition streams.
 func (k Keys) Partitions() int { return k.partitions }
 

@@ -5,6 +5,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -58,7 +59,14 @@ type Config struct {
 	// whose orders would pass it is answered through Redis. 0 means DefaultWinnerIndexMax,
 	// negative disables the index.
 	WinnerIndexMax int64
+	// MustExist opens only a ledger that exists: Open then writes nothing and returns
+	// ErrNoLedger when the prefix has no ledger. Commands that only read set it.
+	MustExist bool
 }
+
+// ErrNoLedger is Open's answer, with Config.MustExist, when Redis has no ledger under the
+// prefix.
+var ErrNoLedger = errors.New("no flashsale ledger")
 
 func (c *Config) setDefaults() {
 	if c.Prefix == "" {
@@ -114,10 +122,15 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 		return nil, fmt.Errorf("ledger config: %w", err)
 	}
 	meta := NewKeys(cfg.Prefix, 1).Meta()
-	if err := rdb.HSetNX(ctx, meta, "partitions", cfg.Partitions).Err(); err != nil {
-		return nil, redisErr("create ledger", err)
+	if !cfg.MustExist {
+		if err := rdb.HSetNX(ctx, meta, "partitions", cfg.Partitions).Err(); err != nil {
+			return nil, redisErr("create ledger", err)
+		}
 	}
 	p, err := rdb.HGet(ctx, meta, "partitions").Int()
+	if cfg.MustExist && errors.Is(err, redis.Nil) {
+		return nil, ErrNoLedger
+	}
 	if err != nil {
 		return nil, redisErr("read ledger partitions", err)
 	}

@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -129,9 +130,22 @@ func New(l *ledger.Ledger, store *Store, cfg Config, m *Metrics, log *slog.Logge
 
 // Run projects every partition until ctx is done, then waits for the batches in hand to be
 // committed and acknowledged (or left pending) and returns nil. It returns an error only if
-// it cannot start.
+// it cannot start: ErrOtherLedger when the database holds another ledger's projection (see
+// BindLedger).
 func (p *Projector) Run(ctx context.Context) error {
 	parts := p.ledger.Keys().Partitions()
+	err := p.retry(ctx, "bind ledger", func() error {
+		err := BindLedger(ctx, p.store.db, p.ledger.Keys().Prefix())
+		if errors.Is(err, ErrOtherLedger) {
+			return backoffStop{err}
+		}
+		return err
+	})
+	if stop := (backoffStop{}); errors.As(err, &stop) {
+		return stop.err
+	} else if err != nil {
+		return nil // ctx done while MySQL was away
+	}
 	for part := range parts {
 		if err := p.retry(ctx, "create group", func() error { return p.ledger.EnsureGroup(ctx, part, p.cfg.Group) }); err != nil {
 			return nil // ctx done while Redis was away: nothing started, nothing to stop
@@ -258,14 +272,22 @@ func (p *Projector) claim(ctx context.Context, part int, consumer string) {
 	}
 }
 
-// retry runs f until it succeeds or ctx is done, backing off between attempts; it returns
-// ctx's error in the latter case.
+// backoffStop, returned by retry's f, ends the retries with that error.
+type backoffStop struct{ err error }
+
+func (b backoffStop) Error() string { return b.err.Error() }
+
+// retry runs f until it succeeds, returns a backoffStop, or ctx is done, backing off between
+// attempts; it returns ctx's error in the last case.
 func (p *Projector) retry(ctx context.Context, what string, f func() error) error {
 	backoff := p.cfg.RetryMin
 	for {
 		err := f()
 		if err == nil {
 			return nil
+		}
+		if errors.As(err, &backoffStop{}) {
+			return err
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -35,14 +35,27 @@ pid_of_live() {
   [ "${st#Z}" = "$st" ] && [ "${st##* }" = "$1" ] && [ "$(readlink "/proc/$pid/cwd")" = "$3" ] && echo "$pid"
 }
 
-# free_port: print a TCP port of 127.0.0.1 on which nothing listens now.
+# ephemeral_range: print the kernel's ephemeral port range ("LO HI"), from which it takes the
+# ports of outgoing connections and of listeners on port 0 (net.ipv4.ip_local_port_range).
+ephemeral_range() {
+  local r
+  r="$(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || sysctl -n net.ipv4.ip_local_port_range 2>/dev/null)" || true
+  set -- $r
+  if [ "$#" -eq 2 ] && [ "$1" -le "$2" ] 2>/dev/null; then echo "$1 $2"; else echo "32768 60999"; fi
+}
+
+# free_port: print a TCP port of 127.0.0.1 on which nothing listens now, in 10000-65535 but
+# outside the ephemeral range: an outgoing connection could take such a port between this
+# check and the server's bind. A server may still lose the race: retry on a bind failure.
 free_port() {
-  local port i
-  for ((i = 0; i < 50; i++)); do
-    port=$((20000 + RANDOM % 30000))
+  local port i lo hi
+  read -r lo hi <<<"$(ephemeral_range)"
+  for ((i = 0; i < 200; i++)); do
+    port=$((10000 + (RANDOM * 32768 + RANDOM) % 55536))
+    if [ "$port" -ge "$lo" ] && [ "$port" -le "$hi" ]; then continue; fi
     listening 127.0.0.1 "$port" || { echo "$port"; return 0; }
   done
-  die "found no free port"
+  die "found no free port in 10000-65535 outside the ephemeral range $lo-$hi"
 }
 
 # ensure_packages CMD:PACKAGE...: apt-get install the PACKAGE of every CMD (a command name or
@@ -89,7 +102,8 @@ ensure_packages() {
 # MariaDB of flashsale's own, run by the current user from a datadir of its own.
 #   mariadb_init DATADIR LOG: create the datadir (root: TCP login without password).
 #   mariadb_start DATADIR RUNDIR PORT: start mariadbd in the background on 127.0.0.1:PORT,
-#     its socket, pid file and log in RUNDIR; sets MARIADB_PID.
+#     its socket, pid file and log in RUNDIR; sets MARIADB_PID. Returns 2 when mariadbd
+#     could not bind the port (taken meanwhile); dies on any other failure, saying which.
 #   mysql_root PORT ARGS...: the mariadb client as root on 127.0.0.1:PORT.
 mysql_root() {
   local port=$1
@@ -109,17 +123,27 @@ mariadb_init() {
 }
 
 mariadb_start() {
-  local datadir=$1 run=$2 port=$3
+  local datadir=$1 run=$2 port=$3 logsize
   # Left over by a server that was killed (e.g. a reboot): the socket's lock file names a PID
   # that may belong to another process by now, and mariadbd would refuse to start.
   rm -f "$run/mysql.sock" "$run/mysql.sock.lock" "$run/mysql.pid"
+  logsize="$(stat -c %s "$run/mysql.log" 2>/dev/null || echo 0)"
   nohup setsid mariadbd --no-defaults --user="$(id -un)" --datadir="$datadir" --port="$port" \
     --bind-address=127.0.0.1 --socket="$run/mysql.sock" --pid-file="$run/mysql.pid" \
     --log-error="$run/mysql.log" --character-set-server=utf8mb4 \
     --collation-server=utf8mb4_unicode_ci </dev/null >>"$run/mysql.log" 2>&1 &
   MARIADB_PID=$!
-  wait_for 60 "$MARIADB_PID" mysql_root "$port" -e 'select 1' || {
+  wait_for 60 "$MARIADB_PID" mysql_root "$port" -e 'select 1' && return 0
+  if kill -0 "$MARIADB_PID" 2>/dev/null; then
     tail -n 20 "$run/mysql.log" >&2 || true
     die "MariaDB did not answer on 127.0.0.1:$port within 60 s (log: $run/mysql.log)"
-  }
+  fi
+  MARIADB_PID=""
+  # This start's lines of the log only: an earlier start may have failed otherwise.
+  if tail -c +$((logsize + 1)) "$run/mysql.log" | grep -q 'Address already in use'; then
+    warn "MariaDB could not bind 127.0.0.1:$port: address already in use"
+    return 2
+  fi
+  tail -c +$((logsize + 1)) "$run/mysql.log" | tail -n 20 >&2 || true
+  die "MariaDB exited before it answered on 127.0.0.1:$port (log: $run/mysql.log)"
 }

@@ -61,10 +61,16 @@ fi
 if [ -z "$dsn" ]; then
   ensure_packages mariadbd:mariadb-server-core mariadb-install-db:mariadb-server-core my_print_defaults:mariadb-client-core
   TMP="$(mktemp -d "${TMPDIR:-/tmp}/flashsale-test.XXXXXX")"
-  port="$(free_port)"
   mariadb_init "$TMP/mysql" "$TMP/mysql-install.log"
-  log "starting a throwaway MariaDB on 127.0.0.1:$port (in $TMP, removed when the tests end)"
-  mariadb_start "$TMP/mysql" "$TMP" "$port"
+  # A free port may be taken before mariadbd binds it: start again on another.
+  for attempt in 1 2 3 4 5; do
+    port="$(free_port)"
+    log "starting a throwaway MariaDB on 127.0.0.1:$port (in $TMP, removed when the tests end)"
+    started=0
+    mariadb_start "$TMP/mysql" "$TMP" "$port" || started=$?
+    [ "$started" -eq 0 ] && break
+    [ "$attempt" -lt 5 ] || die "MariaDB found no port it could bind in 5 tries (log: $TMP/mysql.log)"
+  done
   dsn="root@tcp(127.0.0.1:$port)/?parseTime=true"
 fi
 export FLASHSALE_TEST_MYSQL_DSN="$dsn"

@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
+	"strings"
 
 	"github.com/flashsale/flashsale/ingest"
 )
@@ -20,7 +23,7 @@ func (f *flags) auth() authFlags {
 	return authFlags{
 		secretFile:    f.str("auth-jwt-hs256-secret-file", "FLASHSALE_AUTH_JWT_HS256_SECRET_FILE", "", "file holding the HS256 secret (at least 32 bytes; a trailing newline is dropped) that signs users' bearer tokens"),
 		publicKeyFile: f.str("auth-jwt-public-key-file", "FLASHSALE_AUTH_JWT_PUBLIC_KEY_FILE", "", "PEM public key (RSA: RS256, ECDSA P-256: ES256) that verifies users' bearer tokens"),
-		jwksURL:       f.str("auth-jwt-jwks-url", "FLASHSALE_AUTH_JWT_JWKS_URL", "", "JWK Set URL whose RS256/ES256 keys verify users' bearer tokens"),
+		jwksURL:       f.secret("auth-jwt-jwks-url", "FLASHSALE_AUTH_JWT_JWKS_URL", "", "JWK Set URL whose RS256/ES256 keys verify users' bearer tokens", redactURL),
 		claim:         f.str("auth-jwt-claim", "FLASHSALE_AUTH_JWT_CLAIM", "sub", "token claim holding the user_id"),
 		issuer:        f.str("auth-jwt-issuer", "FLASHSALE_AUTH_JWT_ISSUER", "", "required token issuer (iss), when set"),
 		audience:      f.str("auth-jwt-audience", "FLASHSALE_AUTH_JWT_AUDIENCE", "", "required token audience (aud), when set"),
@@ -46,7 +49,7 @@ func (a authFlags) build(ctx context.Context, log *slog.Logger) (*ingest.Authent
 		return nil, nil
 	}
 	cfg := ingest.AuthConfig{JWKSURL: *a.jwksURL, Claim: *a.claim, Issuer: *a.issuer, Audience: *a.audience, Log: log}
-	source := "JWK Set " + *a.jwksURL
+	source := "JWK Set " + redactURL(*a.jwksURL)
 	if *a.secretFile != "" {
 		b, err := os.ReadFile(*a.secretFile)
 		if err != nil {
@@ -65,8 +68,25 @@ func (a authFlags) build(ctx context.Context, log *slog.Logger) (*ingest.Authent
 	}
 	auth, err := ingest.NewAuthenticator(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, errors.New(scrubURL(err.Error(), *a.jwksURL))
 	}
 	log.Info("identity verified: purchases and orders need a bearer token", "key", source, "claim", cfg.Claim)
 	return auth, nil
+}
+
+// scrubURL replaces in msg the credentials that URL raw may carry (its password and query) by
+// xxxxx: errors from the JWK Set fetch quote the URL.
+func scrubURL(msg, raw string) string {
+	u, err := url.Parse(raw)
+	if raw == "" || err != nil {
+		return msg
+	}
+	msg = strings.ReplaceAll(msg, raw, redactURL(raw))
+	if p, ok := u.User.Password(); ok && p != "" {
+		msg = strings.ReplaceAll(msg, p, "xxxxx")
+	}
+	if u.RawQuery != "" {
+		msg = strings.ReplaceAll(msg, u.RawQuery, "xxxxx")
+	}
+	return msg
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"runtime"
 	"strconv"
 	"time"
@@ -51,6 +52,44 @@ func (f *flags) str(name, envKey, def, usage string) *string {
 	return f.String(name, def, usage+" (env "+envKey+")")
 }
 
+// secret is str for a flag that may hold a password or a token: the usage text shows its
+// default (often taken from the environment) as redact gives it, never as it is.
+func (f *flags) secret(name, envKey, def, usage string, redact func(string) string) *string {
+	p := f.str(name, envKey, def, usage)
+	if fl := f.Lookup(name); fl.DefValue != "" {
+		fl.DefValue = redact(fl.DefValue)
+	}
+	return p
+}
+
+// redacted is the form usage text gives a secret: "(set)".
+func redacted(string) string { return "(set)" }
+
+// redactDSN hides the password of a MySQL DSN; a DSN that does not parse is shown as "(set)".
+func redactDSN(dsn string) string {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "(set)"
+	}
+	if cfg.Passwd != "" {
+		cfg.Passwd = "xxxxx"
+	}
+	return cfg.FormatDSN()
+}
+
+// redactURL hides a URL's user part and query, which may carry credentials.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(set)"
+	}
+	if u.User == nil && u.RawQuery == "" {
+		return s
+	}
+	u.User, u.RawQuery = nil, ""
+	return u.String() + " (with credentials, not shown)"
+}
+
 func (f *flags) int(name, envKey string, def int, usage string) *int {
 	if n, err := strconv.Atoi(f.env.getenv(envKey)); err == nil {
 		def = n
@@ -90,11 +129,14 @@ type redisFlags struct {
 	replicaTimeout *time.Duration
 	getenv         func(string) string
 	stderr         io.Writer
+	// create lets open make the ledger when the prefix has none; without it (the read-only
+	// commands, stock add) open writes nothing to Redis and refuses a missing ledger.
+	create bool
 }
 
 func (f *flags) redis() redisFlags {
 	return redisFlags{
-		addr:           f.str("redis", "FLASHSALE_REDIS_ADDR", "127.0.0.1:6379", "Redis address: host:port, seed nodes host:port,host:port,..., or redis[s]://[user:password@]host:port[,host:port...][/db]; password and user also from FLASHSALE_REDIS_PASSWORD, FLASHSALE_REDIS_USERNAME"),
+		addr:           f.secret("redis", "FLASHSALE_REDIS_ADDR", "127.0.0.1:6379", "Redis address: host:port, seed nodes host:port,host:port,..., or redis[s]://[user:password@]host:port[,host:port...][/db]; password and user also from FLASHSALE_REDIS_PASSWORD, FLASHSALE_REDIS_USERNAME", redactRedisAddr),
 		prefix:         f.str("prefix", "FLASHSALE_REDIS_PREFIX", ledger.DefaultPrefix, "prefix of every Redis key of the ledger"),
 		partitions:     f.int("partitions", "FLASHSALE_PARTITIONS", ledger.DefaultPartitions, "partition streams of a ledger created now (an existing ledger keeps its count)"),
 		pool:           f.int("redis-pool", "FLASHSALE_REDIS_POOL", 32*runtime.GOMAXPROCS(0), "Redis connection pool size"),
@@ -160,7 +202,12 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 		MinReplicas:    *r.minReplicas,
 		ReplicaTimeout: *r.replicaTimeout,
 		WinnerIndexMax: int64(*r.winnerMax),
+		MustExist:      !r.create,
 	})
+	if errors.Is(err, ledger.ErrNoLedger) {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("%w at %s (prefix %s): check -redis and -prefix, or create it with 'flashsale stock set'", err, t, *r.prefix)
+	}
 	if err != nil {
 		rdb.Close()
 		return nil, nil, fmt.Errorf("open ledger at %s: %w", t, err)
@@ -221,8 +268,8 @@ func (r redisFlags) openWithMySQL(ctx context.Context, dsn string) (*ledger.Ledg
 }
 
 func (f *flags) mysqlDSN() *string {
-	return f.str("mysql", "FLASHSALE_MYSQL_DSN", "flashsale:flashsale@tcp(127.0.0.1:3306)/flashsale?parseTime=true",
-		"MySQL/MariaDB DSN (go-sql-driver/mysql format)")
+	return f.secret("mysql", "FLASHSALE_MYSQL_DSN", "flashsale:flashsale@tcp(127.0.0.1:3306)/flashsale?parseTime=true",
+		"MySQL/MariaDB DSN (go-sql-driver/mysql format)", redactDSN)
 }
 
 // openMySQL opens (without connecting yet) the database of dsn.

@@ -102,6 +102,9 @@ func audit(ctx context.Context, e *env, args []string) error {
 		return cannot(err)
 	}
 	defer closeAll()
+	if err := projector.CheckLedger(ctx, db, *rf.prefix); err != nil {
+		return cannot(err)
+	}
 	rep, err := projector.Audit(ctx, l, projector.NewStore(db), projector.DefaultGroup)
 	if err != nil {
 		return cannot(err)
@@ -160,6 +163,9 @@ func replay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeAll()
+	if err := projector.BindLedger(ctx, db, *rf.prefix); err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
 	progress := plainProgress(e.stderr)
 	if file, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(file.Fd())) {
 		var bar *progressbar.ProgressBar

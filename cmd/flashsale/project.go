@@ -69,6 +69,7 @@ func (o orderLookup) Order(ctx context.Context, id string) (ingest.Order, error)
 func project(ctx context.Context, e *env, args []string) error {
 	f := e.flags("project", "", "Projects the ledger into MySQL only (no purchase API). Run several with distinct -consumer names to share the work.")
 	rf := f.redis()
+	rf.create = true
 	pf := f.projector()
 	sf := f.sweeper()
 	dsn := f.mysqlDSN()

@@ -72,11 +72,27 @@ func parseRedisAddr(s string) (redisTarget, error) {
 				return t, fmt.Errorf("redis address: database %q, want a number", p)
 			}
 		}
+		q := u.Query()
+		for k := range q {
+			if k != "addr" && k != "db" {
+				return t, fmt.Errorf("redis address: query parameter %q not supported (only db and addr)", k)
+			}
+		}
+		if dbs := q["db"]; len(dbs) > 0 {
+			n, err := strconv.Atoi(dbs[0])
+			switch {
+			case len(dbs) > 1 || err != nil || n < 0:
+				return t, fmt.Errorf("redis address: db=%q, want one number", strings.Join(dbs, ","))
+			case strings.Trim(u.Path, "/") != "" && n != t.db:
+				return t, fmt.Errorf("redis address: database %d in the path and db=%d in the query", t.db, n)
+			}
+			t.db = n
+		}
 		hosts := []string{}
 		if authority != "" {
 			hosts = append(hosts, strings.Split(authority, ",")...)
 		}
-		hosts = append(hosts, u.Query()["addr"]...)
+		hosts = append(hosts, q["addr"]...)
 		s = strings.Join(hosts, ",")
 	}
 	for _, a := range strings.Split(s, ",") {
@@ -86,11 +102,12 @@ func parseRedisAddr(s string) (redisTarget, error) {
 		}
 		host, port, err := net.SplitHostPort(a)
 		if err != nil {
-			if t.tls || strings.Contains(err.Error(), "missing port") {
-				host, port = a, "6379"
-			} else {
-				return t, fmt.Errorf("redis address %q: want host:port", a)
+			// No port: host, [v6] or a bare IPv6 address, on Redis's port 6379.
+			host = strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
+			if strings.Contains(host, ":") && net.ParseIP(host) == nil || strings.ContainsAny(host, "[]") {
+				return t, fmt.Errorf("redis address %q: want host:port, [ipv6]:port, or a host alone for port 6379", a)
 			}
+			port = "6379"
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return t, fmt.Errorf("redis address %q: bad port", a)
@@ -103,9 +120,39 @@ func parseRedisAddr(s string) (redisTarget, error) {
 	return t, nil
 }
 
+// redactRedisAddr is -redis as usage text shows it: a URL's password replaced by xxxxx, and
+// "(set)" for an address that does not parse.
+func redactRedisAddr(s string) string {
+	if _, err := parseRedisAddr(s); err != nil {
+		return "(set)"
+	}
+	scheme, rest, ok := strings.Cut(strings.TrimSpace(s), "://")
+	if !ok {
+		return s
+	}
+	hostEnd := strings.IndexAny(rest, "/?")
+	if hostEnd < 0 {
+		hostEnd = len(rest)
+	}
+	at := strings.LastIndex(rest[:hostEnd], "@")
+	if at < 0 {
+		return s
+	}
+	user := "xxxxx"
+	if name, _, hasPass := strings.Cut(rest[:at], ":"); hasPass && name != "" {
+		user = name + ":xxxxx"
+	} else if hasPass {
+		user = ":xxxxx"
+	}
+	return scheme + "://" + user + "@" + rest[at+1:]
+}
+
 // String names the Redis for messages: its addresses, never a password.
 func (t redisTarget) String() string {
 	s := strings.Join(t.addrs, ",")
+	if len(t.addrs) > 4 {
+		s = fmt.Sprintf("%s and %d more", strings.Join(t.addrs[:3], ","), len(t.addrs)-3)
+	}
 	if t.sentinelMaster != "" {
 		s = "master " + t.sentinelMaster + " of sentinels " + s
 	}
@@ -144,7 +191,12 @@ func (t redisTarget) options(tm redisTiming) (*redis.UniversalOptions, error) {
 	if err != nil {
 		return nil, err
 	}
+	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	if tc != nil {
+		dial = tlsDialer(tc, 2*time.Second)
+	}
 	return &redis.UniversalOptions{
+		Dialer:           dial,
 		Addrs:            t.addrs,
 		DB:               t.db,
 		Username:         t.username,
@@ -178,7 +230,7 @@ func (t redisTarget) connect(ctx context.Context, tm redisTiming) (redis.Univers
 	case t.cluster:
 		return redis.NewClusterClient(o.Cluster()), nil
 	}
-	cluster, err := t.isCluster(ctx, o)
+	cluster, live, err := t.isCluster(ctx, o)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +238,9 @@ func (t redisTarget) connect(ctx context.Context, tm redisTiming) (redis.Univers
 		if t.db != 0 {
 			return nil, errors.New("redis address: Redis Cluster has only database 0")
 		}
-		return redis.NewClusterClient(o.Cluster()), nil
+		co := o.Cluster()
+		co.Addrs = live // the client finds the other nodes from them
+		return redis.NewClusterClient(co), nil
 	}
 	if len(t.addrs) > 1 {
 		return nil, fmt.Errorf("redis at %s: several addresses, but the node is not in cluster mode (for sentinels, set -redis-sentinel-master)", t)
@@ -194,23 +248,78 @@ func (t redisTarget) connect(ctx context.Context, tm redisTiming) (redis.Univers
 	return redis.NewClient(o.Simple()), nil
 }
 
-// isCluster asks the seeds, in turn, for INFO cluster until one answers.
-func (t redisTarget) isCluster(ctx context.Context, o *redis.UniversalOptions) (bool, error) {
-	var last error
+// isCluster asks every address at once for INFO cluster, each with one dial attempt, and
+// takes the first answer: dead seeds cost one dial timeout in all, not a timeout each, and
+// the whole attempt is bounded. It also returns the addresses that had answered by then, so
+// that a cluster client starts from live seeds.
+func (t redisTarget) isCluster(ctx context.Context, o *redis.UniversalOptions) (bool, []string, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.DialTimeout+o.ReadTimeout)
+	defer cancel()
+	type answer struct {
+		addr    string
+		cluster bool
+		err     error
+	}
+	answers := make(chan answer, len(t.addrs))
+	slots := make(chan struct{}, 64) // at most this many dials at once
 	for _, a := range t.addrs {
-		so := *o.Simple()
-		so.Addr = a
-		so.PoolSize = 1
-		c := redis.NewClient(&so)
-		info, err := c.Info(ctx, "cluster").Result()
-		c.Close()
-		if err != nil {
-			last = err
+		go func() {
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				answers <- answer{addr: a, err: ctx.Err()}
+				return
+			}
+			so := *o.Simple()
+			so.Addr, so.PoolSize, so.DialerRetries = a, 1, 1
+			c := redis.NewClient(&so)
+			defer c.Close()
+			info, err := c.Info(ctx, "cluster").Result()
+			answers <- answer{addr: a, cluster: strings.Contains(info, "cluster_enabled:1"), err: err}
+		}()
+	}
+	var last error
+	for range t.addrs {
+		a := <-answers
+		if a.err != nil {
+			last = a.err
 			continue
 		}
-		return strings.Contains(info, "cluster_enabled:1"), nil
+		live := []string{a.addr}
+		for more := true; more; {
+			select {
+			case b := <-answers:
+				if b.err == nil {
+					live = append(live, b.addr)
+				}
+			default:
+				more = false
+			}
+		}
+		return a.cluster, live, nil
 	}
-	return false, fmt.Errorf("redis at %s: %w", t, last)
+	return false, nil, fmt.Errorf("redis at %s: %w", t, last)
+}
+
+// tlsDialer dials addr and does the TLS handshake within timeout, once: a plain-text port
+// answers nothing to a TLS hello, and the error then says so instead of a bare timeout.
+func tlsDialer(tc *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	nd := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		raw, err := nd.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c := tls.Client(raw, tc)
+		if err := c.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("TLS handshake with %s failed (rediss:// needs Redis's TLS port; is this a plain-text one?): %w", addr, err)
+		}
+		return c, nil
+	}
 }
 
 // forEachMaster runs fn on every master: each master of a cluster, or the one Redis.

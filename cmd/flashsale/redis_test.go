@@ -235,3 +235,80 @@ func TestClusterDetectedAndEveryMasterChecked(t *testing.T) {
 		t.Fatalf("one master evicting: got %v, want a refusal naming %s and its policy", err, last.Options().Addr)
 	}
 }
+
+// The edge cases of -redis: a database in the query is used (or refused, never dropped), an
+// IPv6 address alone gets port 6379.
+func TestParseRedisAddrEdges(t *testing.T) {
+	for in, want := range map[string]redisTarget{
+		"redis://h:1?db=3":        {addrs: []string{"h:1"}, db: 3},
+		"redis://h:1/3?db=3":      {addrs: []string{"h:1"}, db: 3},
+		"[::1]":                   {addrs: []string{"[::1]:6379"}},
+		"::1":                     {addrs: []string{"[::1]:6379"}},
+		"redis://[::1]":           {addrs: []string{"[::1]:6379"}},
+		"redis://[::1]:7000?db=0": {addrs: []string{"[::1]:7000"}},
+	} {
+		got, err := parseRedisAddr(in)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("parseRedisAddr(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"redis://h:1/2?db=3", "redis://h:1?db=x", "redis://h:1?db=1&db=2", "redis://h:1?timeout=3", "a:b:c", "[h:1"} {
+		if got, err := parseRedisAddr(in); err == nil {
+			t.Errorf("parseRedisAddr(%q) = %+v, want an error", in, got)
+		}
+	}
+}
+
+// redis://host:port?db=3 puts the ledger in database 3.
+func TestRedisDBQueryHonoured(t *testing.T) {
+	srv, rdb := testenv.StartRedis(t)
+	env := map[string]string{"FLASHSALE_REDIS_ADDR": "redis://" + srv.Addr + "?db=3"}
+	if out, stderr, err := runCmd(t, env, "stock", "set", "demo", "5"); err != nil || out != "demo stock 5\n" {
+		t.Fatalf("stock set: %q, %v, %s", out, err, stderr)
+	}
+	ctx := context.Background()
+	if n := rdb.DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("database 0 has %d keys, want 0", n)
+	}
+	db3 := redis.NewClient(&redis.Options{Addr: srv.Addr, DB: 3})
+	defer db3.Close()
+	if n := db3.DBSize(ctx).Val(); n == 0 {
+		t.Fatal("database 3 has no keys")
+	}
+}
+
+// Many seeds are asked at once: 199 closed ports before the one live node cost one dial, not
+// one dial (with go-redis's retries) each, which took about 80 s.
+func TestManySeedsAskedAtOnce(t *testing.T) {
+	srv, _ := testenv.StartRedis(t)
+	seeds := make([]string, 0, 200)
+	for range 199 {
+		seeds = append(seeds, "127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)))
+	}
+	seeds = append(seeds, srv.Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errOut strings.Builder
+	env := map[string]string{"FLASHSALE_REDIS_ADDR": strings.Join(seeds, ",")}
+	err := run(ctx, []string{"stock", "set", "demo", "5"}, func(k string) string { return env[k] }, &out, &errOut)
+	// The live node is no cluster node: the answer is that, not a timeout.
+	if err == nil || !strings.Contains(err.Error(), "not in cluster mode") {
+		t.Fatalf("got %v, want the live seed's answer (not in cluster mode)", err)
+	}
+	if strings.Count(err.Error(), "127.0.0.1:") > 4 {
+		t.Fatalf("error lists every seed: %v", err)
+	}
+}
+
+// rediss:// to a plain-text port fails with a message about TLS, within the dial timeout
+// rather than after go-redis's retries.
+func TestTLSToPlainPortNamesTLS(t *testing.T) {
+	srv, _ := testenv.StartRedis(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	env := map[string]string{"FLASHSALE_REDIS_ADDR": "rediss://" + srv.Addr}
+	err := run(ctx, []string{"stock", "get", "demo"}, func(k string) string { return env[k] }, &strings.Builder{}, &strings.Builder{})
+	if err == nil || !strings.Contains(err.Error(), "TLS handshake") || !strings.Contains(err.Error(), srv.Addr) {
+		t.Fatalf("got %v, want a TLS handshake error naming %s", err, srv.Addr)
+	}
+}

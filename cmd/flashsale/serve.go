@@ -39,9 +39,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 	f := e.flags(name, "", about)
 	rf := f.redis()
+	rf.create = true
 	httpAddr := f.str("http", "FLASHSALE_HTTP_ADDR", ":8080", "HTTP listen address")
 	grpcAddr := f.str("grpc", "FLASHSALE_GRPC_ADDR", ":50051", "gRPC listen address")
-	adminToken := f.str("admin-token", "FLASHSALE_ADMIN_TOKEN", "", "bearer token of the /admin routes (not mounted when empty)")
+	adminToken := f.secret("admin-token", "FLASHSALE_ADMIN_TOKEN", "", "bearer token of the /admin routes (not mounted when empty)", redacted)
 	idleWarn := f.duration("admin-idle-warn", "FLASHSALE_ADMIN_IDLE_WARN", 30*time.Second, "the live board warns of a projector consumer idle this long while holding entries")
 	shutdown := f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
 	lf := f.limits()

@@ -37,6 +37,7 @@ Every change is appended to the ledger as a stock event.`
 	}
 	f := e.flags("stock "+sub, argNames, about)
 	rf := f.redis()
+	rf.create = sub == "set" // add and get need an existing ledger
 	var limit, start, end, payWithin *string
 	var jsonOut, ifNew *bool
 	if sub == "get" {

@@ -11,11 +11,14 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -136,15 +139,78 @@ func (r *Redis) signal(sig syscall.Signal) {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 for a server that a test starts: free a moment
+// ago, outside the kernel's ephemeral range (where an outgoing connection or a listener on
+// port 0 could take it before the server binds it) and not returned before in this process.
+// A server that still fails to bind it is started again on another (see StartRedisWith).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return pickPort(t, 0)
+}
+
+// EphemeralRange returns the kernel's ephemeral port range (net.ipv4.ip_local_port_range),
+// 32768-60999 when the system does not say.
+func EphemeralRange() (lo, hi int) {
+	lo, hi = 32768, 60999
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		t.Fatalf("free port: %v", err)
+		return lo, hi
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return lo, hi
+	}
+	l, err1 := strconv.Atoi(f[0])
+	h, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || l > h {
+		return lo, hi
+	}
+	return l, h
+}
+
+var (
+	portsMu sync.Mutex
+	ports   = map[int]bool{} // handed out by pickPort
+)
+
+// pickPort returns a free port outside the ephemeral range; with pair > 0, port+pair is free,
+// outside it and at most 65535 too (a Redis Cluster node's bus port is port+10000).
+func pickPort(t testing.TB, pair int) int {
+	t.Helper()
+	lo, hi := EphemeralRange()
+	const first, last = 10000, 65535
+	usable := func(p int) bool { return p >= first && p <= last && (p < lo || p > hi) }
+	var candidates []int
+	for p := first; p <= last-pair; p++ {
+		if usable(p) && (pair == 0 || usable(p+pair)) {
+			candidates = append(candidates, p)
+		}
+	}
+	if len(candidates) == 0 {
+		t.Fatalf("no port in %d-%d outside the ephemeral range %d-%d (net.ipv4.ip_local_port_range)", first, last, lo, hi)
+	}
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		p := candidates[mrand.IntN(len(candidates))]
+		if ports[p] || !bindable(p) || pair > 0 && !bindable(p+pair) {
+			continue
+		}
+		ports[p] = true
+		return p
+	}
+	t.Fatalf("no free port outside the ephemeral range %d-%d after 200 tries", lo, hi)
+	return 0
+}
+
+// bindable reports whether a listener can bind 127.0.0.1:port now.
+func bindable(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 // DefaultMySQLDSN is the server used when FLASHSALE_TEST_MYSQL_DSN is unset.

@@ -3,7 +3,6 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -63,26 +62,11 @@ func Start(t testing.TB, tp Topology) *Target {
 	}
 }
 
-// clusterPort returns a port below 55535 that is free, with port+10000 (the cluster bus)
-// free too.
+// clusterPort returns a port for a cluster node: free, with port+10000 (the cluster bus) free
+// too, both outside the ephemeral range and at most 65535.
 func clusterPort(t testing.TB) int {
 	t.Helper()
-	for range 100 {
-		p := 20000 + rand.IntN(35000)
-		a, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		b, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+10000))
-		a.Close()
-		if err != nil {
-			continue
-		}
-		b.Close()
-		return p
-	}
-	t.Fatal("no free port pair for a cluster node")
-	return 0
+	return pickPort(t, 10000)
 }
 
 // startNode starts a redis-server on port in a dir of its own with the test defaults (AOF,
