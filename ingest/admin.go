@@ -21,6 +21,8 @@ type Admin interface {
 	Backlog(ctx context.Context, p int, group string) (ledger.Backlog, error)
 	Range(ctx context.Context, p int, after string, count int64) ([]ledger.Event, error)
 	Keys() ledger.Keys
+	// Sessions keep the board's sign-ins.
+	Sessions
 }
 
 // AdminOptions configure the admin routes and the live board.
@@ -42,7 +44,12 @@ type AdminOptions struct {
 	// SecureCookie marks the session cookie Secure even on plain HTTP (behind a TLS proxy);
 	// it is always Secure when the request came over TLS.
 	SecureCookie bool
-	// Now is the clock of sessions (default time.Now).
+	// AuthFailures failed sign-ins or bearer attempts from one client address within
+	// AuthWindow make every attempt from it answered 429 until the window ends (defaults 5
+	// and 1 minute).
+	AuthFailures int
+	AuthWindow   time.Duration
+	// Now is the clock of sessions and of the brake on failed attempts (default time.Now).
 	Now func() time.Time
 }
 
@@ -67,7 +74,13 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	auth := newAdminAuth(o)
+	if o.AuthFailures <= 0 {
+		o.AuthFailures = 5
+	}
+	if o.AuthWindow <= 0 {
+		o.AuthWindow = time.Minute
+	}
+	auth := newAdminAuth(o, s.log)
 	b := newBoard(s, o, auth)
 	// The page and its assets hold no data; they are public so that the sign-in form shows.
 	r.Handle("/admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently)).Methods(http.MethodGet)
@@ -76,15 +89,19 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	r.HandleFunc("/admin/board.css", servePage("board.css")).Methods(http.MethodGet)
 	r.HandleFunc("/admin/login", auth.handleLogin).Methods(http.MethodPost)
 
-	sub := r.PathPrefix("/admin").Subrouter()
-	sub.Use(auth.require)
-	sub.HandleFunc("/pending", func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, o.Ledger, o.Group) }).Methods(http.MethodGet)
-	sub.HandleFunc("/items/{item_id}", func(w http.ResponseWriter, r *http.Request) { s.handlePutItem(w, r, o.Ledger) }).Methods(http.MethodPut)
-	sub.HandleFunc("/session", auth.handleSession).Methods(http.MethodGet)
-	sub.HandleFunc("/logout", auth.handleLogout).Methods(http.MethodPost)
-	sub.HandleFunc("/board", b.handleSnapshot).Methods(http.MethodGet)
-	sub.HandleFunc("/events", b.handleEvents).Methods(http.MethodGet)
-	sub.HandleFunc("/audit", b.handleAudit).Methods(http.MethodPost)
+	// The routes behind credentials are mounted one by one on r, each wrapped, not on a
+	// PathPrefix subrouter: mux lets a subrouter's later routes clear a method mismatch, which
+	// then answered 404 where 405 is meant.
+	guarded := func(path, method string, h http.HandlerFunc) {
+		r.Handle("/admin"+path, auth.require(h)).Methods(method)
+	}
+	guarded("/pending", http.MethodGet, func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, o.Ledger, o.Group) })
+	guarded("/items/{item_id}", http.MethodPut, func(w http.ResponseWriter, r *http.Request) { s.handlePutItem(w, r, o.Ledger) })
+	guarded("/session", http.MethodGet, auth.handleSession)
+	guarded("/logout", http.MethodPost, auth.handleLogout)
+	guarded("/board", http.MethodGet, b.handleSnapshot)
+	guarded("/events", http.MethodGet, b.handleEvents)
+	guarded("/audit", http.MethodPost, b.handleAudit)
 	return b
 }
 

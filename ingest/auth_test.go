@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -102,6 +103,21 @@ func newAuth(t *testing.T, cfg ingest.AuthConfig) *ingest.Authenticator {
 
 func bearerOf(token string) []string { return []string{"Bearer " + token} }
 
+const badExp = "token exp claim is invalid: want seconds since 1970, before the year 10000"
+
+// signRaw returns a token of the given header and claims JSON, byte for byte, signed HS256
+// with hsSecret.
+func signRaw(t *testing.T, header, claims string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding
+	unsigned := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(claims))
+	sig, err := jwt.SigningMethodHS256.Sign(unsigned, hsSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return unsigned + "." + enc.EncodeToString(sig)
+}
+
 func TestAuthenticatorTokens(t *testing.T) {
 	t.Parallel()
 	rsaPub, ecPub := publicPEM(t, &rsaKey().PublicKey), publicPEM(t, &ecKey().PublicKey)
@@ -159,6 +175,18 @@ func TestAuthenticatorTokens(t *testing.T) {
 		{"basic scheme", hs, []string{"Basic YWxpY2U6cHc="}, "", "want Authorization: Bearer <token>"},
 		{"bearer without token", hs, []string{"Bearer "}, "", "want Authorization: Bearer <token>"},
 		{"garbage token", hs, bearerOf("not.a.jwt"), "", "malformed token"},
+		{"no aud", strict, bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("x", map[string]any{"uid": "dave", "iss": "https://idp.example"}))), "", "token has no aud claim"},
+		{"no iss", strict, bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("x", map[string]any{"uid": "dave", "aud": "flashsale"}))), "", "token has no iss claim"},
+		{"aud not a string", strict, bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("x", map[string]any{"uid": "dave", "iss": "https://idp.example", "aud": 42}))), "", "token aud claim is invalid: want a string or an array of strings"},
+		{"exp 1e30", hs, bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("alice", map[string]any{"exp": 1e30}))), "", badExp},
+		{"exp a string", hs, bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("alice", map[string]any{"exp": "tomorrow"}))), "", badExp},
+		{"exp negative", hs, bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("alice", map[string]any{"exp": -1}))), "", badExp},
+		{"exp with a fraction", hs, bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("alice", map[string]any{"exp": float64(time.Now().Add(time.Hour).Unix()) + 0.5}))), "alice", ""},
+		{"nbf 1e30", hs, bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("alice", map[string]any{"nbf": 1e30}))), "", "token nbf claim is invalid: want seconds since 1970, before the year 10000"},
+		{"sub twice", hs, bearerOf(signRaw(t, `{"alg":"HS256","typ":"JWT"}`, fmt.Sprintf(`{"sub":"alice","exp":%d,"sub":"mallory"}`, time.Now().Add(time.Hour).Unix()))), "", "token has the claim 'sub' twice"},
+		{"nested key twice", hs, bearerOf(signRaw(t, `{"alg":"HS256","typ":"JWT"}`, fmt.Sprintf(`{"sub":"alice","exp":%d,"x":[{"k":1},{"k":2,"k":3}]}`, time.Now().Add(time.Hour).Unix()))), "", "token has the claim 'k' twice"},
+		{"alg twice in the header", hs, bearerOf(signRaw(t, `{"alg":"HS256","alg":"HS256"}`, fmt.Sprintf(`{"sub":"alice","exp":%d}`, time.Now().Add(time.Hour).Unix()))), "", "token header has the key 'alg' twice"},
+		{"same key in sibling objects", hs, bearerOf(signRaw(t, `{"alg":"HS256","typ":"JWT"}`, fmt.Sprintf(`{"sub":"alice","exp":%d,"a":{"k":1},"b":{"k":2}}`, time.Now().Add(time.Hour).Unix()))), "alice", ""},
 		{"huge token", hs, bearerOf(strings.Repeat("a", ingest.MaxTokenBytes)), "", "token too long"},
 		{"two headers", hs, append(bearerOf(sign(t, jwt.SigningMethodHS256, hsSecret, "", claims("alice", nil))), "Bearer x"), "", "more than one authorization value"},
 	}

@@ -510,8 +510,8 @@ func (b *Board) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if cookie {
-			if _, ok := b.auth.session(r); !ok {
-				return // expired or signed out
+			if _, ok, err := b.auth.session(r); !ok || err != nil {
+				return // expired or signed out (or unknown: the reconnect will tell)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/flashsale/flashsale/ingest"
@@ -19,8 +20,8 @@ func checkValid(t *testing.T, r ledger.PurchaseRequest) {
 			t.Fatalf("accepted bad id %q", id)
 		}
 		for _, c := range id {
-			if c < 0x20 || c == 0x7f || c == utf8.RuneError {
-				t.Fatalf("accepted id %q with control or replacement character", id)
+			if c == utf8.RuneError || unicode.In(c, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) {
+				t.Fatalf("accepted id %q with a control, format, separator or replacement character", id)
 			}
 		}
 	}

@@ -89,7 +89,7 @@ func (g *grpcService) GetOrder(ctx context.Context, in *pb.GetOrderRequest) (*pb
 	if g.s.orders == nil {
 		return nil, status.Error(codes.Unimplemented, "order lookup is not served by this process")
 	}
-	o, err := g.s.order(ctx, authorization(ctx), in.GetOrderId())
+	o, err := g.s.order(ctx, authorization(ctx), in.GetUserId(), in.GetOrderId())
 	if err != nil {
 		return nil, g.status(ctx, "GetOrder", err)
 	}

@@ -299,7 +299,13 @@ type orderReply struct {
 }
 
 func (s *Service) handleOrder(w http.ResponseWriter, r *http.Request) {
-	o, err := s.order(r.Context(), r.Header.Values("Authorization"), mux.Vars(r)["order_id"])
+	// A read has no body: the user is named by the query parameter user_id.
+	named := r.URL.Query()["user_id"]
+	if len(named) > 1 {
+		writeError(w, http.StatusBadRequest, "invalid request: user_id given more than once", "")
+		return
+	}
+	o, err := s.order(r.Context(), r.Header.Values("Authorization"), strings.Join(named, ""), mux.Vars(r)["order_id"])
 	if err != nil {
 		s.writeLedgerError(w, r, err)
 		return

@@ -89,6 +89,7 @@ func newOrderFixture(t *testing.T) orderFixture {
 // orderIDCase is an order ID and what looking it up must answer.
 type orderIDCase struct {
 	name, id   string
+	user       string // the user_id the lookup names: the order's own
 	wantStatus string // "" for a refusal
 	wantHTTP   int
 	wantGRPC   codes.Code
@@ -100,14 +101,16 @@ func (f orderFixture) orderIDCases() []orderIDCase {
 	p, sid, _ := strings.Cut(f.cancelled, "-")
 	ms, seq, _ := strings.Cut(sid, "-")
 	invalid := func(name, id string) orderIDCase {
-		return orderIDCase{name: name, id: id, wantHTTP: http.StatusBadRequest, wantGRPC: codes.InvalidArgument}
+		return orderIDCase{name: name, id: id, user: "u1", wantHTTP: http.StatusBadRequest, wantGRPC: codes.InvalidArgument}
 	}
 	unknown := func(name, id string) orderIDCase {
-		return orderIDCase{name: name, id: id, wantHTTP: http.StatusNotFound, wantGRPC: codes.NotFound}
+		return orderIDCase{name: name, id: id, user: "u1", wantHTTP: http.StatusNotFound, wantGRPC: codes.NotFound}
 	}
 	return []orderIDCase{
-		{name: "cancelled", id: f.cancelled, wantStatus: projector.StatusCancelled, wantHTTP: http.StatusOK, wantGRPC: codes.OK},
-		{name: "pending", id: f.pending, wantStatus: projector.StatusPending, wantHTTP: http.StatusOK, wantGRPC: codes.OK},
+		{name: "cancelled", id: f.cancelled, user: "u1", wantStatus: projector.StatusCancelled, wantHTTP: http.StatusOK, wantGRPC: codes.OK},
+		{name: "pending", id: f.pending, user: "u2", wantStatus: projector.StatusPending, wantHTTP: http.StatusOK, wantGRPC: codes.OK},
+		{name: "cancelled, another user", id: f.cancelled, user: "u2", wantHTTP: http.StatusNotFound, wantGRPC: codes.NotFound},
+		{name: "pending, no user", id: f.pending, wantHTTP: http.StatusNotFound, wantGRPC: codes.NotFound},
 		invalid("leading zero in ms", p+"-0"+sid),
 		invalid("leading zero in partition", "0"+f.cancelled),
 		invalid("plus sign on partition", "+"+f.cancelled),
@@ -132,7 +135,7 @@ func TestHTTPOrderIDs(t *testing.T) {
 	base, c := f.startHTTP(t)
 	for _, tt := range f.orderIDCases() {
 		t.Run(tt.name, func(t *testing.T) {
-			r := mustSend(t, c, http.MethodGet, base+"/api/orders/"+url.PathEscape(tt.id), nil)
+			r := mustSend(t, c, http.MethodGet, base+"/api/orders/"+url.PathEscape(tt.id)+"?user_id="+url.QueryEscape(tt.user), nil)
 			if r.status != tt.wantHTTP {
 				t.Fatalf("GET order %q: got %d %s, want %d", tt.id, r.status, r.body, tt.wantHTTP)
 			}
@@ -162,7 +165,7 @@ func TestGRPCOrderIDs(t *testing.T) {
 	client := f.orderClient(t)
 	for _, tt := range f.orderIDCases() {
 		t.Run(tt.name, func(t *testing.T) {
-			o, err := client.GetOrder(context.Background(), &pb.GetOrderRequest{OrderId: tt.id})
+			o, err := client.GetOrder(context.Background(), &pb.GetOrderRequest{OrderId: tt.id, UserId: tt.user})
 			if code := status.Code(err); code != tt.wantGRPC {
 				t.Fatalf("GetOrder %q: got %v, want %v", tt.id, err, tt.wantGRPC)
 			}

@@ -53,27 +53,45 @@ func (s *Service) mountPayments(r *mux.Router) {
 	r.HandleFunc("/api/orders/{order_id}/cancel", s.handleCancel).Methods(http.MethodPost)
 }
 
-// DecodePay reads the body of a pay request: exactly one object with the one key
-// payment_ref, a string, and nothing else (the rules of DecodePurchase).
-func DecodePay(body []byte) (string, error) {
-	var ref *string
-	err := decodeObject(body, func(key string, dec *json.Decoder) error {
-		if key != "payment_ref" {
-			return errBody
+// DecodePay reads the body of a pay request: exactly one object with the key payment_ref, a
+// string, optionally user_id, a string, and nothing else (the rules of DecodePurchase).
+func DecodePay(body []byte) (ref, user string, err error) {
+	var r *string
+	err = decodeObject(body, func(key string, dec *json.Decoder) error {
+		switch key {
+		case "payment_ref":
+			return dec.Decode(&r)
+		case "user_id":
+			return dec.Decode(&user)
 		}
-		return dec.Decode(&ref)
+		return errBody
 	})
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	if ref == nil {
-		return "", ledger.ErrMissingFields
+	if r == nil {
+		return "", "", ledger.ErrMissingFields
 	}
-	return *ref, nil
+	return *r, user, nil
+}
+
+// DecodeCancel reads the body of a cancel request: empty, or exactly one object with at most
+// the key user_id, a string.
+func DecodeCancel(body []byte) (user string, err error) {
+	if len(body) == 0 {
+		return "", nil
+	}
+	err = decodeObject(body, func(key string, dec *json.Decoder) error {
+		if key != "user_id" {
+			return errBody
+		}
+		return dec.Decode(&user)
+	})
+	return user, err
 }
 
 func (s *Service) handlePay(w http.ResponseWriter, r *http.Request) {
-	user, err := s.authenticate(r.Header.Values("Authorization"))
+	verified, err := s.authenticate(r.Header.Values("Authorization"))
 	if err != nil {
 		s.writeLedgerError(w, r, s.payOutcome(err))
 		return
@@ -82,12 +100,12 @@ func (s *Service) handlePay(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ref, err := DecodePay(body)
+	ref, named, err := DecodePay(body)
 	if err != nil {
 		s.writePayError(w, r, s.payOutcome(err))
 		return
 	}
-	res, err := s.pay(r.Context(), user, mux.Vars(r)["order_id"], ref)
+	res, err := s.pay(r.Context(), verified, named, mux.Vars(r)["order_id"], ref)
 	if err != nil {
 		s.writePayError(w, r, err)
 		return
@@ -96,23 +114,21 @@ func (s *Service) handlePay(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
-	user, err := s.authenticate(r.Header.Values("Authorization"))
+	verified, err := s.authenticate(r.Header.Values("Authorization"))
 	if err != nil {
-		s.writeLedgerError(w, r, s.payOutcome(err))
+		s.writeLedgerError(w, r, s.cancelOutcome(err))
 		return
 	}
 	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
-	// No body, or an empty object: a cancel has no fields.
-	if len(body) > 0 {
-		if err := decodeObject(body, func(string, *json.Decoder) error { return errBody }); err != nil {
-			s.writePayError(w, r, s.payOutcome(err))
-			return
-		}
+	named, err := DecodeCancel(body)
+	if err != nil {
+		s.writePayError(w, r, s.cancelOutcome(err))
+		return
 	}
-	res, err := s.cancel(r.Context(), user, mux.Vars(r)["order_id"])
+	res, err := s.cancel(r.Context(), verified, named, mux.Vars(r)["order_id"])
 	if err != nil {
 		s.writePayError(w, r, err)
 		return
@@ -129,20 +145,41 @@ func (s *Service) writePayError(w http.ResponseWriter, r *http.Request, err erro
 	s.writeLedgerError(w, r, err)
 }
 
-func (s *Service) pay(ctx context.Context, user, orderID, ref string) (ledger.Reservation, error) {
+// pay pays orderID for the user that orderUser names from verified and named.
+func (s *Service) pay(ctx context.Context, verified, named, orderID, ref string) (ledger.Reservation, error) {
+	if _, _, err := ledger.ParseOrderID(orderID); err != nil {
+		return ledger.Reservation{}, s.payOutcome(err)
+	}
+	user, err := s.orderUser(verified, named)
+	if err != nil {
+		return ledger.Reservation{}, s.payOutcome(err)
+	}
 	res, err := s.ledger.(Payments).Pay(ctx, orderID, user, ref)
 	return res, s.payOutcome(err)
 }
 
-func (s *Service) cancel(ctx context.Context, user, orderID string) (ledger.Reservation, error) {
+// cancel cancels orderID for the user that orderUser names from verified and named.
+func (s *Service) cancel(ctx context.Context, verified, named, orderID string) (ledger.Reservation, error) {
+	if _, _, err := ledger.ParseOrderID(orderID); err != nil {
+		return ledger.Reservation{}, s.cancelOutcome(err)
+	}
+	user, err := s.orderUser(verified, named)
+	if err != nil {
+		return ledger.Reservation{}, s.cancelOutcome(err)
+	}
 	res, err := s.ledger.(Payments).Cancel(ctx, orderID, user)
-	s.metrics.cancels.WithLabelValues(payLabel(err)).Inc()
-	return res, err
+	return res, s.cancelOutcome(err)
 }
 
 // payOutcome counts a pay attempt and returns err.
 func (s *Service) payOutcome(err error) error {
 	s.metrics.payments.WithLabelValues(payLabel(err)).Inc()
+	return err
+}
+
+// cancelOutcome counts a cancel by the buyer and returns err.
+func (s *Service) cancelOutcome(err error) error {
+	s.metrics.cancels.WithLabelValues(payLabel(err)).Inc()
 	return err
 }
 
@@ -163,6 +200,8 @@ func payLabel(err error) string {
 		return "unavailable"
 	case errors.Is(err, ErrUnauthenticated):
 		return "unauthenticated"
+	case errors.Is(err, ErrUserMismatch):
+		return "user_mismatch"
 	}
 	return "error"
 }
@@ -171,11 +210,11 @@ func (g *grpcService) Pay(ctx context.Context, in *pb.PayRequest) (*pb.PayRespon
 	if _, ok := g.s.ledger.(Payments); !ok {
 		return nil, g.status(ctx, "Pay", errNoPayments)
 	}
-	user, err := g.s.authenticate(authorization(ctx))
+	verified, err := g.s.authenticate(authorization(ctx))
 	if err != nil {
 		return nil, g.status(ctx, "Pay", g.s.payOutcome(err))
 	}
-	res, err := g.s.pay(ctx, user, in.GetOrderId(), in.GetPaymentRef())
+	res, err := g.s.pay(ctx, verified, in.GetUserId(), in.GetOrderId(), in.GetPaymentRef())
 	if err != nil {
 		return nil, g.status(ctx, "Pay", err)
 	}
@@ -186,11 +225,11 @@ func (g *grpcService) Cancel(ctx context.Context, in *pb.CancelRequest) (*pb.Pay
 	if _, ok := g.s.ledger.(Payments); !ok {
 		return nil, g.status(ctx, "Cancel", errNoPayments)
 	}
-	user, err := g.s.authenticate(authorization(ctx))
+	verified, err := g.s.authenticate(authorization(ctx))
 	if err != nil {
-		return nil, g.status(ctx, "Cancel", err)
+		return nil, g.status(ctx, "Cancel", g.s.cancelOutcome(err))
 	}
-	res, err := g.s.cancel(ctx, user, in.GetOrderId())
+	res, err := g.s.cancel(ctx, verified, in.GetUserId(), in.GetOrderId())
 	if err != nil {
 		return nil, g.status(ctx, "Cancel", err)
 	}

@@ -47,28 +47,39 @@ func TestHTTPPayAndCancel(t *testing.T) {
 		want            int
 		status          string
 	}{
-		{"pay", url(a, "pay"), `{"payment_ref":"pay-1"}`, http.StatusOK, "paid"},
-		{"pay again, same ref", url(a, "pay"), `{"payment_ref":"pay-1"}`, http.StatusOK, "paid"},
-		{"pay again, other ref", url(a, "pay"), `{"payment_ref":"pay-2"}`, http.StatusConflict, ""},
-		{"cancel a paid order", url(a, "cancel"), ``, http.StatusConflict, ""},
-		{"cancel", url(b, "cancel"), ``, http.StatusOK, "cancelled"},
-		{"cancel again", url(b, "cancel"), `{}`, http.StatusOK, "cancelled"},
-		{"pay a cancelled order", url(b, "pay"), `{"payment_ref":"pay-3"}`, http.StatusGone, ""},
-		{"order without payment rule", url(free, "pay"), `{"payment_ref":"pay-4"}`, http.StatusConflict, ""},
-		{"cancel of an order without payment rule", url(free, "cancel"), ``, http.StatusConflict, ""},
-		{"unknown order", url("0-1-0", "pay"), `{"payment_ref":"pay-5"}`, http.StatusNotFound, ""},
-		{"bad order id", url("x", "pay"), `{"payment_ref":"pay-5"}`, http.StatusBadRequest, ""},
-		{"missing ref", url(a, "pay"), `{}`, http.StatusBadRequest, ""},
-		{"empty ref", url(a, "pay"), `{"payment_ref":""}`, http.StatusBadRequest, ""},
-		{"ref too long", url(a, "pay"), `{"payment_ref":"` + strings.Repeat("x", 129) + `"}`, http.StatusBadRequest, ""},
-		{"control character", url(a, "pay"), `{"payment_ref":"a\u0007"}`, http.StatusBadRequest, ""},
-		{"unknown key", url(a, "pay"), `{"payment_ref":"pay-1","x":1}`, http.StatusBadRequest, ""},
-		{"key twice", url(a, "pay"), `{"payment_ref":"pay-1","payment_ref":"pay-1"}`, http.StatusBadRequest, ""},
-		{"key in another case", url(a, "pay"), `{"Payment_Ref":"pay-1"}`, http.StatusBadRequest, ""},
-		{"ref not a string", url(a, "pay"), `{"payment_ref":1}`, http.StatusBadRequest, ""},
-		{"trailing data", url(a, "pay"), `{"payment_ref":"pay-1"} {}`, http.StatusBadRequest, ""},
-		{"invalid UTF-8", url(a, "pay"), "{\"payment_ref\":\"\xff\"}", http.StatusBadRequest, ""},
-		{"cancel with a field", url(b, "cancel"), `{"reason":"x"}`, http.StatusBadRequest, ""},
+		{"pay without a user", url(a, "pay"), `{"payment_ref":"pay-1"}`, http.StatusNotFound, ""},
+		{"pay by another user", url(a, "pay"), `{"payment_ref":"pay-1","user_id":"u2"}`, http.StatusNotFound, ""},
+		{"pay by a user of the same prefix", url(a, "pay"), `{"payment_ref":"pay-1","user_id":"u"}`, http.StatusNotFound, ""},
+		{"pay", url(a, "pay"), `{"payment_ref":"pay-1","user_id":"u1"}`, http.StatusOK, "paid"},
+		{"pay again, same ref", url(a, "pay"), `{"user_id":"u1","payment_ref":"pay-1"}`, http.StatusOK, "paid"},
+		{"pay again, other ref", url(a, "pay"), `{"payment_ref":"pay-2","user_id":"u1"}`, http.StatusConflict, ""},
+		{"cancel a paid order", url(a, "cancel"), `{"user_id":"u1"}`, http.StatusConflict, ""},
+		{"cancel without a body", url(b, "cancel"), ``, http.StatusNotFound, ""},
+		{"cancel without a user", url(b, "cancel"), `{}`, http.StatusNotFound, ""},
+		{"cancel by another user", url(b, "cancel"), `{"user_id":"u1"}`, http.StatusNotFound, ""},
+		{"cancel", url(b, "cancel"), `{"user_id":"u2"}`, http.StatusOK, "cancelled"},
+		{"cancel again", url(b, "cancel"), `{"user_id":"u2"}`, http.StatusOK, "cancelled"},
+		{"pay a cancelled order", url(b, "pay"), `{"payment_ref":"pay-3","user_id":"u2"}`, http.StatusGone, ""},
+		{"order without payment rule", url(free, "pay"), `{"payment_ref":"pay-4","user_id":"u1"}`, http.StatusConflict, ""},
+		{"order without payment rule, another user", url(free, "pay"), `{"payment_ref":"pay-4","user_id":"u2"}`, http.StatusNotFound, ""},
+		{"cancel of an order without payment rule", url(free, "cancel"), `{"user_id":"u1"}`, http.StatusConflict, ""},
+		{"unknown order", url("0-1-0", "pay"), `{"payment_ref":"pay-5","user_id":"u1"}`, http.StatusNotFound, ""},
+		{"bad order id", url("x", "pay"), `{"payment_ref":"pay-5","user_id":"u1"}`, http.StatusBadRequest, ""},
+		{"bad order id without a user", url("x", "cancel"), ``, http.StatusBadRequest, ""},
+		{"missing ref", url(a, "pay"), `{"user_id":"u1"}`, http.StatusBadRequest, ""},
+		{"empty ref", url(a, "pay"), `{"payment_ref":"","user_id":"u1"}`, http.StatusBadRequest, ""},
+		{"ref too long", url(a, "pay"), `{"payment_ref":"` + strings.Repeat("x", 129) + `","user_id":"u1"}`, http.StatusBadRequest, ""},
+		{"control character", url(a, "pay"), `{"payment_ref":"a\u0007","user_id":"u1"}`, http.StatusBadRequest, ""},
+		{"control character in user_id", url(b, "cancel"), `{"user_id":"u2\u0007"}`, http.StatusBadRequest, ""},
+		{"user_id not a string", url(b, "cancel"), `{"user_id":2}`, http.StatusBadRequest, ""},
+		{"unknown key", url(a, "pay"), `{"payment_ref":"pay-1","user_id":"u1","x":1}`, http.StatusBadRequest, ""},
+		{"key twice", url(a, "pay"), `{"payment_ref":"pay-1","payment_ref":"pay-1","user_id":"u1"}`, http.StatusBadRequest, ""},
+		{"user_id twice", url(b, "cancel"), `{"user_id":"u1","user_id":"u2"}`, http.StatusBadRequest, ""},
+		{"key in another case", url(a, "pay"), `{"Payment_Ref":"pay-1","user_id":"u1"}`, http.StatusBadRequest, ""},
+		{"ref not a string", url(a, "pay"), `{"payment_ref":1,"user_id":"u1"}`, http.StatusBadRequest, ""},
+		{"trailing data", url(a, "pay"), `{"payment_ref":"pay-1","user_id":"u1"} {}`, http.StatusBadRequest, ""},
+		{"invalid UTF-8", url(a, "pay"), "{\"payment_ref\":\"\xff\",\"user_id\":\"u1\"}", http.StatusBadRequest, ""},
+		{"cancel with a field", url(b, "cancel"), `{"user_id":"u2","reason":"x"}`, http.StatusBadRequest, ""},
 	}
 	for _, s := range steps {
 		before := snapshot(t, e.rdb)
@@ -111,8 +122,12 @@ func TestHTTPPayOnlyByTheBuyer(t *testing.T) {
 		want              int
 	}{
 		{"", "pay", `{"payment_ref":"p"}`, http.StatusUnauthorized},
+		{"", "pay", `{"payment_ref":"p","user_id":"alice"}`, http.StatusUnauthorized},
 		{bob, "pay", `{"payment_ref":"p"}`, http.StatusNotFound},
+		{bob, "pay", `{"payment_ref":"p","user_id":"alice"}`, http.StatusForbidden},
 		{bob, "cancel", ``, http.StatusNotFound},
+		{bob, "cancel", `{"user_id":"bob"}`, http.StatusNotFound},
+		{alice, "pay", `{"payment_ref":"p","user_id":"alice"}`, http.StatusOK},
 		{alice, "pay", `{"payment_ref":"p"}`, http.StatusOK},
 	} {
 		r, _ := sendAs(t, c, s.token, http.MethodPost, base+"/api/orders/"+rc.OrderID+"/"+s.verb, []byte(s.body))
@@ -131,24 +146,37 @@ func TestGRPCPayAndCancel(t *testing.T) {
 	a := buy(t, e.l, ledger.PurchaseRequest{RequestID: "q1", UserID: "u1", ItemID: "r", Quantity: 1})
 	b := buy(t, e.l, ledger.PurchaseRequest{RequestID: "q2", UserID: "u2", ItemID: "r", Quantity: 1})
 	for i := range 2 {
-		res, err := client.Pay(ctx, &pb.PayRequest{OrderId: a.OrderID, PaymentRef: "ref"})
+		res, err := client.Pay(ctx, &pb.PayRequest{OrderId: a.OrderID, PaymentRef: "ref", UserId: "u1"})
 		if err != nil || res.GetStatus() != "paid" || res.GetPaidAtMs() == 0 || res.GetPayByMs() == 0 {
 			t.Fatalf("pay %d: %v %v", i, res, err)
 		}
 	}
-	if _, err := client.Pay(ctx, &pb.PayRequest{OrderId: a.OrderID, PaymentRef: "other"}); status.Code(err) != codes.FailedPrecondition {
+	for _, req := range []*pb.PayRequest{
+		{OrderId: a.OrderID, PaymentRef: "ref"},
+		{OrderId: a.OrderID, PaymentRef: "ref", UserId: "u2"},
+	} {
+		if _, err := client.Pay(ctx, req); status.Code(err) != codes.NotFound {
+			t.Fatalf("pay as %q: got %v, want NotFound", req.GetUserId(), err)
+		}
+	}
+	for _, req := range []*pb.CancelRequest{{OrderId: b.OrderID}, {OrderId: b.OrderID, UserId: "u1"}} {
+		if _, err := client.Cancel(ctx, req); status.Code(err) != codes.NotFound {
+			t.Fatalf("cancel as %q: got %v, want NotFound", req.GetUserId(), err)
+		}
+	}
+	if _, err := client.Pay(ctx, &pb.PayRequest{OrderId: a.OrderID, PaymentRef: "other", UserId: "u1"}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("pay with another ref: %v", err)
 	}
-	if res, err := client.Cancel(ctx, &pb.CancelRequest{OrderId: b.OrderID}); err != nil || res.GetStatus() != "cancelled" {
+	if res, err := client.Cancel(ctx, &pb.CancelRequest{OrderId: b.OrderID, UserId: "u2"}); err != nil || res.GetStatus() != "cancelled" {
 		t.Fatalf("cancel: %v %v", res, err)
 	}
-	if _, err := client.Pay(ctx, &pb.PayRequest{OrderId: b.OrderID, PaymentRef: "ref"}); status.Code(err) != codes.FailedPrecondition {
+	if _, err := client.Pay(ctx, &pb.PayRequest{OrderId: b.OrderID, PaymentRef: "ref", UserId: "u2"}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("pay after cancel: %v", err)
 	}
-	if _, err := client.Pay(ctx, &pb.PayRequest{OrderId: "0-1-0", PaymentRef: "ref"}); status.Code(err) != codes.NotFound {
+	if _, err := client.Pay(ctx, &pb.PayRequest{OrderId: "0-1-0", PaymentRef: "ref", UserId: "u1"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("pay of an unknown order: %v", err)
 	}
-	if _, err := client.Pay(ctx, &pb.PayRequest{OrderId: a.OrderID}); status.Code(err) != codes.InvalidArgument {
+	if _, err := client.Pay(ctx, &pb.PayRequest{OrderId: a.OrderID, UserId: "u1"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("pay without a ref: %v", err)
 	}
 	it, err := client.GetItem(ctx, &pb.GetItemRequest{ItemId: "r"})
@@ -175,6 +203,9 @@ func TestGRPCPayOnlyByTheBuyer(t *testing.T) {
 	}
 	if _, err := client.Cancel(as("bob"), &pb.CancelRequest{OrderId: rc.OrderID}); status.Code(err) != codes.NotFound {
 		t.Fatalf("cancel by bob: %v", err)
+	}
+	if _, err := client.Cancel(as("bob"), &pb.CancelRequest{OrderId: rc.OrderID, UserId: "alice"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("cancel by bob naming alice: %v", err)
 	}
 	if res, err := client.Cancel(as("alice"), &pb.CancelRequest{OrderId: rc.OrderID}); err != nil || res.GetStatus() != "cancelled" {
 		t.Fatalf("cancel by alice: %v %v", res, err)

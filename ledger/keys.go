@@ -122,3 +122,8 @@ func (k Keys) tag(p int) string {
 	b.WriteString("}:")
 	return b.String()
 }
+
+// AdminSession is the key of a signed-in board session, by the session's ID (a digest of its
+// cookie's nonce); it lives until the session expires. It is outside every partition's slot:
+// only single-key commands touch it.
+func (k Keys) AdminSession(id string) string { return k.prefix + ":admin-session:" + id }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
 // Input bounds. Item IDs are part of key names, so they are restricted to a safe alphabet (no
-// ':' that could make two keys collide); request and user IDs may be any printable UTF-8.
+// ':' that could make two keys collide); request and user IDs may be any printable UTF-8 (see
+// validID for what printable means).
 const (
 	maxItemID   = 64
 	maxClientID = 128
@@ -37,14 +39,32 @@ func (r PurchaseRequest) Validate() error {
 	if err := ValidateItemID(r.ItemID); err != nil {
 		return err
 	}
-	if !validID(r.RequestID, maxClientID, true) {
-		return invalid("request_id must be 1..%d bytes of printable UTF-8", maxClientID)
+	if err := ValidateRequestID(r.RequestID); err != nil {
+		return err
 	}
-	if !validID(r.UserID, maxClientID, true) {
-		return invalid("user_id must be 1..%d bytes of printable UTF-8", maxClientID)
+	return ValidateUserID(r.UserID)
+}
+
+// ValidateRequestID checks a request ID: 1..128 bytes of printable UTF-8 (validID). Errors
+// match ErrInvalid.
+func ValidateRequestID(id string) error {
+	if !validID(id, maxClientID, true) {
+		return invalid("request_id must be 1..%d bytes of printable UTF-8 %s", maxClientID, printableRule)
 	}
 	return nil
 }
+
+// ValidateUserID checks a user ID: 1..128 bytes of printable UTF-8 (validID). Errors match
+// ErrInvalid.
+func ValidateUserID(id string) error {
+	if !validID(id, maxClientID, true) {
+		return invalid("user_id must be 1..%d bytes of printable UTF-8 %s", maxClientID, printableRule)
+	}
+	return nil
+}
+
+// printableRule is what the refusals of validID's printable text say it excludes.
+const printableRule = "(no control, format or line and paragraph separator characters)"
 
 // ValidateItemID checks an item ID: 1..64 of [A-Za-z0-9._-]. Errors match ErrInvalid.
 func ValidateItemID(id string) error {
@@ -54,19 +74,23 @@ func ValidateItemID(id string) error {
 	return nil
 }
 
-// validID reports whether s is 1..max bytes; with printable, any valid UTF-8 without control
-// characters or U+FFFD (what decoders put in place of broken bytes), otherwise only
-// [A-Za-z0-9._-].
+// validID reports whether s is 1..max bytes; with printable, valid UTF-8 that shows what it
+// holds, otherwise only [A-Za-z0-9._-]. Printable text has no character of the Unicode
+// categories Cc (controls: C0, DEL, C1), Cf (format: bidi overrides and isolates, zero-width
+// space and joiners, the BOM, soft hyphen), Zl and Zp (U+2028, U+2029), and no U+FFFD (what
+// decoders put in place of broken bytes): text that could render as something else or break a
+// line in a log. It is the one rule for request_id, user_id and payment_ref, HTTP and gRPC.
 func validID(s string, max int, printable bool) bool {
 	if len(s) == 0 || len(s) > max {
 		return false
 	}
 	if printable {
-		if !utf8.ValidString(s) {
-			return false
-		}
-		for _, r := range s {
-			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError {
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if c >= utf8.RuneSelf {
+				return printableText(s[i:])
+			}
+			if c < 0x20 || c == 0x7f {
 				return false
 			}
 		}
@@ -75,6 +99,19 @@ func validID(s string, max int, printable bool) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// printableText is validID's printable rule for text past its ASCII prefix.
+func printableText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) {
 			return false
 		}
 	}

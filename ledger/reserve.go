@@ -64,13 +64,14 @@ type Reservation struct {
 	PaidAt time.Time
 }
 
-// ValidatePaymentRef checks a payment reference: 1..128 bytes of printable UTF-8.
+// ValidatePaymentRef checks a payment reference: 1..128 bytes of printable UTF-8 (the rule of
+// request and user IDs, validID).
 func ValidatePaymentRef(ref string) error {
 	if ref == "" {
 		return ErrMissingFields
 	}
 	if !validID(ref, MaxPaymentRef, true) {
-		return invalid("payment_ref must be 1..%d bytes of printable UTF-8", MaxPaymentRef)
+		return invalid("payment_ref must be 1..%d bytes of printable UTF-8 %s", MaxPaymentRef, printableRule)
 	}
 	return nil
 }
@@ -88,14 +89,13 @@ func (l *Ledger) orderPartition(orderID string) (int, error) {
 }
 
 // noState tells an order without a state hash apart: ErrNoPayment if the order exists (placed
-// without a pay-within rule), ErrUnknownOrder otherwise. With user set, another user's order
-// is unknown.
+// without a pay-within rule) and is user's, ErrUnknownOrder otherwise.
 func (l *Ledger) noState(ctx context.Context, orderID, user string) error {
 	e, err := l.Order(ctx, orderID)
 	if err != nil {
 		return err
 	}
-	if user != "" && e.UserID != user {
+	if e.UserID != user {
 		return ErrUnknownOrder
 	}
 	return ErrNoPayment
@@ -103,9 +103,9 @@ func (l *Ledger) noState(ctx context.Context, orderID, user string) error {
 
 // Pay pays the reserved order orderID with paymentRef, before its pay_by by Redis's clock.
 // Paying a paid order again with the same paymentRef returns the same Reservation: a retry is
-// safe. user, when not "", is the verified caller: another user's order is unknown to them.
-// Errors: ErrInvalid, ErrUnknownOrder, ErrNoPayment, ErrPaidOtherwise, ErrOrderClosed,
-// ErrUnavailable.
+// safe. user is the caller: only the order's own user may pay it; to anyone else (and to
+// user "") the order is unknown, and nothing changes. Errors: ErrInvalid, ErrUnknownOrder,
+// ErrNoPayment, ErrPaidOtherwise, ErrOrderClosed, ErrUnavailable.
 func (l *Ledger) Pay(ctx context.Context, orderID, user, paymentRef string) (Reservation, error) {
 	if err := ValidatePaymentRef(paymentRef); err != nil {
 		return Reservation{}, err
@@ -113,6 +113,9 @@ func (l *Ledger) Pay(ctx context.Context, orderID, user, paymentRef string) (Res
 	p, err := l.orderPartition(orderID)
 	if err != nil {
 		return Reservation{}, err
+	}
+	if user == "" {
+		return Reservation{}, ErrUnknownOrder
 	}
 	k := l.keys
 	keys := []string{k.Order(p, orderID), k.Due(p), k.Events(p)}
@@ -142,9 +145,16 @@ func (l *Ledger) Pay(ctx context.Context, orderID, user, paymentRef string) (Res
 
 // Cancel cancels the reserved order orderID for its buyer: its units go back on sale and the
 // buyer's per-user count is released. Cancelling a cancelled order again returns the same
-// success. user, when not "", is the verified caller. Errors: ErrInvalid, ErrUnknownOrder,
+// success. user is the caller: only the order's own user may cancel it; to anyone else (and
+// to user "") the order is unknown, and nothing changes. Errors: ErrInvalid, ErrUnknownOrder,
 // ErrNoPayment, ErrOrderPaid, ErrOrderClosed (expired), ErrUnavailable.
 func (l *Ledger) Cancel(ctx context.Context, orderID, user string) (Reservation, error) {
+	if _, err := l.orderPartition(orderID); err != nil {
+		return Reservation{}, err
+	}
+	if user == "" {
+		return Reservation{}, ErrUnknownOrder
+	}
 	code, state, err := l.release(ctx, cancelScript, orderID, user)
 	if err != nil {
 		return Reservation{}, err

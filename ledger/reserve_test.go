@@ -163,6 +163,9 @@ func TestReservationTransitions(t *testing.T) {
 		{"cancel past the deadline", []step{{"late", nil, "reserved"}, {"cancel", nil, "cancelled"}, {"expire", nil, "cancelled"}}, true},
 		{"pay by another user", []step{{"pay-as:u2", ledger.ErrUnknownOrder, "reserved"}, {"pay-as:u1", nil, "paid"}}, false},
 		{"cancel by another user", []step{{"cancel-as:u2", ledger.ErrUnknownOrder, "reserved"}, {"cancel-as:u1", nil, "cancelled"}}, true},
+		{"pay by no user", []step{{"pay-as:", ledger.ErrUnknownOrder, "reserved"}, {"pay-as:u1", nil, "paid"}}, false},
+		{"cancel by no user", []step{{"cancel-as:", ledger.ErrUnknownOrder, "reserved"}, {"cancel-as:u1", nil, "cancelled"}}, true},
+		{"cancel by a user of the same prefix", []step{{"cancel-as:u10", ledger.ErrUnknownOrder, "reserved"}}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -180,11 +183,11 @@ func TestReservationTransitions(t *testing.T) {
 				verb, arg, _ := strings.Cut(s.do, ":")
 				switch verb {
 				case "pay":
-					_, err = l.Pay(ctx, id, "", arg)
+					_, err = l.Pay(ctx, id, "u1", arg)
 				case "pay-as":
 					_, err = l.Pay(ctx, id, arg, "ref")
 				case "cancel":
-					_, err = l.Cancel(ctx, id, "")
+					_, err = l.Cancel(ctx, id, "u1")
 				case "cancel-as":
 					_, err = l.Cancel(ctx, id, arg)
 				case "expire":
@@ -252,18 +255,21 @@ func TestPayAndCancelRefusals(t *testing.T) {
 		{"control character in ref", rc.OrderID, "a\x01", ledger.ErrInvalid},
 		{"ref too long", rc.OrderID, strings.Repeat("r", 129), ledger.ErrInvalid},
 	} {
-		if _, err := l.Pay(ctx, c.id, "", c.ref); !errors.Is(err, c.err) {
+		if _, err := l.Pay(ctx, c.id, "u1", c.ref); !errors.Is(err, c.err) {
 			t.Errorf("pay %s: got %v, want %v", c.name, err, c.err)
 		}
 		if c.ref != "r" {
 			continue
 		}
-		if _, err := l.Cancel(ctx, c.id, ""); !errors.Is(err, c.err) {
+		if _, err := l.Cancel(ctx, c.id, "u1"); !errors.Is(err, c.err) {
 			t.Errorf("cancel %s: got %v, want %v", c.name, err, c.err)
 		}
 	}
 	if _, err := l.Pay(ctx, rc.OrderID, "u2", "r"); !errors.Is(err, ledger.ErrUnknownOrder) {
 		t.Errorf("pay of another user's order without payment rule: got %v, want unknown", err)
+	}
+	if _, err := l.Cancel(ctx, rc.OrderID, ""); !errors.Is(err, ledger.ErrUnknownOrder) {
+		t.Errorf("cancel without a user of an order without payment rule: got %v, want unknown", err)
 	}
 }
 
@@ -298,7 +304,7 @@ func TestPayRacesExpiry(t *testing.T) {
 			wg.Go(func() {
 				time.Sleep(time.Until(payFrom))
 				for time.Now().Before(until) {
-					if _, err := l.Pay(ctx, id, "", "ref-"+id); err == nil {
+					if _, err := l.Pay(ctx, id, fmt.Sprintf("u%d", i), "ref-"+id); err == nil {
 						mu.Lock()
 						paid[id]++
 						mu.Unlock()
@@ -378,7 +384,7 @@ func TestRestockAfterExpiryGivesUnitsOnce(t *testing.T) {
 	if r, _ := l.Reservation(ctx, b.OrderID); r.State != ledger.StateCancelled {
 		t.Fatalf("restocked reserved order is %q, want cancelled", r.State)
 	}
-	if _, err := l.Pay(ctx, b.OrderID, "", "r"); !errors.Is(err, ledger.ErrOrderClosed) {
+	if _, err := l.Pay(ctx, b.OrderID, "u2", "r"); !errors.Is(err, ledger.ErrOrderClosed) {
 		t.Fatalf("pay of a restocked order: %v", err)
 	}
 	if n, _ := rdb.ZCard(ctx, k.Due(p)).Result(); n != 0 {

@@ -33,10 +33,10 @@ func TestTwoSweepersExpireEachOrderOnce(t *testing.T) {
 	}
 	// A tenth pays in time, a tenth cancels.
 	for i := 0; i < orders; i += 10 {
-		if _, err := l.Pay(ctx, ids[i], "", "ref"); err != nil {
+		if _, err := l.Pay(ctx, ids[i], fmt.Sprintf("u%d", i), "ref"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Cancel(ctx, ids[i+1], ""); err != nil {
+		if _, err := l.Cancel(ctx, ids[i+1], fmt.Sprintf("u%d", i+1)); err != nil {
 			t.Fatal(err)
 		}
 	}

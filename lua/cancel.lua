@@ -10,7 +10,7 @@
 -- ARGV[1] order_id
 -- ARGV[2] item_id and ARGV[3] user_id of the order (KEYS[4] and KEYS[5] are built from them;
 --         checked against the state hash)
--- ARGV[4] the cancelling user, or '' when any caller may cancel (no verified identity)
+-- ARGV[4] the cancelling user: only the order's own user may cancel it (never '')
 -- ARGV[5] Pub/Sub channel on which the item is announced after the change (not a key)
 --
 -- Only a reserved order is cancelled (also past pay_by, before the sweeper expired it: the
@@ -24,7 +24,7 @@
 
 local o = redis.call('HMGET', KEYS[1], 'state', 'item_id', 'user_id', 'quantity', 'request_id', 'pay_by', 'ts')
 local state = o[1]
-if not state or o[2] ~= ARGV[2] or o[3] ~= ARGV[3] or (ARGV[4] ~= '' and o[3] ~= ARGV[4]) then
+if not state or o[2] ~= ARGV[2] or o[3] ~= ARGV[3] or o[3] ~= ARGV[4] then
   return {1, '', 0}
 end
 if state ~= 'reserved' then

@@ -6,7 +6,7 @@
 --
 -- ARGV[1] order_id
 -- ARGV[2] payment_ref (1..128 bytes; validated by the caller)
--- ARGV[3] the paying user, or '' when any caller may pay (no verified identity)
+-- ARGV[3] the paying user: only the order's own user may pay it (never '')
 --
 -- An order is paid if it is reserved and Redis TIME is before its pay_by: the state becomes
 -- paid (payment_ref, paid_at), it leaves the due set and a `paid` event is appended. The
@@ -16,14 +16,14 @@
 --
 -- Returns {code, state, pay_by, paid_at}:
 --   0 paid now          'paid', pay_by, paid_at
---   1 unknown           no state hash (or, with ARGV[3], the order is another user's)
+--   1 unknown           no state hash, or the order is another user's: nothing changed
 --   2 already paid      'paid', pay_by, paid_at (same payment_ref: the same success)
 --   3 paid otherwise    'paid', pay_by, paid_at (another payment_ref)
 --   4 closed            'cancelled' or 'expired' (or 'reserved' past pay_by: expiring), pay_by, ''
 
 local o = redis.call('HMGET', KEYS[1], 'state', 'pay_by', 'payment_ref', 'paid_at', 'user_id')
 local state, pay_by = o[1], o[2]
-if not state or (ARGV[3] ~= '' and o[5] ~= ARGV[3]) then
+if not state or o[5] ~= ARGV[3] then
   return {1, '', '', ''}
 end
 if state == 'paid' then

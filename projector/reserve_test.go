@@ -48,12 +48,12 @@ func reservationSale(t *testing.T, e env) map[string]string {
 	for i, id := range ids {
 		switch i % 4 {
 		case 0:
-			if _, err := e.l.Pay(ctx, id, "", "pay-"+id); err != nil {
+			if _, err := e.l.Pay(ctx, id, fmt.Sprintf("u%d", i), "pay-"+id); err != nil {
 				t.Fatal(err)
 			}
 			want[id] = projector.StatusPaid
 		case 1:
-			if _, err := e.l.Cancel(ctx, id, ""); err != nil {
+			if _, err := e.l.Cancel(ctx, id, fmt.Sprintf("u%d", i)); err != nil {
 				t.Fatal(err)
 			}
 			want[id] = projector.StatusCancelled
@@ -175,7 +175,7 @@ func TestLookupShowsTheReservation(t *testing.T) {
 	if err != nil || o.Status != projector.StatusReserved || o.PayBy.Sub(o.CreatedAt) != time.Hour {
 		t.Fatalf("before projection: %+v (%v)", o, err)
 	}
-	if _, err := e.l.Pay(ctx, id, "", "p"); err != nil {
+	if _, err := e.l.Pay(ctx, id, "u", "p"); err != nil {
 		t.Fatal(err)
 	}
 	if o, err = lk.Order(ctx, id); err != nil || o.Status != projector.StatusPaid {

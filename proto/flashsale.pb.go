@@ -13,8 +13,11 @@
 //   Unauthenticated     verified identity is on and the authorization metadata has no valid
 //                       bearer token
 //   PermissionDenied    user_id is set and is not the user of the bearer token
+// GetOrder, Pay and Cancel act only for the order's own user: user_id names it (without verified
+// identity; with it, the token does and user_id, when set, must be the token's). A missing
+// user_id, or another user's order, is NotFound, as for an order that does not exist.
 // Pay and Cancel (orders placed under a pay-within rule):
-//   NotFound            unknown order, or (verified identity on) another user's order
+//   NotFound            unknown order, another user's order, or no user named
 //   FailedPrecondition  the order needs no payment; paid with another payment_ref (Pay);
 //                       the order is paid (Cancel); expired or cancelled (Pay; Cancel of an
 //                       expired order)
@@ -46,7 +49,9 @@ type PayRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	OrderId string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
 	// 1..128 bytes of printable UTF-8.
-	PaymentRef    string `protobuf:"bytes,2,opt,name=payment_ref,json=paymentRef,proto3" json:"payment_ref,omitempty"`
+	PaymentRef string `protobuf:"bytes,2,opt,name=payment_ref,json=paymentRef,proto3" json:"payment_ref,omitempty"`
+	// The order's user (see GetOrder, Pay and Cancel above).
+	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -95,9 +100,18 @@ func (x *PayRequest) GetPaymentRef() string {
 	return ""
 }
 
+func (x *PayRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 type CancelRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	OrderId       string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	OrderId string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// The order's user.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +149,13 @@ func (*CancelRequest) Descriptor() ([]byte, []int) {
 func (x *CancelRequest) GetOrderId() string {
 	if x != nil {
 		return x.OrderId
+	}
+	return ""
+}
+
+func (x *CancelRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
 	}
 	return ""
 }
@@ -478,8 +499,10 @@ func (x *Item) GetPayWithinMs() int64 {
 }
 
 type GetOrderRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	OrderId       string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	OrderId string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// The order's user.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -517,6 +540,13 @@ func (*GetOrderRequest) Descriptor() ([]byte, []int) {
 func (x *GetOrderRequest) GetOrderId() string {
 	if x != nil {
 		return x.OrderId
+	}
+	return ""
+}
+
+func (x *GetOrderRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
 	}
 	return ""
 }
@@ -628,14 +658,16 @@ var File_proto_flashsale_proto protoreflect.FileDescriptor
 
 const file_proto_flashsale_proto_rawDesc = "" +
 	"\n" +
-	"\x15proto/flashsale.proto\x12\tflashsale\"H\n" +
+	"\x15proto/flashsale.proto\x12\tflashsale\"a\n" +
 	"\n" +
 	"PayRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vpayment_ref\x18\x02 \x01(\tR\n" +
-	"paymentRef\"*\n" +
+	"paymentRef\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"C\n" +
 	"\rCancelRequest\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\"\x9b\x01\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\x9b\x01\n" +
 	"\vPayResponse\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1a\n" +
@@ -664,9 +696,10 @@ const file_proto_flashsale_proto_rawDesc = "" +
 	"startsAtMs\x12\x1c\n" +
 	"\n" +
 	"ends_at_ms\x18\x05 \x01(\x03R\bendsAtMs\x12\"\n" +
-	"\rpay_within_ms\x18\x06 \x01(\x03R\vpayWithinMs\",\n" +
+	"\rpay_within_ms\x18\x06 \x01(\x03R\vpayWithinMs\"E\n" +
 	"\x0fGetOrderRequest\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\"\xe7\x01\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xe7\x01\n" +
 	"\x05Order\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1d\n" +
 	"\n" +

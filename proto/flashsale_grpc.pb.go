@@ -13,8 +13,11 @@
 //   Unauthenticated     verified identity is on and the authorization metadata has no valid
 //                       bearer token
 //   PermissionDenied    user_id is set and is not the user of the bearer token
+// GetOrder, Pay and Cancel act only for the order's own user: user_id names it (without verified
+// identity; with it, the token does and user_id, when set, must be the token's). A missing
+// user_id, or another user's order, is NotFound, as for an order that does not exist.
 // Pay and Cancel (orders placed under a pay-within rule):
-//   NotFound            unknown order, or (verified identity on) another user's order
+//   NotFound            unknown order, another user's order, or no user named
 //   FailedPrecondition  the order needs no payment; paid with another payment_ref (Pay);
 //                       the order is paid (Cancel); expired or cancelled (Pay; Cancel of an
 //                       expired order)

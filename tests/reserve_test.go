@@ -50,6 +50,7 @@ func TestChaosReservations(t *testing.T) {
 	start := time.Now()
 
 	want := map[string]string{}
+	users := map[string]string{} // order ID -> its user, who alone may pay, cancel or read it
 	var paidUnits int64
 	for i := range orders {
 		status, r, err := purchaseHTTP(c, srv, fmt.Sprintf("q%d", i), fmt.Sprintf("u%d", i), item, 1)
@@ -57,9 +58,10 @@ func TestChaosReservations(t *testing.T) {
 			t.Fatalf("purchase %d: %d %+v %v", i, status, r, err)
 		}
 		id := r.OrderID
+		users[id] = fmt.Sprintf("u%d", i)
 		switch i % 10 {
 		case 0, 1, 2, 3, 4, 5:
-			ref := `{"payment_ref":"pay-` + id + `"}`
+			ref := `{"payment_ref":"pay-` + id + `","user_id":"` + users[id] + `"}`
 			if got := postOrder(t, c, srv, id, "pay", ref); got != http.StatusOK {
 				t.Fatalf("pay %s: %d", id, got)
 			}
@@ -70,10 +72,10 @@ func TestChaosReservations(t *testing.T) {
 			}
 			want[id], paidUnits = "paid", paidUnits+1
 		case 6:
-			if got := postOrder(t, c, srv, id, "cancel", ""); got != http.StatusOK {
+			if got := postOrder(t, c, srv, id, "cancel", `{"user_id":"`+users[id]+`"}`); got != http.StatusOK {
 				t.Fatalf("cancel %s: %d", id, got)
 			}
-			if got := postOrder(t, c, srv, id, "pay", `{"payment_ref":"late"}`); got != http.StatusGone {
+			if got := postOrder(t, c, srv, id, "pay", `{"payment_ref":"late","user_id":"`+users[id]+`"}`); got != http.StatusGone {
 				t.Fatalf("pay after cancel %s: %d, want 410", id, got)
 			}
 			want[id] = "cancelled"
@@ -96,7 +98,7 @@ func TestChaosReservations(t *testing.T) {
 	}
 	for id, w := range want {
 		if w == "expired" {
-			if got := postOrder(t, c, srv, id, "pay", `{"payment_ref":"too-late"}`); got != http.StatusGone {
+			if got := postOrder(t, c, srv, id, "pay", `{"payment_ref":"too-late","user_id":"`+users[id]+`"}`); got != http.StatusGone {
 				t.Fatalf("pay of %s past its deadline: %d, want 410", id, got)
 			}
 			break
@@ -157,7 +159,7 @@ func TestChaosReservations(t *testing.T) {
 			Status string     `json:"status"`
 			PayBy  *time.Time `json:"pay_by"`
 		}
-		if code := getJSON(t, c, srv, "/api/orders/"+id, &o); code != http.StatusOK || o.Status != w || o.PayBy == nil {
+		if code := getJSON(t, c, srv, "/api/orders/"+id+"?user_id="+users[id], &o); code != http.StatusOK || o.Status != w || o.PayBy == nil {
 			t.Errorf("GET order %s: %d %+v, want %s with pay_by", id, code, o, w)
 		}
 	}

@@ -31,6 +31,7 @@ func testServeEndToEnd(t *testing.T, tp testenv.Topology) {
 
 	var mu sync.Mutex
 	var acked []string
+	owners := map[string]string{} // order ID -> its user
 	statuses := map[int]int{}
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -48,6 +49,7 @@ func testServeEndToEnd(t *testing.T, tp testenv.Topology) {
 						t.Errorf("purchase %d: got 200 %+v, want success with an order_id", i, r)
 					}
 					acked = append(acked, r.OrderID)
+					owners[r.OrderID] = fmt.Sprintf("user-%d", i)
 				}
 				mu.Unlock()
 			}
@@ -68,7 +70,7 @@ func testServeEndToEnd(t *testing.T, tp testenv.Topology) {
 		ItemID  string `json:"item_id"`
 		Status  string `json:"status"`
 	}
-	if code := getJSON(t, c, srv, "/api/orders/"+acked[0], &order); code != http.StatusOK {
+	if code := getJSON(t, c, srv, "/api/orders/"+acked[0]+"?user_id="+owners[acked[0]], &order); code != http.StatusOK {
 		t.Fatalf("GET order %s: got status %d, want 200", acked[0], code)
 	}
 	if order.OrderID != acked[0] || order.ItemID != item || order.Status != "confirmed" {
@@ -83,7 +85,7 @@ func testServeEndToEnd(t *testing.T, tp testenv.Topology) {
 	}
 	for _, tt := range tests {
 		var r apiReply
-		if got := getJSON(t, c, srv, "/api/orders/"+tt.id, &r); got != tt.want || r.Success || r.Message == "" {
+		if got := getJSON(t, c, srv, "/api/orders/"+tt.id+"?user_id=user-0", &r); got != tt.want || r.Success || r.Message == "" {
 			t.Errorf("GET order %q: got %d %+v, want %d with a message", tt.id, got, r, tt.want)
 		}
 	}

@@ -123,18 +123,18 @@ func (w *worker) run(ctx context.Context) {
 		cancel()
 		w.record(o, time.Since(sent))
 		if o == outOK && orderID != "" && cfg.pay > 0 && rand.Float64() < cfg.pay {
-			w.payOrder(context.WithoutCancel(ctx), orderID, p.requestID)
+			w.payOrder(context.WithoutCancel(ctx), orderID, p.userID, p.requestID)
 		}
 	}
 }
 
-// payOrder pays an order it won, retrying (with the same payment_ref, which is safe) when a
-// reply gives no verdict.
-func (w *worker) payOrder(ctx context.Context, orderID, ref string) {
+// payOrder pays an order it won as its user, retrying (with the same payment_ref, which is
+// safe) when a reply gives no verdict.
+func (w *worker) payOrder(ctx context.Context, orderID, user, ref string) {
 	o := payAmbiguous
 	for range 3 {
 		pctx, cancel := context.WithTimeout(ctx, w.cfg.timeout)
-		o = w.t.pay(pctx, w.id, orderID, ref)
+		o = w.t.pay(pctx, w.id, orderID, user, ref)
 		cancel()
 		if o != payAmbiguous {
 			break

@@ -49,8 +49,8 @@ func (g *grpcTarget) purchase(ctx context.Context, client int, p purchase) (outc
 	return outOK, resp.GetOrderId()
 }
 
-func (g *grpcTarget) pay(ctx context.Context, client int, orderID, ref string) payOutcome {
-	_, err := g.clients[client%len(g.clients)].Pay(ctx, &pb.PayRequest{OrderId: orderID, PaymentRef: ref})
+func (g *grpcTarget) pay(ctx context.Context, client int, orderID, user, ref string) payOutcome {
+	_, err := g.clients[client%len(g.clients)].Pay(ctx, &pb.PayRequest{OrderId: orderID, PaymentRef: ref, UserId: user})
 	switch status.Code(err) {
 	case codes.OK:
 		return payOK

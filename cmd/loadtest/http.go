@@ -74,8 +74,8 @@ func (h *httpTarget) purchase(ctx context.Context, _ int, p purchase) (outcome, 
 	return o, r.OrderID
 }
 
-func (h *httpTarget) pay(ctx context.Context, _ int, orderID, ref string) payOutcome {
-	body, _ := json.Marshal(map[string]string{"payment_ref": ref})
+func (h *httpTarget) pay(ctx context.Context, _ int, orderID, user, ref string) payOutcome {
+	body, _ := json.Marshal(map[string]string{"payment_ref": ref, "user_id": user})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+"/api/orders/"+url.PathEscape(orderID)+"/pay", bytes.NewReader(body))
 	if err != nil {
 		return payAmbiguous

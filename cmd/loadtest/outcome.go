@@ -80,8 +80,8 @@ type target interface {
 	// purchase sends p on behalf of client number client and classifies the reply; an ok
 	// reply comes with its order_id.
 	purchase(ctx context.Context, client int, p purchase) (outcome, string)
-	// pay pays orderID with ref and classifies the reply.
-	pay(ctx context.Context, client int, orderID, ref string) payOutcome
+	// pay pays orderID with ref as user, the order's, and classifies the reply.
+	pay(ctx context.Context, client int, orderID, user, ref string) payOutcome
 	// stock reads item's remaining stock through the API.
 	stock(ctx context.Context, item string) (int64, error)
 	close()
