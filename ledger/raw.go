@@ -2,6 +2,8 @@ package ledger
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -124,4 +126,21 @@ func (l *Ledger) ReleaseLease(ctx context.Context, p int, name, holder string) e
 		return redisErr("release lease", err)
 	}
 	return nil
+}
+
+// ID returns the ledger's identity: a random name given on first use and kept in Redis, so
+// that an archive can tell its own ledger from another (or from a new one after Redis lost
+// everything).
+func (l *Ledger) ID(ctx context.Context) (string, error) {
+	var b [12]byte
+	rand.Read(b[:])
+	key := l.keys.ID()
+	if err := l.rdb.SetNX(ctx, key, hex.EncodeToString(b[:]), 0).Err(); err != nil {
+		return "", redisErr("ledger id", err)
+	}
+	id, err := l.rdb.Get(ctx, key).Result()
+	if err != nil {
+		return "", redisErr("ledger id", err)
+	}
+	return id, nil
 }

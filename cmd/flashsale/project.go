@@ -71,6 +71,7 @@ func project(ctx context.Context, e *env, args []string) error {
 	rf := f.redis()
 	pf := f.projector()
 	sf := f.sweeper()
+	arf := f.archive()
 	dsn := f.mysqlDSN()
 	metricsAddr := f.str("metrics", "FLASHSALE_METRICS_ADDR", "", "address for /metrics and /health (off when empty)")
 	logger := f.logger()
@@ -91,6 +92,9 @@ func project(ctx context.Context, e *env, args []string) error {
 	var g oklog.Group
 	addProjector(&g, ctx, p)
 	addSweeper(&g, ctx, l, sf, reg, log)
+	if err := arf.addArchiver(&g, ctx, l, log); err != nil {
+		return err
+	}
 	if *metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

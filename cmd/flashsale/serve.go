@@ -49,10 +49,12 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	var dsn *string
 	var pf projectorFlags
 	var sf sweepFlags
+	var arf archiveFlags
 	if withMySQL {
 		dsn = f.mysqlDSN()
 		pf = f.projector()
 		sf = f.sweeper()
+		arf = f.archive()
 	}
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
@@ -103,6 +105,9 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		addProjector(&g, ctx, p)
 		addSweeper(&g, ctx, l, sf, reg, log)
+		if err := arf.addArchiver(&g, ctx, l, log); err != nil {
+			return err
+		}
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}

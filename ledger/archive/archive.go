@@ -15,8 +15,10 @@ package archive
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"slices"
@@ -262,4 +264,38 @@ func parseAfter(after string) (streamID, error) {
 		return streamID{}, fmt.Errorf("archive read: stream ID %q: want <ms>-<seq>", after)
 	}
 	return id, nil
+}
+
+// identity is the root file that binds an archive to one ledger.
+type identity struct {
+	Format  string `json:"format"`
+	Version int    `json:"version"`
+	Ledger  string `json:"ledger"`
+}
+
+const identityFile = "ledger.json"
+
+// Bind ties the archive to the ledger named ledgerID (ledger.Ledger.ID): an archive that has
+// none yet takes it; one that holds another ledger's history is refused, so that two ledgers
+// never mix their segments (and a new ledger never takes an old one's segments for its own).
+func (a *Archive) Bind(ctx context.Context, ledgerID string) error {
+	body, err := a.store.get(ctx, identityFile)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("archive read %s: %w", a.store.where(identityFile), err)
+		}
+		body, _ = json.Marshal(identity{Format: "flashsale-archive", Version: formatVersion, Ledger: ledgerID})
+		if err := a.store.put(ctx, identityFile, append(body, '\n')); err != nil {
+			return fmt.Errorf("archive write %s: %w", a.store.where(identityFile), err)
+		}
+		return nil
+	}
+	var id identity
+	if err := json.Unmarshal(body, &id); err != nil || id.Format != "flashsale-archive" {
+		return fmt.Errorf("%w %s: not an archive identity", ErrCorrupt, a.store.where(identityFile))
+	}
+	if id.Ledger != ledgerID {
+		return fmt.Errorf("archive %s holds ledger %s, not this ledger (%s): give each ledger its own archive", a, id.Ledger, ledgerID)
+	}
+	return nil
 }

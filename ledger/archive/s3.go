@@ -3,9 +3,9 @@ package archive
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"path"
@@ -80,9 +80,9 @@ func first(vals ...string) string {
 	return ""
 }
 
-func (s *s3Store) String() string           { return "s3://" + s.bucket + "/" + s.prefix }
-func (s *s3Store) key(p string) string      { return s.prefix + p }
-func (s *s3Store) where(p string) string    { return "s3://" + s.bucket + "/" + s.key(p) }
+func (s *s3Store) String() string        { return "s3://" + s.bucket + "/" + s.prefix }
+func (s *s3Store) key(p string) string   { return s.prefix + p }
+func (s *s3Store) where(p string) string { return "s3://" + s.bucket + "/" + s.key(p) }
 func (s *s3Store) remove(ctx context.Context, p string) error {
 	return s.client.RemoveObject(ctx, s.bucket, s.key(p), minio.RemoveObjectOptions{})
 }
@@ -102,7 +102,7 @@ func (s *s3Store) get(ctx context.Context, p string) ([]byte, error) {
 	data, err := io.ReadAll(obj)
 	if err != nil {
 		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
-			return nil, errors.New("no such object")
+			return nil, fmt.Errorf("no such object: %w", fs.ErrNotExist)
 		}
 		return nil, err
 	}
