@@ -144,3 +144,31 @@ func (l *Ledger) ID(ctx context.Context) (string, error) {
 	}
 	return id, nil
 }
+
+// DecodeEntry decodes an entry of partition p as Range does: one that does not decode, or
+// names an item of another partition, comes back with Malformed set.
+func (l *Ledger) DecodeEntry(p int, id string, fields map[string]string) Event {
+	values := make(map[string]any, len(fields))
+	for k, v := range fields {
+		values[k] = v
+	}
+	return l.decodeOrMark(p, redis.XMessage{ID: id, Values: values})
+}
+
+// DeletedAfter reports the highest stream ID ever deleted from partition p's stream (trimmed
+// or XDEL) when it is after `after`, or "" when nothing after `after` was ever deleted: the
+// stream then holds every entry after `after` that was ever written.
+func (l *Ledger) DeletedAfter(ctx context.Context, p int, after string) (string, error) {
+	info, err := l.rdb.XInfoStream(ctx, l.keys.Events(p)).Result()
+	if err != nil {
+		if isNoGroup(err) {
+			return "", nil // no stream: nothing written, nothing deleted
+		}
+		return "", redisErr("stream info", err)
+	}
+	d := info.MaxDeletedEntryID
+	if d == "" || d == "0-0" || CompareIDs(d, after) <= 0 {
+		return "", nil
+	}
+	return d, nil
+}

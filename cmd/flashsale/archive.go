@@ -23,12 +23,16 @@ type archiveFlags struct {
 
 func (f *flags) archive() archiveFlags {
 	return archiveFlags{
-		url: f.str("archive", "FLASHSALE_ARCHIVE", defaultArchive(f.env.getenv),
-			"where the ledger's history is archived: file:///path or s3://bucket/prefix (S3 endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION); none: no archiver in this process"),
+		url: f.archiveURL("; none: no archiver in this process"),
 		segmentAge: f.duration("archive-segment-age", "FLASHSALE_ARCHIVE_SEGMENT_AGE", 5*time.Second,
 			"how long an entry waits for more before its segment is written to the archive"),
 		getenv: f.env.getenv,
 	}
+}
+
+func (f *flags) archiveURL(none string) *string {
+	return f.str("archive", "FLASHSALE_ARCHIVE", defaultArchive(f.env.getenv),
+		"where the ledger's history is archived: file:///path or s3://bucket/prefix (S3 endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)"+none)
 }
 
 // defaultArchive is file://$XDG_DATA_HOME/flashsale/archive (~/.local/share/flashsale/archive).
@@ -59,6 +63,30 @@ func (af archiveFlags) open(ctx context.Context, l *ledger.Ledger) (*archive.Arc
 	}
 	if err := a.Bind(ctx, id); err != nil {
 		return nil, err
+	}
+	return a, nil
+}
+
+// openReader opens the archive at url for reading; nil for none. An archive that holds
+// another ledger is refused.
+func openArchiveReader(ctx context.Context, url string, getenv func(string) string, l *ledger.Ledger) (*archive.Archive, error) {
+	if url == "none" || url == "" {
+		return nil, nil
+	}
+	a, err := archive.OpenReader(ctx, url, getenv)
+	if err != nil {
+		return nil, err
+	}
+	id, err := l.ID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open archive: %w", err)
+	}
+	owner, err := a.Owner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if owner != "" && owner != id {
+		return nil, fmt.Errorf("archive %s holds ledger %s, not this ledger (%s)", a, owner, id)
 	}
 	return a, nil
 }

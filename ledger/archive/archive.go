@@ -59,6 +59,16 @@ func Open(ctx context.Context, rawURL string) (*Archive, error) {
 // turns TLS off), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or MINIO_ROOT_USER and
 // MINIO_ROOT_PASSWORD), AWS_SESSION_TOKEN, and AWS_REGION or AWS_DEFAULT_REGION.
 func OpenEnv(ctx context.Context, rawURL string, getenv func(string) string) (*Archive, error) {
+	return open(ctx, rawURL, getenv, true)
+}
+
+// OpenReader is OpenEnv for reading only: it neither creates the directory nor checks that it
+// can write.
+func OpenReader(ctx context.Context, rawURL string, getenv func(string) string) (*Archive, error) {
+	return open(ctx, rawURL, getenv, false)
+}
+
+func open(ctx context.Context, rawURL string, getenv func(string) string, write bool) (*Archive, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("archive url %q: %w", rawURL, err)
@@ -72,7 +82,7 @@ func OpenEnv(ctx context.Context, rawURL string, getenv func(string) string) (*A
 		if u.Path == "" || !strings.HasPrefix(u.Path, "/") {
 			return nil, fmt.Errorf("archive url %q: want file:///absolute/path", rawURL)
 		}
-		s, err = newFileStore(u.Path)
+		s, err = newFileStore(u.Path, write)
 	case "s3":
 		s, err = newS3Store(ctx, u, getenv)
 	default:
@@ -80,6 +90,9 @@ func OpenEnv(ctx context.Context, rawURL string, getenv func(string) string) (*A
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !write {
+		return &Archive{store: s}, nil
 	}
 	if err := probe(ctx, s); err != nil {
 		return nil, fmt.Errorf("archive %s is not writable: %w", s, err)
@@ -275,27 +288,39 @@ type identity struct {
 
 const identityFile = "ledger.json"
 
+// Owner returns the ID of the ledger the archive holds, "" when it holds none yet.
+func (a *Archive) Owner(ctx context.Context) (string, error) {
+	body, err := a.store.get(ctx, identityFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("archive read %s: %w", a.store.where(identityFile), err)
+	}
+	var id identity
+	if err := json.Unmarshal(body, &id); err != nil || id.Format != "flashsale-archive" || id.Ledger == "" {
+		return "", fmt.Errorf("%w %s: not an archive identity", ErrCorrupt, a.store.where(identityFile))
+	}
+	return id.Ledger, nil
+}
+
 // Bind ties the archive to the ledger named ledgerID (ledger.Ledger.ID): an archive that has
 // none yet takes it; one that holds another ledger's history is refused, so that two ledgers
 // never mix their segments (and a new ledger never takes an old one's segments for its own).
 func (a *Archive) Bind(ctx context.Context, ledgerID string) error {
-	body, err := a.store.get(ctx, identityFile)
+	owner, err := a.Owner(ctx)
 	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("archive read %s: %w", a.store.where(identityFile), err)
-		}
-		body, _ = json.Marshal(identity{Format: "flashsale-archive", Version: formatVersion, Ledger: ledgerID})
+		return err
+	}
+	if owner == "" {
+		body, _ := json.Marshal(identity{Format: "flashsale-archive", Version: formatVersion, Ledger: ledgerID})
 		if err := a.store.put(ctx, identityFile, append(body, '\n')); err != nil {
 			return fmt.Errorf("archive write %s: %w", a.store.where(identityFile), err)
 		}
 		return nil
 	}
-	var id identity
-	if err := json.Unmarshal(body, &id); err != nil || id.Format != "flashsale-archive" {
-		return fmt.Errorf("%w %s: not an archive identity", ErrCorrupt, a.store.where(identityFile))
-	}
-	if id.Ledger != ledgerID {
-		return fmt.Errorf("archive %s holds ledger %s, not this ledger (%s): give each ledger its own archive", a, id.Ledger, ledgerID)
+	if owner != ledgerID {
+		return fmt.Errorf("archive %s holds ledger %s, not this ledger (%s): give each ledger its own archive", a, owner, ledgerID)
 	}
 	return nil
 }

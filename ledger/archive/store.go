@@ -47,8 +47,11 @@ type fileStore struct {
 	root string
 }
 
-func newFileStore(root string) (*fileStore, error) {
+func newFileStore(root string, create bool) (*fileStore, error) {
 	root = filepath.Clean(root)
+	if !create {
+		return &fileStore{root: root}, nil
+	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("archive %s is not writable: %w", root, err)
 	}
