@@ -155,10 +155,13 @@ func (l *Ledger) DecodeEntry(p int, id string, fields map[string]string) Event {
 	return l.decodeOrMark(p, redis.XMessage{ID: id, Values: values})
 }
 
-// DeletedAfter reports the highest stream ID ever deleted from partition p's stream (trimmed
-// or XDEL) when it is after `after`, or "" when nothing after `after` was ever deleted: the
-// stream then holds every entry after `after` that was ever written.
-func (l *Ledger) DeletedAfter(ctx context.Context, p int, after string) (string, error) {
+// TrimmedPast reports whether partition p's stream lost entries after the stream ID after:
+// entries were deleted from it (XTRIM, XDEL) and its first entry is after `after` (or it is
+// empty while Redis generated IDs after `after`). It then returns the first ID the stream
+// still holds (or its last generated one), else "". Trimming with MINID at an ID that is kept
+// (an archived one) never leaves a gap: the entry at MINID stays. Redis before 7.0, which does
+// not count the entries added, reports nothing.
+func (l *Ledger) TrimmedPast(ctx context.Context, p int, after string) (string, error) {
 	info, err := l.rdb.XInfoStream(ctx, l.keys.Events(p)).Result()
 	if err != nil {
 		if isNoGroup(err) {
@@ -166,9 +169,15 @@ func (l *Ledger) DeletedAfter(ctx context.Context, p int, after string) (string,
 		}
 		return "", redisErr("stream info", err)
 	}
-	d := info.MaxDeletedEntryID
-	if d == "" || d == "0-0" || CompareIDs(d, after) <= 0 {
+	if info.EntriesAdded <= info.Length {
 		return "", nil
 	}
-	return d, nil
+	first := info.FirstEntry.ID
+	if info.Length == 0 {
+		first = info.LastGeneratedID
+	}
+	if CompareIDs(first, after) <= 0 {
+		return "", nil
+	}
+	return first, nil
 }

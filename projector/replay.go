@@ -86,14 +86,14 @@ func Replay(ctx context.Context, l *ledger.Ledger, store *Store, opt ReplayOptio
 				return st, fmt.Errorf("replay partition %d from the archive: %w", p, err)
 			}
 		}
-		if gone, err := l.DeletedAfter(ctx, p, after); err != nil {
+		if first, err := l.TrimmedPast(ctx, p, after); err != nil {
 			return st, err
-		} else if gone != "" {
-			where := "the archive holds it only through " + after
+		} else if first != "" {
+			where := "the archive ends at " + after
 			if opt.Archive == nil {
 				where = "no archive was given"
 			}
-			return st, fmt.Errorf("replay partition %d: entries up to %s were trimmed or deleted from the stream and %s", p, gone, where)
+			return st, fmt.Errorf("replay partition %d: entries were trimmed or deleted from the stream, which now starts at %s, and %s", p, first, where)
 		}
 		for {
 			events, err := l.Range(ctx, p, after, opt.PageSize)
