@@ -18,6 +18,7 @@ import (
 type archiveFlags struct {
 	url        *string
 	segmentAge *time.Duration
+	lease      *time.Duration
 	getenv     func(string) string
 }
 
@@ -26,6 +27,8 @@ func (f *flags) archive() archiveFlags {
 		url: f.archiveURL("; none: no archiver in this process"),
 		segmentAge: f.duration("archive-segment-age", "FLASHSALE_ARCHIVE_SEGMENT_AGE", 5*time.Second,
 			"how long an entry waits for more before its segment is written to the archive"),
+		lease: f.duration("archive-lease", "FLASHSALE_ARCHIVE_LEASE", 10*time.Second,
+			"how long a partition's archiver lease lasts unrenewed: another process's archiver takes a partition over this long after its archiver died"),
 		getenv: f.env.getenv,
 	}
 }
@@ -92,14 +95,21 @@ func openArchiveReader(ctx context.Context, url string, getenv func(string) stri
 }
 
 // addArchiver opens the archive and adds its archiver to g (nothing with -archive none).
-func (af archiveFlags) addArchiver(g *oklog.Group, ctx context.Context, l *ledger.Ledger, log *slog.Logger) error {
+// holder names it in the leases: the projector's consumer name, stable across restarts, so
+// that a restarted process takes its partitions back at once.
+func (af archiveFlags) addArchiver(g *oklog.Group, ctx context.Context, l *ledger.Ledger, holder string, log *slog.Logger) error {
 	a, err := af.open(ctx, l)
 	if err != nil || a == nil {
 		return err
 	}
+	if holder == "" {
+		holder, _ = os.Hostname() // the projector's default consumer name
+	}
 	ar, err := archive.NewArchiver(a, l, archive.Config{
 		Partitions: l.Keys().Partitions(),
+		Holder:     holder,
 		SegmentAge: *af.segmentAge,
+		LeaseTTL:   *af.lease,
 	}, log)
 	if err != nil {
 		return err
