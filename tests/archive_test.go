@@ -293,3 +293,23 @@ func firstDiff(got, want string) string {
 	}
 	return fmt.Sprintf("got %d lines, want %d", len(g), len(w))
 }
+
+// An archive that cannot be written refuses serve and project at start, in one line, before
+// they serve or project anything.
+func TestUnwritableArchiveRefusesToStart(t *testing.T) {
+	s := newStack(t)
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o644)
+	for _, url := range []string{"file://" + file + "/archive", "s3://bucket/x", "ftp://host/x", "archive"} {
+		for _, cmd := range [][]string{{"project"}, {"serve", "-http", "127.0.0.1:0", "-grpc", "127.0.0.1:0"}} {
+			env := append(s.env(s.dsn), "FLASHSALE_ARCHIVE="+url, "AWS_ENDPOINT_URL=http://127.0.0.1:1", "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y")
+			_, stderr, code := runCode(t, env, cmd...)
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			last := lines[len(lines)-1]
+			t.Logf("%s -archive %s: %s", cmd[0], url, last)
+			if code != 1 || !strings.HasPrefix(last, "flashsale: archive") || strings.Contains(stderr, "listening") {
+				t.Errorf("%s with -archive %s: exit %d, %q; want exit 1 and one line about the archive", cmd[0], url, code, stderr)
+			}
+		}
+	}
+}
