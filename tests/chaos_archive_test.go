@@ -17,8 +17,8 @@ import (
 )
 
 // TestChaosArchiverKill9 writes orders to the ledger without pause while two `flashsale
-// project` processes archive it; one is killed with SIGKILL five times (times the chaos
-// scale), each time with entries read but not yet written as a segment, and restarted under
+// project` processes archive it; one is killed with SIGKILL five times (0.7 s apart, times
+// the chaos scale), each time with entries read but not yet written as a segment, and restarted under
 // the same name. Afterwards every partition's archive reads exactly as its stream: no entry
 // missing, none twice, in order, field for field.
 func TestChaosArchiverKill9(t *testing.T) {
@@ -53,10 +53,10 @@ func TestChaosArchiverKill9(t *testing.T) {
 	victim := startProcess(t, "project a", env, args("arch-a")...)
 	startProcess(t, "project b", env, args("arch-b")...)
 	a := openArchive(t, getenv)
-	kills := 5 * chaosScale(t)
+	const kills = 5
 	unarchived := 0
 	for k := range kills {
-		time.Sleep(700 * time.Millisecond)
+		time.Sleep(scaled(t, 700*time.Millisecond))
 		victim.kill()
 		for p := range s.l.Keys().Partitions() { // what the archive did not hold at the kill
 			th, err := a.Through(ctx, p)
