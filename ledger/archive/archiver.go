@@ -51,8 +51,9 @@ type Config struct {
 	// SegmentAge is how long the first entry of a segment waits for more before the segment is
 	// written anyway (default 5 s): the archive, and so trimming, lags the stream by about this.
 	SegmentAge time.Duration
-	// Block is how long one read waits for new entries (default 1 s).
-	Block time.Duration
+	// Poll is how long the archiver waits after a read that found fewer entries than it could
+	// take (default 1 s; less when a segment's age runs out sooner).
+	Poll time.Duration
 	// LeaseTTL is how long a partition's lease lives unrenewed (default 10 s); it is renewed
 	// every third of it, and an idle archiver tries for free leases as often.
 	LeaseTTL time.Duration
@@ -71,8 +72,8 @@ func (c *Config) setDefaults() {
 	if c.SegmentAge <= 0 {
 		c.SegmentAge = 5 * time.Second
 	}
-	if c.Block <= 0 {
-		c.Block = time.Second
+	if c.Poll <= 0 {
+		c.Poll = time.Second
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 10 * time.Second
@@ -186,12 +187,12 @@ func (ar *Archiver) holdPartition(ctx context.Context, p int, log *slog.Logger) 
 			through, buf = buf[len(buf)-1].ID, buf[:0]
 			continue
 		}
-		after, wait := through, ar.cfg.Block
+		after := through
 		if len(buf) > 0 {
 			after = buf[len(buf)-1].ID
-			wait = min(wait, max(ar.cfg.SegmentAge-time.Since(started), time.Millisecond))
 		}
-		msgs, err := ar.src.EntriesAfter(ctx, p, after, int64(ar.cfg.SegmentEntries-len(buf)), wait)
+		want := ar.cfg.SegmentEntries - len(buf)
+		msgs, err := ar.src.EntriesAfter(ctx, p, after, int64(want), 0)
 		if err != nil {
 			return err
 		}
@@ -200,6 +201,15 @@ func (ar *Archiver) holdPartition(ctx context.Context, p int, log *slog.Logger) 
 		}
 		for _, m := range msgs {
 			buf = append(buf, entryOf(m))
+		}
+		if len(msgs) < want {
+			// Polled rather than blocked: a blocking read would hold a pooled connection per
+			// partition, which the purchase path needs.
+			wait := ar.cfg.Poll
+			if len(buf) > 0 {
+				wait = min(wait, max(ar.cfg.SegmentAge-time.Since(started), time.Millisecond))
+			}
+			sleep(ctx, wait)
 		}
 	}
 	return nil

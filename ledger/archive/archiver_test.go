@@ -90,7 +90,7 @@ func TestArchiversCopyEveryEntryOnce(t *testing.T) {
 	for i := range 3 { // three at once: one holder per partition
 		ar, err := archive.NewArchiver(a, l, archive.Config{
 			Partitions: 3, Holder: fmt.Sprint("h", i), SegmentEntries: 50,
-			SegmentAge: 30 * time.Millisecond, Block: 20 * time.Millisecond, LeaseTTL: 300 * time.Millisecond,
+			SegmentAge: 30 * time.Millisecond, Poll: 20 * time.Millisecond, LeaseTTL: 300 * time.Millisecond,
 		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
