@@ -78,6 +78,7 @@ func (c *Config) setDefaults() {
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 10 * time.Second
 	}
+	c.Poll = min(c.Poll, c.LeaseTTL/3) // the lease is renewed between reads
 }
 
 // Archiver copies every partition stream into an archive, in order. Any number may run: each
