@@ -92,7 +92,7 @@ func project(ctx context.Context, e *env, args []string) error {
 	var g oklog.Group
 	addProjector(&g, ctx, p)
 	addSweeper(&g, ctx, l, sf, reg, log)
-	if err := arf.addArchiver(&g, ctx, l, *pf.consumer, log); err != nil {
+	if err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log); err != nil {
 		return err
 	}
 	if *metricsAddr != "" {

@@ -105,7 +105,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		addProjector(&g, ctx, p)
 		addSweeper(&g, ctx, l, sf, reg, log)
-		if err := arf.addArchiver(&g, ctx, l, *pf.consumer, log); err != nil {
+		if err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log); err != nil {
 			return err
 		}
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
