@@ -170,6 +170,9 @@ func (ar *Archiver) holdPartition(ctx context.Context, p int, log *slog.Logger) 
 		renewed = time.Now()
 		return nil
 	}
+	if n := ar.archive.RemoveStaleTemps(p); n > 0 {
+		log.Info("removed temporary files of writers killed mid-write", "files", n)
+	}
 	through, err := ar.archive.Through(ctx, p)
 	if err != nil {
 		return err
