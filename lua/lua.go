@@ -46,3 +46,8 @@ var Cancel string
 //
 //go:embed expire.lua
 var Expire string
+
+// Lease takes, renews or gives up a lease held by one holder at a time (the archiver's).
+//
+//go:embed lease.lua
+var Lease string

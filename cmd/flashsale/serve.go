@@ -50,10 +50,12 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	var dsn *string
 	var pf projectorFlags
 	var sf sweepFlags
+	var arf archiveFlags
 	if withMySQL {
 		dsn = f.mysqlDSN()
 		pf = f.projector()
 		sf = f.sweeper()
+		arf = f.archive()
 	}
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
@@ -104,6 +106,9 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		addProjector(&g, ctx, p)
 		addSweeper(&g, ctx, l, sf, reg, log)
+		if err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log); err != nil {
+			return err
+		}
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
