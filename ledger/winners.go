@@ -55,8 +55,10 @@ const (
 	leaseMarginDiv = 10
 	// winnerCount is the most entries one XREAD returns per partition.
 	winnerCount = 1000
-	// winnerCheck is how often the tail checks that no entry it has not read was deleted.
-	winnerCheck = time.Second
+	// winnerCheck is how often the tail checks that no entry it has not read was deleted (and
+	// before it renews a lapsed lease). While the lease holds the tail is less than the lease
+	// behind, and trimming touches older entries: the check is a safety net.
+	winnerCheck = 10 * time.Second
 	// winnerClockMargin covers a skew between this host's clock and Redis's: an idempotency
 	// key is taken to be alive only until its expiry minus this, a sale window open only until
 	// its end minus this.
@@ -365,7 +367,7 @@ func (l *Ledger) WinnerStats() WinnerStats {
 // (Redis away, restarting) the partitions stop answering locally; when Redis answers again the
 // tail resumes after its last entry if that entry is still there and nothing after it was
 // deleted, and rebuilds the partition from its first entry otherwise. Entries deleted before
-// the tail read them (found by a check of XINFO STREAM every second, and before a lapsed lease
+// the tail read them (found by a check of XINFO STREAM every 10 s, and before a lapsed lease
 // is renewed) also rebuild the partition. log may be nil.
 func (l *Ledger) TailWinners(ctx context.Context, log *slog.Logger) error {
 	w := l.winners

@@ -445,21 +445,39 @@ func startHeld(t testing.TB, addr string, cfg ledger.Config) (pr *process, hold,
 	if err != nil {
 		t.Fatal(err)
 	}
-	var holding atomic.Bool
-	held, gate := make(chan struct{}, 1), make(chan struct{})
+	var (
+		mu      sync.Mutex
+		holding bool
+		gate    chan struct{}
+	)
+	held := make(chan struct{}, 1)
 	ledger.SetBeforeTailRead(l, func() {
-		if holding.Load() {
+		mu.Lock()
+		g := gate
+		mu.Unlock()
+		if g != nil {
 			held <- struct{}{}
-			<-gate
+			<-g
 		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.TailWinners(ctx, nil); close(done) }()
-	var once sync.Once
-	release = func() { holding.Store(false); once.Do(func() { close(gate) }) }
+	release = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if holding {
+			close(gate)
+			gate, holding = nil, false
+		}
+	}
+	hold = func() {
+		mu.Lock()
+		gate, holding = make(chan struct{}), true
+		mu.Unlock()
+		<-held
+	}
 	t.Cleanup(func() { cancel(); release(); rdb.Close(); <-done; l.Close() })
-	hold = func() { holding.Store(true); <-held }
 	return &process{l: l, cmds: c}, hold, release
 }
 
@@ -512,6 +530,19 @@ func TestWinnerIndexTrimmedHistory(t *testing.T) {
 	order(item, fresh, 1)
 	waitLocal(t, early, "old")
 	waitLocal(t, early, item)
+	// lapse holds early's tail past its lease: it checks for deleted entries before it renews
+	// the lease (as it does every 10s while leased).
+	lapse := func() {
+		t.Helper()
+		hold()
+		time.Sleep(1100 * time.Millisecond)
+		if st := early.l.WinnerStats(); st.Leased != 0 {
+			t.Fatalf("held past the lease: %d partitions leased, want 0", st.Leased)
+		}
+		release()
+		waitUntil(t, func() bool { return early.l.WinnerStats().Leased == k.Partitions() })
+	}
+	lapse() // a check after early read everything: the trim below is of entries it had read
 
 	if n, err := rdb.XTrimMinID(ctx, stream, cut).Result(); err != nil || n != 2 {
 		t.Fatalf("trim: %d entries (%v), want old's creation and first order", n, err)
@@ -523,8 +554,9 @@ func TestWinnerIndexTrimmedHistory(t *testing.T) {
 	waitLocal(t, late, item)
 	answeredLocally(t, late, item, fresh)
 	answeredByRedis(t, late, "old", old) // w0's order is no longer in the stream
-	// early read everything before the trim, and goes on answering both items (after a check).
-	time.Sleep(1500 * time.Millisecond)
+	// early read everything before the trim, and goes on answering both items, also after its
+	// next check for deleted entries.
+	lapse()
 	answeredLocally(t, early, "old", old)
 	answeredLocally(t, early, item, fresh)
 
