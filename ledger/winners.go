@@ -497,8 +497,8 @@ func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 		// A lease that lapsed (the tail was held up: Redis slow, this process paused) is
 		// renewed only after a check that nothing unread was deleted meanwhile.
 		lapsed := false
-		for _, p := range ps {
-			lapsed = lapsed || w.now() >= w.parts[p].leaseUntil.Load()
+		for i, p := range ps {
+			lapsed = lapsed || got[i] < winnerCount && w.now() >= w.parts[p].leaseUntil.Load()
 		}
 		if lapsed {
 			if err := l.checkDeletes(ctx, ps); err != nil {
