@@ -65,6 +65,9 @@ type Event struct {
 	// PayWithinMS is the item's payment deadline after the change (0: no payment needed;
 	// absent in events written before the rule existed).
 	PayWithinMS int64
+	// Created marks the stock event that created the item (absent in events written before
+	// it was recorded).
+	Created bool
 
 	// Malformed is set when the entry could not be decoded; the other fields then hold what
 	// could be read, and Partition and StreamID are always set.
@@ -152,6 +155,7 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		if _, ok := msg.Values["pay_within_ms"]; ok {
 			e.PayWithinMS = f.int("pay_within_ms")
 		}
+		e.Created = f.str("created") == "1"
 		if e.Op != StockSet && e.Op != StockAdd {
 			f.fail("op", "want set or add")
 		}

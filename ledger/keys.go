@@ -40,10 +40,6 @@ func (k Keys) Partition(item string) int {
 // the ledger is opened and is not touched by any script.
 func (k Keys) Meta() string { return k.prefix + ":meta" }
 
-// StockChanges is the Pub/Sub channel on which the scripts announce the item of every stock
-// and restock event (it is not a key; no data lives there).
-func (k Keys) StockChanges() string { return k.prefix + ":stock-changed" }
-
 // Events is partition p's ledger stream.
 func (k Keys) Events(p int) string { return k.tag(p) + "events" }
 

@@ -115,10 +115,6 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
 	svc.RequireAuth(auth)
 	{
-		wctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return l.WatchStock(wctx) }, func(error) { cancel() })
-	}
-	{
 		tctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return l.TailWinners(tctx, log) }, func(error) { cancel() })
 	}
