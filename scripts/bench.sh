@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures flashsale on this machine against its ceilings, in one run (`make bench`):
 #   (a) a bare Go HTTP handler that decodes the purchase body and answers sold out (the HTTP ceiling)
-#   (b) redis-benchmark running lua/purchase.lua with EVALSHA on the same Redis (the Redis ceiling)
+#   (b) redis-benchmark running lua/purchase.lua with EVALSHA on the same Redis (the Redis ceiling),
+#       and the batch script deciding 16 purchases per call (what serve sends under load)
 #   (c) flashsale serve selling (large stock), over HTTP and over gRPC
 #   (d) flashsale serve sold out (stock 0 after a small sale), over HTTP and over gRPC
 #   (e) the projector's drain rate into MariaDB, and Redis memory per order
@@ -278,25 +279,36 @@ rb_keys() {
     "${tag}user:$RB_ITEM:bench-user" "${tag}events" "${tag}due"
 }
 
-# redis_bench KEY PREFIX SCRIPT: one redis-benchmark run of SCRIPT (a purchase.lua) on item
-# rbench under PREFIX; records req/s, p99, CPU, and Redis CPU per order.
+# redis_bench KEY PREFIX SCRIPT [BATCH]: one redis-benchmark run of SCRIPT (a purchase.lua)
+# on item rbench under PREFIX; with BATCH > 1, SCRIPT is the batch script and each call
+# decides BATCH purchases (as serve's pipeline sends the purchases of one partition). Records
+# purchases/s, p99 of a call, CPU, and Redis CPU per order.
 redis_bench() {
-  local key=$1 prefix=$2 script=$3 out="$TMP/$1.csv" r0 r1 m0 m1 cpu real len0 len1 stock0 stock1 sha
-  local -a keys
-  read -r -a keys <<<"$(rb_keys "$prefix")"
+  local key=$1 prefix=$2 script=$3 batch=${4:-1} out="$TMP/$1.csv" r0 r1 m0 m1 cpu real len0 len1 stock0 stock1 sha i
+  local -a keys one args=()
+  read -r -a one <<<"$(rb_keys "$prefix")"
   sha="$(rcli script load "$(cat "$script")")"
-  [ -n "$(rcli get "${keys[0]}")" ] || rcli set "${keys[0]}" 1000000000000 >/dev/null
-  r0="$(redis_cpu)" m0="$(machine_cpu)" len0="$(rcli xlen "${keys[4]}")" stock0="$(rcli get "${keys[0]}")"
+  [ -n "$(rcli get "${one[0]}")" ] || rcli set "${one[0]}" 1000000000000 >/dev/null
+  keys=("${one[@]}")
+  args=("$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" "$prefix:{p$RB_PART}:order:")
+  if [ "$batch" -gt 1 ]; then
+    keys=() args=("${#one[@]}" 7)
+    for ((i = 0; i < batch; i++)); do
+      keys+=("${one[@]}")
+      args+=("$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" "$prefix:{p$RB_PART}:order:")
+    done
+  fi
+  r0="$(redis_cpu)" m0="$(machine_cpu)" len0="$(rcli xlen "${one[4]}")" stock0="$(rcli get "${one[0]}")"
   local TIMEFORMAT='%U %S %R'
-  { time redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CLIENTS" -n "$REDIS_REQUESTS" -r 1000000000 --csv \
-    evalsha "$sha" 6 "${keys[@]}" "$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" "$prefix:{p$RB_PART}:order:" >"$out"; } 2>"$TMP/$1.time"
-  r1="$(redis_cpu)" m1="$(machine_cpu)" len1="$(rcli xlen "${keys[4]}")" stock1="$(rcli get "${keys[0]}")"
+  { time redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CLIENTS" -n $((REDIS_REQUESTS / batch)) -r 1000000000 --csv \
+    evalsha "$sha" "${#keys[@]}" "${keys[@]}" "${args[@]}" >"$out"; } 2>"$TMP/$1.time"
+  r1="$(redis_cpu)" m1="$(machine_cpu)" len1="$(rcli xlen "${one[4]}")" stock1="$(rcli get "${one[0]}")"
   # The script must really have sold: a wrong key would measure an "unknown item" no-op.
   if [ $((len1 - len0)) -lt $((REDIS_REQUESTS * 9 / 10)) ] || [ $((stock0 - stock1)) -ne $((len1 - len0)) ]; then
     die "redis-benchmark did not place orders ($((len1 - len0)) stream entries, stock fell by $((stock0 - stock1))): keys or arguments do not match $script"
   fi
   read -r cpu real < <(awk '{ print $1 + $2, $3 }' "$TMP/$1.time")
-  RPS[$key]="$(tail -n 1 "$out" | awk -F'","' '{ print $2 }')"
+  RPS[$key]="$(calc "$(tail -n 1 "$out" | awk -F'","' '{ print $2 }') * $batch")"
   P99[$key]="$(tail -n 1 "$out" | awk -F'","' '{ print $7 }')"
   CPU_CLIENT[$key]="$(calc "$cpu / $real")"
   CPU_SERVER[$key]=0
@@ -304,12 +316,14 @@ redis_bench() {
   CPU_MYSQL[$key]=0
   CPU_MACHINE[$key]="$(calc "($m1 - $m0) / $real")"
   ORDER_REDIS[$key]="$(calc "($r1 - $r0) * 1000000 / ($len1 - $len0)")" ORDER_GO[$key]=-
-  log "$key: $(printf '%.0f' "${RPS[$key]}") req/s, p99 ${P99[$key]} ms ($((len1 - len0)) orders, Redis ${ORDER_REDIS[$key]} us per order)"
+  log "$key: $(printf '%.0f' "${RPS[$key]}") purchases/s, p99 ${P99[$key]} ms ($((len1 - len0)) orders, Redis ${ORDER_REDIS[$key]} us per order)"
 }
+"$TMP/loadtest" script batch >"$TMP/batch.lua"
 log "(b) redis-benchmark EVALSHA purchase.lua, $REDIS_REQUESTS requests, appendfsync always"
 for ((round = 1; round <= ROUNDS; round++)); do
   redis_bench "redis$round" rb "$ROOT/lua/purchase.lua"
   [ -z "$BASELINE" ] || redis_bench "base_redis$round" rbb "$TMP/base/src/lua/purchase.lua"
+  redis_bench "batch$round" rb "$TMP/batch.lua" 16
 done
 log "(b') the same with appendfsync everysec (not flashsale's durable setting)"
 rcli config set appendfsync everysec >/dev/null
@@ -451,7 +465,7 @@ for a in RPS P99 CPU_CLIENT CPU_SERVER CPU_REDIS CPU_MYSQL CPU_MACHINE; do
   unset -n arr
 done
 # The rows run once per round are reported as their mean and, with more than one round, each.
-MEANS=(redis sell_http sell_grpc)
+MEANS=(redis batch sell_http sell_grpc)
 [ -z "$BASELINE" ] || MEANS+=(base_redis base_sell_http base_sell_grpc)
 for k in "${MEANS[@]}"; do
   for a in RPS P99 CPU_CLIENT CPU_SERVER CPU_REDIS CPU_MYSQL CPU_MACHINE ORDER_REDIS ORDER_GO; do
@@ -478,7 +492,7 @@ row() {
   local label=$1 k=$2 ref=${3:-bare} vs_rps="-" vs_p99="-" vs_b="-" ours
   if [ "$k" != "$ref" ]; then
     case $k in
-      redis* | base_redis*) ;;
+      redis* | base_redis* | batch*) ;;
       *_open) vs_p99="$(calc "${P99[$k]} / ${P99[$ref]}")" ;;
       *)
         vs_rps="$(calc "${RPS[$k]} / ${RPS[$ref]}")"
@@ -519,13 +533,18 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
   row "(a) bare handler, HTTP: mean" bare
   row "    run 1, before flashsale" bare1
   row "    run 2, after flashsale" bare2
-  for k in redis sell_http sell_grpc; do
-    case $k in redis) label="(b) purchase.lua EVALSHA" ;; sell_http) label="(c) selling, HTTP" ;; *) label="(c) selling, gRPC" ;; esac
+  for k in redis batch sell_http sell_grpc; do
+    case $k in
+      redis) label="(b) purchase.lua EVALSHA" ;;
+      batch) label="(b) batch call of 16, per order" ;;
+      sell_http) label="(c) selling, HTTP" ;;
+      *) label="(c) selling, gRPC" ;;
+    esac
     row "$label" "$k"
     if [ "$ROUNDS" -gt 1 ]; then
       for ((round = 1; round <= ROUNDS; round++)); do row "    round $round" "$k$round"; done
     fi
-    if [ -n "$BASELINE" ]; then
+    if [ -n "$BASELINE" ] && [ "$k" != batch ]; then
       row "    baseline $BASE_COMMIT" "base_$k"
       if [ "$ROUNDS" -gt 1 ]; then
         for ((round = 1; round <= ROUNDS; round++)); do row "    baseline round $round" "base_$k$round"; done
@@ -553,6 +572,8 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
   if [ -n "$BASELINE" ]; then
     echo
     echo "against the baseline $BASE_COMMIT (this tree / baseline, means of $ROUNDS rounds):"
+    printf '  %-10s req/s %5.2fx   Redis us per order %5.2fx   (this tree'"'"'s batch call of 16 against the baseline'"'"'s purchase.lua)\n' batch \
+      "$(calc "${RPS[batch]} / ${RPS[base_redis]}")" "$(calc "${ORDER_REDIS[batch]} / ${ORDER_REDIS[base_redis]}")"
     for k in redis sell_http sell_grpc; do
       printf '  %-10s req/s %5.2fx   Redis us per order %5.2fx' "$k" "$(calc "${RPS[$k]} / ${RPS[base_$k]}")" \
         "$(calc "${ORDER_REDIS[$k]} / ${ORDER_REDIS[base_$k]}")"
