@@ -20,7 +20,9 @@
 # BENCH_BASELINE=<git rev> also builds that commit (git archive into the temp dir) and runs its
 # (b) and (c) rows on the same Redis in the same run, alternating with this tree's, for
 # BENCH_ROUNDS rounds (2 with a baseline, else 1): its serve uses key prefix fb and database
-# flashsale_bench_base, its (b) row that commit's lua/purchase.lua.
+# flashsale_bench_base, its (b) row that commit's lua/purchase.lua. BENCH_BASELINE_SERVE_FLAGS
+# (default BENCH_SERVE_FLAGS) are the baseline serve's flags: BENCH_BASELINE=HEAD with other
+# flags compares two settings of one build.
 #
 # Everything it starts lives in a temp dir on random ports and is stopped on exit: its own
 # redis-server (AOF on, appendfsync always), the bare handler, a freshly built `flashsale serve`,
@@ -31,8 +33,11 @@
 # Environment: BENCH_DURATION (8s) and BENCH_WARMUP (1s) per measured run, BENCH_CLIENTS (64),
 # BENCH_RATE (3000) and BENCH_OPEN_DURATION (5s) for the open-loop runs, BENCH_REDIS_REQUESTS
 # (200000) for redis-benchmark, BENCH_MEM_ORDERS (20000), BENCH_SERVE_FLAGS (extra flags of
-# flashsale serve, e.g. "-pipeline 16"), BENCH_BASELINE, BENCH_ROUNDS, FLASHSALE_MYSQL_PORT (3306).
+# flashsale serve, e.g. "-pipeline 16"), BENCH_BASELINE, BENCH_BASELINE_SERVE_FLAGS, BENCH_ROUNDS,
+# FLASHSALE_MYSQL_PORT (3306).
 set -euo pipefail
+# The whole script is one group, read before it runs: editing the file meanwhile is harmless.
+{
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
@@ -47,6 +52,7 @@ MEM_ORDERS="${BENCH_MEM_ORDERS:-20000}"
 MYSQL_PORT="${FLASHSALE_MYSQL_PORT:-3306}"
 BASELINE="${BENCH_BASELINE:-}"
 ROUNDS="${BENCH_ROUNDS:-$([ -n "$BASELINE" ] && echo 2 || echo 1)}"
+BASE_SERVE_FLAGS="${BENCH_BASELINE_SERVE_FLAGS-$SERVE_FLAGS}"
 DB=flashsale_bench
 BASE_DB=flashsale_bench_base
 PARTITIONS=4
@@ -331,14 +337,14 @@ redis_bench redis_everysec rb "$ROOT/lua/purchase.lua"
 rcli config set appendfsync always >/dev/null
 
 # ---------------------------------------------------------------- (c), (d) flashsale serve
-# start_serve NAME BINARY PREFIX DSN: starts BINARY serve under key prefix PREFIX, projecting
-# into DSN; sets NAME_PID, NAME_HTTP and NAME_GRPC.
+# start_serve NAME BINARY PREFIX DSN FLAGS: starts BINARY serve under key prefix PREFIX,
+# projecting into DSN, with the extra FLAGS; sets NAME_PID, NAME_HTTP and NAME_GRPC.
 start_serve() {
-  local name=$1 bin=$2 prefix=$3 dsn=$4 log="$TMP/$1.log" pid i http grpc
-  log "starting $name: $bin serve, prefix $prefix ${SERVE_FLAGS:+(extra flags: $SERVE_FLAGS)}"
-  # shellcheck disable=SC2086 # SERVE_FLAGS is a list of flags
+  local name=$1 bin=$2 prefix=$3 dsn=$4 flags=$5 log="$TMP/$1.log" pid i http grpc
+  log "starting $name: $bin serve, prefix $prefix ${flags:+(extra flags: $flags)}"
+  # shellcheck disable=SC2086 # flags is a list of flags
   "$bin" serve -redis "127.0.0.1:$REDIS_PORT" -prefix "$prefix" -mysql "$dsn" -http 127.0.0.1:0 -grpc 127.0.0.1:0 \
-    -partitions "$PARTITIONS" -consumer bench $SERVE_FLAGS >"$log" 2>&1 &
+    -partitions "$PARTITIONS" -consumer bench $flags >"$log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
   addr() { grep -o "msg=\"$1 listening\" addr=[0-9.:]*" "$log" | head -n 1 | cut -d= -f3; }
@@ -355,9 +361,9 @@ start_serve() {
   printf -v "${name}_HTTP" %s "$http"
   printf -v "${name}_GRPC" %s "$grpc"
 }
-start_serve SERVE "$TMP/flashsale" fs "$DSN"
+start_serve SERVE "$TMP/flashsale" fs "$DSN" "$SERVE_FLAGS"
 SERVE_PID=$SERVE_PID HTTP_ADDR=$SERVE_HTTP GRPC_ADDR=$SERVE_GRPC
-[ -z "$BASELINE" ] || start_serve BASE "$TMP/base/flashsale" fb "$BASE_DSN"
+[ -z "$BASELINE" ] || start_serve BASE "$TMP/base/flashsale" fb "$BASE_DSN" "$BASE_SERVE_FLAGS"
 # stock set ITEM N: through flashsale's own stock command, which records the stock event.
 stock() { "$TMP/flashsale" stock "$1" -redis "127.0.0.1:$REDIS_PORT" "${@:2}"; }
 # settled [PREFIX]: the projector has read and acknowledged every entry (pending and lag 0 on
@@ -525,7 +531,7 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
   echo "       machine (other processes, kernel); us/req = CPU of the first four per request."
   echo "       Per sold order: CPU of Redis and of serve (Go: front door, purchase pipeline, projector,"
   echo "       winner tail, sweeper) from before the run until the projector caught up with it."
-  [ -z "$BASELINE" ] || echo "       baseline: commit $BASE_COMMIT, its (b) and (c) rows alternating with this tree's, $ROUNDS rounds."
+  [ -z "$BASELINE" ] || echo "       baseline: commit $BASE_COMMIT${BASE_SERVE_FLAGS:+ (serve $BASE_SERVE_FLAGS)}, its (b) and (c) rows alternating with this tree's, $ROUNDS rounds."
   echo
   printf '%-33s %7s %7s %7s %7s %7s %7s %15s   %s\n' "" "" "" "req/s" "p99" "req/s" "CPU" "us per order" "cores used"
   printf '%-33s %7s %7s %7s %7s %7s %7s %7s %7s   %5s %5s %5s %5s %5s\n' "scenario" "req/s" "p99 ms" "/ (a)" "/ (a)" "/ (b)" "us/req" \
@@ -594,3 +600,5 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
 if [ "$FAILED" != 0 ]; then
   die "a run reported a violation or failed (see above)"
 fi
+exit
+}
