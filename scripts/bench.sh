@@ -20,13 +20,13 @@
 # BENCH_BASELINE=<git rev> also builds that commit (git archive into the temp dir) and runs its
 # (b) and (c) rows on the same Redis in the same run, alternating with this tree's, for
 # BENCH_ROUNDS rounds (2 with a baseline, else 1): its serve uses key prefix fb and database
-# flashsale_bench_base, its (b) row that commit's lua/purchase.lua. BENCH_BASELINE_SERVE_FLAGS
+# flashsale_bench_base_<pid>, its (b) row that commit's lua/purchase.lua. BENCH_BASELINE_SERVE_FLAGS
 # (default BENCH_SERVE_FLAGS) are the baseline serve's flags: BENCH_BASELINE=HEAD with other
 # flags compares two settings of one build.
 #
 # Everything it starts lives in a temp dir on random ports and is stopped on exit: its own
 # redis-server (AOF on, appendfsync always), the bare handler, a freshly built `flashsale serve`,
-# and a database flashsale_bench on the MariaDB at 127.0.0.1:$FLASHSALE_MYSQL_PORT (3306; root
+# and a database flashsale_bench_<pid> on the MariaDB at 127.0.0.1:$FLASHSALE_MYSQL_PORT (3306; root
 # without password), dropped at the end. When no MariaDB answers there, it starts a private one
 # in the temp dir on a random port.
 #
@@ -53,8 +53,9 @@ MYSQL_PORT="${FLASHSALE_MYSQL_PORT:-3306}"
 BASELINE="${BENCH_BASELINE:-}"
 ROUNDS="${BENCH_ROUNDS:-$([ -n "$BASELINE" ] && echo 2 || echo 1)}"
 BASE_SERVE_FLAGS="${BENCH_BASELINE_SERVE_FLAGS-$SERVE_FLAGS}"
-DB=flashsale_bench
-BASE_DB=flashsale_bench_base
+# Databases of this run alone: another run on the same MariaDB drops only its own.
+DB="flashsale_bench_$$"
+BASE_DB="flashsale_bench_base_$$"
 PARTITIONS=4
 # Settings of the caller's shell must not change what is measured: every flag is given below.
 for v in $(compgen -v FLASHSALE_); do unset "$v"; done
@@ -143,6 +144,8 @@ rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 jnum() { grep -o "\"$1\":[-0-9.e+]*" "$2" | head -n 1 | cut -d: -f2; }
 # calc EXPR: floating-point arithmetic.
 calc() { awk "BEGIN { printf \"%s\", $1 }" </dev/null; }
+# cmdstats: Redis's INFO commandstats as "name calls usec" lines.
+cmdstats() { rcli info commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),usec=\([0-9]*\),.*/\1 \2 \3/p'; }
 redis_cpu() { rcli info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.3f", s }'; }
 CLK_TCK="$(getconf CLK_TCK)"
 # pid_cpu PID: CPU seconds (user + system) process PID has used.
@@ -235,7 +238,10 @@ measure() {
   local key=$1 spid=$2 dur=$3 out="$TMP/$1.json" s0 r0 m0 d0 s1 r1 m1 d1 s2 r2 elapsed ok
   shift 3
   "$TMP/loadtest" -clients "$CLIENTS" -duration "$WARMUP" -verify=false "$@" >/dev/null 2>>"$TMP/loadtest.log" || true
-  if [ -n "$SETTLE" ]; then wait_for 30 "$spid" settled "$SETTLE" || log "$key: projector of $SETTLE not caught up before the run"; fi
+  if [ -n "$SETTLE" ]; then
+    wait_for 30 "$spid" settled "$SETTLE" || log "$key: projector of $SETTLE not caught up before the run"
+    cmdstats >"$TMP/$key.cmd0"
+  fi
   s0="$(pid_cpu "$spid")" r0="$(redis_cpu)" m0="$(machine_cpu)" d0="$(mysql_cpu)"
   if ! "$TMP/loadtest" -clients "$CLIENTS" -duration "$dur" -json "$@" >"$out" 2>>"$TMP/loadtest.log"; then
     FAILED=1
@@ -256,6 +262,12 @@ measure() {
   if [ -n "$SETTLE" ] && [ "${ok:-0}" -gt 0 ]; then
     wait_for 30 "$spid" settled "$SETTLE" || log "$key: projector of $SETTLE not caught up after the run"
     s2="$(pid_cpu "$spid")" r2="$(redis_cpu)"
+    cmdstats >"$TMP/$key.cmd1"
+    # Per order sold: calls and microseconds of each command (those run by scripts count
+    # both on their own line and within the script's).
+    awk -v ok="$ok" 'NR == FNR { c[$1] = $2; u[$1] = $3; next }
+      { dc = $2 - c[$1]; du = $3 - u[$1]; if (dc > 0) printf "%s %.3f %.2f\n", $1, dc / ok, du / ok }' \
+      "$TMP/$key.cmd0" "$TMP/$key.cmd1" | sort -k3,3nr >"$TMP/$key.cmds"
     ORDER_REDIS[$key]="$(calc "($r2 - $r0) * 1000000 / $ok")"
     ORDER_GO[$key]="$(calc "($s2 - $s0) * 1000000 / $ok")"
   fi
@@ -588,6 +600,19 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
       echo
     done
   fi
+  echo
+  echo "Redis commands per order sold (INFO commandstats: calls and microseconds in the command per"
+  echo "order; commands a script runs count on their own line and within the script's), first round:"
+  cols=(sell_http1 sell_grpc1)
+  [ -z "$BASELINE" ] || cols=(sell_http1 base_sell_http1 sell_grpc1 base_sell_grpc1)
+  printf '  %-12s' command; for k in "${cols[@]}"; do printf ' %22s' "$k"; done; echo
+  for c in $(for k in "${cols[@]}"; do cat "$TMP/$k.cmds"; done | awk '{ s[$1] += $3 } END { for (c in s) print s[c], c }' | sort -rn | awk '{ print $2 }'); do
+    printf '  %-12s' "$c"
+    for k in "${cols[@]}"; do
+      awk -v c="$c" '$1 == c { printf " %9s calls %6s us", $2, $3; f = 1 } END { if (!f) printf " %22s", "-" }' "$TMP/$k.cmds"
+    done
+    echo
+  done
   echo
   echo "targets (benchmark goals, not test assertions), against (a):"
   for t in http grpc; do
