@@ -25,12 +25,6 @@ type Config struct {
 	BatchSize int64
 	// Block is how long one read waits for new entries.
 	Block time.Duration
-	// Linger is how long a consumer waits, after a read of new entries that did not fill a
-	// batch, before it reads again: under load the next read then finds more entries, so that
-	// each read, acknowledgement and MySQL transaction carries more orders, at the price of up
-	// to that much more projection lag. The first entry after a quiet spell is read at once.
-	// Negative reads again at once.
-	Linger time.Duration
 	// MinIdle is how long an entry must sit unacknowledged with another consumer before the
 	// claim loop takes it over; it must be well above the time a batch takes. Entries being
 	// retried are touched so that they never reach it.
@@ -50,9 +44,6 @@ type Config struct {
 // HeartbeatTTL is how many heartbeat intervals a heartbeat outlives its refresh: a process
 // that stopped without leaving (killed) counts as live for that long.
 const HeartbeatTTL = 5
-
-// DefaultLinger is Config.Linger's default.
-const DefaultLinger = 20 * time.Millisecond
 
 // DefaultGroup is the consumer group name.
 const DefaultGroup = "projector"
@@ -75,9 +66,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.Block == 0 {
 		c.Block = time.Second
-	}
-	if c.Linger == 0 {
-		c.Linger = DefaultLinger
 	}
 	if c.MinIdle == 0 {
 		c.MinIdle = 30 * time.Second
@@ -108,8 +96,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("batch size %d: want 1..10000", c.BatchSize)
 	case c.Block < time.Millisecond:
 		return fmt.Errorf("block %s: want at least 1ms", c.Block)
-	case c.Linger > time.Second:
-		return fmt.Errorf("linger %s: want at most 1s", c.Linger)
 	case c.MinIdle < 3*c.WriteTimeout:
 		return fmt.Errorf("min-idle %s: want at least 3x the write timeout (%s) so that a slow batch is not taken over", c.MinIdle, c.WriteTimeout)
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
@@ -236,9 +222,6 @@ func (p *Projector) consume(ctx context.Context, part int, consumer string) {
 			continue
 		}
 		p.handle(ctx, part, consumer, events)
-		if id == ">" && int64(len(events)) < p.cfg.BatchSize && p.cfg.Linger > 0 {
-			sleep(ctx, p.cfg.Linger)
-		}
 	}
 }
 

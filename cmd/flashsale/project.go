@@ -23,7 +23,6 @@ type projectorFlags struct {
 	workers                *int
 	batch                  *int
 	block, minIdle, writeT *time.Duration
-	linger                 *time.Duration
 	heartbeat              *time.Duration
 }
 
@@ -33,7 +32,6 @@ func (f *flags) projector() projectorFlags {
 		workers:  f.int("workers", "FLASHSALE_WORKERS", 1, "consumers per partition in this process"),
 		batch:    f.int("batch", "FLASHSALE_BATCH", 500, "entries per MySQL transaction"),
 		block:    f.duration("block", "FLASHSALE_BLOCK", time.Second, "how long one read waits for new entries"),
-		linger:   f.duration("linger", "FLASHSALE_LINGER", projector.DefaultLinger, "after a read that did not fill a batch, how long to wait before the next (larger batches, that much more lag; negative: none)"),
 		minIdle:  f.duration("min-idle", "FLASHSALE_MIN_IDLE", 30*time.Second, "how long another consumer's entry must sit unacknowledged before it is taken over"),
 		writeT:   f.duration("write-timeout", "FLASHSALE_WRITE_TIMEOUT", 10*time.Second, "bound on one MySQL transaction"),
 		heartbeat: f.duration("heartbeat", "FLASHSALE_HEARTBEAT", 2*time.Second,
@@ -48,7 +46,6 @@ func (pf projectorFlags) build(l *ledger.Ledger, db *sql.DB, reg prometheus.Regi
 		Workers:      *pf.workers,
 		BatchSize:    int64(*pf.batch),
 		Block:        *pf.block,
-		Linger:       *pf.linger,
 		MinIdle:      *pf.minIdle,
 		WriteTimeout: *pf.writeT,
 		Heartbeat:    *pf.heartbeat,
