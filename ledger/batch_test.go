@@ -104,11 +104,11 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 	for start, size := 0, 1; start < len(reqs); start, size = start+size, size%7+1 {
 		end := min(start+size, len(reqs))
 		var keys []string
-		args := []any{6, 7}
+		var args []any
 		for _, r := range reqs[start:end] {
 			k, a := ledger.PurchaseCall(batched, r)
-			if len(k) != 6 || len(a) != 7 {
-				t.Fatalf("purchase.lua takes %d keys and %d arguments; update the test", len(k), len(a))
+			if args == nil {
+				args = []any{len(k), len(a)} // keys and arguments per purchase
 			}
 			keys, args = append(keys, k...), append(args, a...)
 		}
