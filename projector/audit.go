@@ -73,17 +73,17 @@ type ledgerOrder struct {
 func (o *ledgerOrder) want() string {
 	switch {
 	case o.restocked:
-		return StatusCancelled
+		return ledger.StatusCancelled
 	case o.state != "":
 		return o.state
 	}
-	return StatusConfirmed
+	return ledger.StatusConfirmed
 }
 
 // live reports whether the order holds its request_id (not cancelled nor expired).
 func (o *ledgerOrder) live() bool {
 	w := o.want()
-	return w != StatusCancelled && w != StatusExpired
+	return w != ledger.StatusCancelled && w != ledger.StatusExpired
 }
 
 type mysqlOrder struct {
@@ -157,9 +157,9 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 	for id, r := range rows {
 		it := item(r.item)
 		switch r.status {
-		case StatusConfirmed, StatusPaid, StatusReserved:
+		case ledger.StatusConfirmed, ledger.StatusPaid, ledger.StatusReserved:
 			it.Confirmed += r.quantity
-		case StatusCancelled, StatusExpired:
+		case ledger.StatusCancelled, ledger.StatusExpired:
 			it.Cancelled += r.quantity
 		}
 		o := orders[id]
@@ -168,7 +168,7 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 			rep.Violations = append(rep.Violations, Violation{r.item, id, "order in MySQL is not in the ledger"})
 		case o.item != r.item || o.quantity != r.quantity || o.request != r.request:
 			rep.Violations = append(rep.Violations, Violation{r.item, id, fmt.Sprintf("MySQL row (item %s, request %q, quantity %d) differs from the ledger (item %s, request %q, quantity %d)", r.item, r.request, r.quantity, o.item, o.request, o.quantity)})
-		case o.restocked && r.status != StatusCancelled:
+		case o.restocked && r.status != ledger.StatusCancelled:
 			flag(it, id, r.quantity, "restocked in the ledger but "+r.status+" in MySQL")
 		case !o.restocked && r.status != o.want():
 			flag(it, id, r.quantity, o.want()+" in the ledger but "+r.status+" in MySQL")
@@ -198,7 +198,7 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 		holders[key] = true
 	}
 	for _, r := range rows {
-		if r.status != StatusCancelled && r.status != StatusExpired {
+		if r.status != ledger.StatusCancelled && r.status != ledger.StatusExpired {
 			holders[[2]string{r.item, r.request}] = true
 		}
 	}

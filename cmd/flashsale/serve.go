@@ -109,7 +109,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		if err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log); err != nil {
 			return err
 		}
-		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
+		orders = projector.NewLookup(projector.NewStore(db), l)
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
 	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
