@@ -83,15 +83,23 @@ var Alive string
 var Pay string
 
 // Cancel cancels a reserved order for its buyer: units and per-user count back, cancelled event.
-//
-//go:embed cancel.lua
-var Cancel string
+var Cancel = release + cancel
 
 // Expire expires a reserved order past its deadline: units and per-user count back, expired
 // event. Safe to call any number of times from any number of sweepers.
+var Expire = release + expire
+
+// release is the release of a reserved order's units that Cancel and Expire share: a Lua
+// function, joined in front of each script.
 //
+//go:embed release.lua
+var release string
+
+//go:embed cancel.lua
+var cancel string
+
 //go:embed expire.lua
-var Expire string
+var expire string
 
 // Lease takes, renews or gives up a lease held by one holder at a time (the archiver's).
 //
