@@ -128,23 +128,7 @@ func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 			return read, redisErr("tail ledger", err)
 		}
 		read = true
-		clear(got)
-		for _, s := range res {
-			i := slices.Index(streams[:len(ps)], s.Stream)
-			if i < 0 {
-				continue
-			}
-			p := ps[i]
-			got[i] = len(s.Messages)
-			events := make([]Event, len(s.Messages))
-			for j, m := range s.Messages {
-				events[j] = l.decodeOrMark(p, m)
-			}
-			part := w.parts[p]
-			part.mu.Lock()
-			w.apply(part, p, l.keys, events)
-			part.mu.Unlock()
-		}
+		l.applyRead(ps, streams[:len(ps)], res, got)
 		// A lease that lapsed (the tail was held up: Redis slow, this process paused) is
 		// renewed only after a check that nothing unread was deleted meanwhile.
 		lapsed := false
@@ -157,20 +141,49 @@ func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 			}
 			checked = time.Now()
 		}
-		for i, p := range ps {
-			part := w.parts[p]
-			part.mu.Lock()
-			part.synced = !part.broken
-			// A read that returned a full batch may have left entries behind: it renews
-			// nothing. One that reached the end has read every entry written before it was sent.
-			if part.synced && got[i] < winnerCount {
-				part.leaseUntil.Store(sent + int64(w.lease))
-			}
-			part.mu.Unlock()
-		}
+		w.renew(ps, got, sent)
 		if ctx.Err() != nil {
 			return read, ctx.Err()
 		}
+	}
+}
+
+// applyRead indexes the entries of one XREAD reply res over partitions ps (whose stream keys
+// are keys), and records in got how many entries each partition's stream returned.
+func (l *Ledger) applyRead(ps []int, keys []string, res []redis.XStream, got []int) {
+	w := l.winners
+	clear(got)
+	for _, s := range res {
+		i := slices.Index(keys, s.Stream)
+		if i < 0 {
+			continue
+		}
+		p := ps[i]
+		got[i] = len(s.Messages)
+		events := make([]Event, len(s.Messages))
+		for j, m := range s.Messages {
+			events[j] = l.decodeOrMark(p, m)
+		}
+		part := w.parts[p]
+		part.mu.Lock()
+		w.apply(part, p, l.keys, events)
+		part.mu.Unlock()
+	}
+}
+
+// renew marks partitions ps synced after a read sent at sent that returned got entries each,
+// and renews the lease of each whose read reached the end of its stream.
+func (w *winners) renew(ps []int, got []int, sent int64) {
+	for i, p := range ps {
+		part := w.parts[p]
+		part.mu.Lock()
+		part.synced = !part.broken
+		// A read that returned a full batch may have left entries behind: it renews
+		// nothing. One that reached the end has read every entry written before it was sent.
+		if part.synced && got[i] < winnerCount {
+			part.leaseUntil.Store(sent + int64(w.lease))
+		}
+		part.mu.Unlock()
 	}
 }
 
