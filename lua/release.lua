@@ -8,29 +8,18 @@
 -- release(o, state, now, lease): o is the order's HMGET of state, item_id, user_id, quantity,
 -- request_id, pay_by, ts; state is the new state and the event's type ('cancelled' or
 -- 'expired'); now is Redis TIME in unix ms; lease the sold-out lease in ms. The state becomes
--- state (closed_at now), the order leaves the due set, INCRBY the stock, the per-user counter
--- loses the units, the event is appended, and units given back to an item at 0 set the rules'
--- reopen_at to now plus the lease (see purchase.lua). Returns {0, state, stock after}.
+-- state (closed_at now), the order leaves the due set, the units come back (give_back,
+-- units.lua, joined in front of this fragment) and the event is appended. Returns {0, state,
+-- stock after}.
 local function release(o, state, now, lease)
   -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
   local ts = string.format('%d', now)
   local quantity = tonumber(o[4])
-  local units = string.format('%d', quantity)
   redis.call('HSET', KEYS[1], 'state', state, 'closed_at', ts)
   redis.call('ZREM', KEYS[2], ARGV[1])
-  local stock = redis.call('INCRBY', KEYS[4], units)
-  local bought = tonumber(redis.call('GET', KEYS[5]) or '0')
-  if bought > quantity then
-    redis.call('DECRBY', KEYS[5], units)
-  elseif bought > 0 then
-    redis.call('DEL', KEYS[5])
-  end
+  local stock = give_back(KEYS[4], KEYS[5], KEYS[6], quantity, now, lease)
   redis.call('XADD', KEYS[3], '*',
     'v', '1', 'type', state, 'order_id', ARGV[1], 'item_id', o[2], 'user_id', o[3],
-    'request_id', o[5], 'quantity', units, 'order_ts', o[7], 'pay_by', o[6], 'ts', ts)
-  if stock - quantity <= 0 and stock > 0 then
-    local reopen_at = math.max(now + tonumber(lease), tonumber(redis.call('HGET', KEYS[6], 'reopen_at') or '0'))
-    redis.call('HSET', KEYS[6], 'reopen_at', string.format('%d', reopen_at))
-  end
+    'request_id', o[5], 'quantity', string.format('%d', quantity), 'order_ts', o[7], 'pay_by', o[6], 'ts', ts)
   return {0, state, stock}
 end
