@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ingest/admin"
 	"github.com/flashsale/flashsale/projector"
 )
 
@@ -92,7 +93,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	checks := map[string]ingest.Check{"redis": l.Ping}
 	var g oklog.Group
 	var orders ingest.Orders
-	var auditFn ingest.AuditFunc
+	var auditFn admin.AuditFunc
 	if withMySQL {
 		db, err := openMySQL(*dsn)
 		if err != nil {
@@ -112,15 +113,17 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		orders = projector.NewLookup(projector.NewStore(db), l)
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
-	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
+	metrics := ingest.NewMetrics(reg)
+	svc := ingest.NewService(l, orders, checks, metrics, log)
 	svc.RequireAuth(auth)
 	{
 		tctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return l.TailWinners(tctx, log) }, func(error) { cancel() })
 	}
 	router := svc.Router(reg)
-	board := svc.MountAdmin(router, ingest.AdminOptions{
+	board := admin.Mount(router, admin.Options{
 		Token: *adminToken, Ledger: l, Group: projector.DefaultGroup, Audit: auditFn, IdleWarn: *idleWarn,
+		Metrics: metrics, Log: log,
 	})
 	addBoard(&g, ctx, board) // before the HTTP server, so that its streams end before shutdown waits
 	if err := addHTTP(&g, ctx, log, "http", *httpAddr, lim.LimitInFlight(router, reg), *shutdown, lim); err != nil {

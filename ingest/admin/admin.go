@@ -1,19 +1,21 @@
-package ingest
+package admin
 
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/gorilla/mux"
 
+	"github.com/flashsale/flashsale/ingest"
 	"github.com/flashsale/flashsale/ledger"
 )
 
-// Admin is what the admin routes and the live board need from the ledger.
-type Admin interface {
+// Ledger is what the admin routes and the live board need from the ledger.
+type Ledger interface {
 	ChangeStock(ctx context.Context, item string, ch ledger.StockChange) (ledger.StockResult, error)
 	WinnerStats() ledger.WinnerStats
 	Item(ctx context.Context, item string) (ledger.Item, error)
@@ -26,13 +28,13 @@ type Admin interface {
 	Sessions
 }
 
-// AdminOptions configure the admin routes and the live board.
-type AdminOptions struct {
+// Options configure the admin routes and the live board.
+type Options struct {
 	// Token is the admin token: the bearer token of scripts and the password of the board's
 	// sign-in. Empty mounts nothing.
 	Token string
 	// Ledger is the ledger administered; Group the projector's consumer group.
-	Ledger Admin
+	Ledger Ledger
 	Group  string
 	// Audit runs the books' audit (projector.Audit); nil where there is no MySQL (ingest): the
 	// board then shows the audit as unavailable.
@@ -52,9 +54,13 @@ type AdminOptions struct {
 	AuthWindow   time.Duration
 	// Now is the clock of sessions and of the brake on failed attempts (default time.Now).
 	Now func() time.Time
+	// Metrics are the purchase path's metrics, which the board shows (ingest.NewMetrics).
+	Metrics *ingest.Metrics
+	// Log is where the routes and the board log (default: nowhere).
+	Log *slog.Logger
 }
 
-// MountAdmin adds the operator routes under /admin. Scripts authenticate with
+// Mount adds the operator routes under /admin. Scripts authenticate with
 // `Authorization: Bearer <token>`; the board's page (GET /admin/) signs in with the same
 // token and then holds a session cookie. Routes: GET /admin/pending (the projector group's
 // pending entries), PUT /admin/items/{item_id} (stock and sale rules, recorded as a stock
@@ -62,7 +68,7 @@ type AdminOptions struct {
 // second as Server-Sent Events), POST /admin/audit, and the session's /admin/login,
 // /admin/logout and /admin/session. With an empty token nothing is mounted and it returns
 // nil. The returned Board must be Run for the snapshots to be taken.
-func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
+func Mount(r *mux.Router, o Options) *Board {
 	if o.Token == "" {
 		return nil
 	}
@@ -81,8 +87,12 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	if o.AuthWindow <= 0 {
 		o.AuthWindow = time.Minute
 	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &routes{log: o.Log.With("component", "admin")}
 	auth := newAdminAuth(o, s.log)
-	b := newBoard(s, o, auth)
+	b := newBoard(o, auth)
 	// The page and its assets hold no data; they are public so that the sign-in form shows.
 	r.Handle("/admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently)).Methods(http.MethodGet)
 	r.HandleFunc("/admin/", servePage("index.html")).Methods(http.MethodGet)
@@ -106,13 +116,21 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	return b
 }
 
-func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin, group string) {
+// routes holds what the admin routes' handlers share.
+type routes struct{ log *slog.Logger }
+
+// writeLedgerError answers err as the purchase path does (ingest.WriteLedgerError).
+func (s *routes) writeLedgerError(w http.ResponseWriter, r *http.Request, err error) {
+	ingest.WriteLedgerError(w, r, s.log, err)
+}
+
+func (s *routes) handlePending(w http.ResponseWriter, r *http.Request, a Ledger, group string) {
 	q := r.URL.Query()
 	f := ledger.PendingFilter{ItemID: q.Get("item"), Consumer: q.Get("consumer")}
 	if v := q.Get("min_idle"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, "min_idle must be a duration such as 30s", "")
+			ingest.WriteError(w, http.StatusBadRequest, "min_idle must be a duration such as 30s")
 			return
 		}
 		f.MinIdle = d
@@ -120,7 +138,7 @@ func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin,
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "limit must be 1..10000", "")
+			ingest.WriteError(w, http.StatusBadRequest, "limit must be 1..10000")
 			return
 		}
 		f.Limit = n
@@ -130,7 +148,7 @@ func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin,
 		s.writeLedgerError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	ingest.WriteJSON(w, http.StatusOK, rep)
 }
 
 // itemBody is the JSON body of PUT /admin/items/{item_id}. Stock sets the stock, Add changes
@@ -144,13 +162,13 @@ type itemBody struct {
 	PayWithin    *string `json:"pay_within"`
 }
 
-func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin) {
-	body, ok := readBody(w, r)
+func (s *routes) handlePutItem(w http.ResponseWriter, r *http.Request, a Ledger) {
+	body, ok := ingest.ReadBody(w, r)
 	if !ok {
 		return
 	}
 	var b itemBody
-	err := decodeObject(body, func(key string, dec *json.Decoder) error {
+	err := ingest.DecodeObject(body, func(key string, dec *json.Decoder) error {
 		switch key {
 		case "stock":
 			return dec.Decode(&b.Stock)
@@ -165,16 +183,16 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 		case "pay_within":
 			return dec.Decode(&b.PayWithin)
 		}
-		return errBody
+		return ingest.ErrBody
 	})
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), "")
+		ingest.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	ch := ledger.StockChange{Op: ledger.StockAdd, Limit: b.PerUserLimit}
 	switch {
 	case b.Stock != nil && b.Add != nil:
-		writeError(w, http.StatusBadRequest, "give stock or add, not both", "")
+		ingest.WriteError(w, http.StatusBadRequest, "give stock or add, not both")
 		return
 	case b.Stock != nil:
 		ch.Op, ch.Quantity = ledger.StockSet, *b.Stock
@@ -192,11 +210,11 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 		if *bound.v != "" {
 			var err error
 			if t, err = time.Parse(time.RFC3339, *bound.v); err != nil {
-				writeError(w, http.StatusBadRequest, "starts_at and ends_at must be RFC 3339 times or \"\"", "")
+				ingest.WriteError(w, http.StatusBadRequest, "starts_at and ends_at must be RFC 3339 times or \"\"")
 				return
 			}
 			if t.UnixMilli() <= 0 {
-				writeError(w, http.StatusBadRequest, "starts_at and ends_at must be after 1970-01-01T00:00:00Z", "")
+				ingest.WriteError(w, http.StatusBadRequest, "starts_at and ends_at must be after 1970-01-01T00:00:00Z")
 				return
 			}
 		}
@@ -208,7 +226,7 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 			d, err = 0, nil
 		}
 		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, "pay_within must be a duration such as 15m, or \"\"", "")
+			ingest.WriteError(w, http.StatusBadRequest, "pay_within must be a duration such as 15m, or \"\"")
 			return
 		}
 		ch.PayWithin = &d
@@ -224,16 +242,16 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 		s.writeLedgerError(w, r, err)
 		return
 	}
-	reply := changeReply{itemReply: newItemReply(it)}
+	reply := changeReply{ItemReply: ingest.NewItemReply(it)}
 	if !res.ReopenAt.IsZero() {
 		reply.ReopenedAt = &res.ReopenAt
 	}
-	writeJSON(w, http.StatusOK, reply)
+	ingest.WriteJSON(w, http.StatusOK, reply)
 }
 
 // changeReply is the reply of PUT /admin/items/{item_id}: the item, and when it came back on
 // sale if the change gave units to an item that had none (the reply waits for that moment).
 type changeReply struct {
-	itemReply
+	ingest.ItemReply
 	ReopenedAt *time.Time `json:"reopened_at,omitempty"`
 }
