@@ -42,6 +42,7 @@ var (
 		{refusal{ledger.ErrNotStarted, "sale has not started"}, http.StatusForbidden},
 		{refusal{ledger.ErrEnded, "sale has ended"}, http.StatusForbidden},
 		{refusal{ledger.ErrSoldOut, "sold out"}, http.StatusGone},
+		{refusal{ledger.ErrItemClosed, "sale closed"}, http.StatusGone},
 		{refusal{ledger.ErrNegativeStock, "stock would go below zero"}, http.StatusConflict},
 		{refusal{ledger.ErrTooMuchStock, ""}, http.StatusConflict},
 		{refusal{ledger.ErrUnavailable, "service unavailable, retry with the same request_id"}, http.StatusServiceUnavailable},
@@ -68,6 +69,7 @@ var (
 		{refusal{ledger.ErrNotStarted, "sale has not started"}, codes.FailedPrecondition},
 		{refusal{ledger.ErrEnded, "sale has ended"}, codes.FailedPrecondition},
 		{refusal{ledger.ErrSoldOut, "sold out"}, codes.ResourceExhausted},
+		{refusal{ledger.ErrItemClosed, "sale closed"}, codes.FailedPrecondition},
 		{refusal{ledger.ErrUnavailable, "service unavailable, retry with the same request_id"}, codes.Unavailable},
 	}
 )

@@ -65,6 +65,8 @@ type Event struct {
 	// PayWithinMS is the item's payment deadline after the change (0: no payment needed;
 	// absent in events written before the rule existed).
 	PayWithinMS int64
+	// Closed is set by the event that closed the item's sale (Op StockClose).
+	Closed bool
 
 	// Malformed is set when the entry could not be decoded; the other fields then hold what
 	// could be read, and Partition and StreamID are always set.
@@ -152,8 +154,9 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		if _, ok := msg.Values["pay_within_ms"]; ok {
 			e.PayWithinMS = f.int("pay_within_ms")
 		}
-		if e.Op != StockSet && e.Op != StockAdd {
-			f.fail("op", "want set or add")
+		e.Closed = f.str("closed") == "1"
+		if e.Op != StockSet && e.Op != StockAdd && e.Op != StockClose {
+			f.fail("op", "want set, add or close")
 		}
 	default:
 		f.fail("type", "unknown event type")

@@ -119,3 +119,7 @@ func (k Keys) tag(p int) string {
 	b.WriteString("}:")
 	return b.String()
 }
+
+// Checkpoint is partition p's latest checkpoint: a hash of id (the stream ID it folded
+// through) and data (the folded state, see Checkpoint).
+func (k Keys) Checkpoint(p int) string { return k.tag(p) + "checkpoint" }

@@ -16,7 +16,7 @@
 -- ARGV[7] order state key prefix <prefix>:{pN}:order: (the order_id completes the key; it is
 --         known only after the XADD, and carries the partition's hash tag like the KEYS)
 --
--- Checks, in order: unknown item, duplicate request, sale window, per-user limit, stock.
+-- Checks, in order: unknown item, closed sale, duplicate request, sale window, per-user limit, stock.
 -- Only success writes anything: DECRBY the stock, XADD the order event (its stream ID,
 -- prefixed with the partition, is the order_id), SET the idempotency key to
 -- '<order_id>|<user_id>' with the TTL, INCRBY the per-user counter. For an item with a
@@ -37,12 +37,16 @@
 --   6 sold out     '', current stock (less than the quantity asked for); with no stock left,
 --                  also the stream's last ID: the item is sold out as of that ledger position
 --   7 taken         '', current stock (the request_id placed another user's order)
+--   8 closed        '', current stock (the item's sale was closed, see close.lua)
 
 local stock = redis.call('GET', KEYS[1])
 if not stock then
   return {1, '', 0}
 end
 stock = tonumber(stock)
+if redis.call('HGET', KEYS[2], 'closed') == '1' then
+  return {8, '', stock}
+end
 
 local original = redis.call('GET', KEYS[3])
 if original then
