@@ -15,6 +15,7 @@ import (
 // Admin is what the admin routes and the live board need from the ledger.
 type Admin interface {
 	SetStock(ctx context.Context, item string, ch ledger.StockChange) (int64, error)
+	CloseItem(ctx context.Context, item string) (string, error)
 	Item(ctx context.Context, item string) (ledger.Item, error)
 	Items(ctx context.Context) ([]string, error)
 	Pending(ctx context.Context, group string, f ledger.PendingFilter) (ledger.PendingReport, error)
@@ -116,8 +117,10 @@ func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin,
 }
 
 // itemBody is the JSON body of PUT /admin/items/{item_id}. Stock sets the stock, Add changes
-// it; with neither only the rules change. A window bound of "" clears it.
+// it; with neither only the rules change. A window bound of "" clears it. Close, true and
+// alone, closes the item's sale for good.
 type itemBody struct {
+	Close        *bool   `json:"close"`
 	Stock        *int64  `json:"stock"`
 	Add          *int64  `json:"add"`
 	PerUserLimit *int64  `json:"per_user_limit"`
@@ -146,11 +149,31 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 			return dec.Decode(&b.EndsAt)
 		case "pay_within":
 			return dec.Decode(&b.PayWithin)
+		case "close":
+			return dec.Decode(&b.Close)
 		}
 		return errBody
 	})
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	if b.Close != nil {
+		if !*b.Close || b.Stock != nil || b.Add != nil || b.PerUserLimit != nil || b.StartsAt != nil || b.EndsAt != nil || b.PayWithin != nil {
+			writeError(w, http.StatusBadRequest, "close must be true and alone", "")
+			return
+		}
+		item := mux.Vars(r)["item_id"]
+		if _, err := a.CloseItem(r.Context(), item); err != nil {
+			s.writeLedgerError(w, r, err)
+			return
+		}
+		it, err := a.Item(r.Context(), item)
+		if err != nil {
+			s.writeLedgerError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newItemReply(it))
 		return
 	}
 	ch := ledger.StockChange{Op: ledger.StockAdd, Limit: b.PerUserLimit}

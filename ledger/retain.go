@@ -18,6 +18,15 @@ var (
 	trimScript   = redis.NewScript(lua.Trim)
 )
 
+// DefaultRetain is how long ledger entries stay in Redis at least, by default.
+const DefaultRetain = 24 * time.Hour
+
+// StreamMS returns the millisecond part of a stream ID (0 for "" or an ID that does not parse).
+func StreamMS(id string) int64 {
+	p, _ := parsePos(id)
+	return int64(p.ms)
+}
+
 // The consumer groups whose acknowledgements bound trimming.
 const (
 	// ProjectorGroup is the projector's group: an entry is trimmed only once projected.

@@ -172,6 +172,13 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 			checkpointLive[r.item] += r.quantity
 		}
 		if orders[id] == nil {
+			it := item(r.item)
+			switch r.status {
+			case StatusConfirmed, StatusPaid, StatusReserved:
+				it.Confirmed += r.quantity
+			case StatusCancelled, StatusExpired:
+				it.Cancelled += r.quantity
+			}
 			delete(rows, id)
 		}
 	}

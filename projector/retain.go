@@ -13,7 +13,7 @@ import (
 
 // Defaults of RetainConfig.
 const (
-	DefaultRetain         = 24 * time.Hour
+	DefaultRetain         = ledger.DefaultRetain
 	DefaultTrimInterval   = 5 * time.Second
 	DefaultTrimMaxEntries = 100_000
 )

@@ -26,7 +26,11 @@ func pending(ctx context.Context, e *env, args []string) error {
 	minIdle := f.Duration("min-idle", 0, "only entries idle at least this long")
 	limit := f.Int("limit", 100, "most entries to list")
 	asJSON := f.Bool("json", false, "print JSON (the same as GET /admin/pending)")
+	tf := f.retention(false)
 	if err := f.parse(args); err != nil {
+		return err
+	}
+	if err := tf.validate(); err != nil {
 		return err
 	}
 	l, closeLedger, err := rf.open(ctx)
@@ -34,7 +38,7 @@ func pending(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeLedger()
-	rep, err := l.Pending(ctx, projector.DefaultGroup, ledger.PendingFilter{ItemID: *item, Consumer: *consumer, MinIdle: *minIdle, Limit: *limit})
+	rep, err := l.Pending(ctx, projector.DefaultGroup, ledger.PendingFilter{ItemID: *item, Consumer: *consumer, MinIdle: *minIdle, Limit: *limit, Retain: *tf.retain})
 	if err != nil {
 		return fmt.Errorf("pending: %w", err)
 	}
@@ -51,6 +55,7 @@ func pending(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", s.Partition, s.Count, dash(s.Oldest), dash(s.Newest), dash(strings.Join(cs, " ")))
 	}
 	tw.Flush()
+	printRetention(e.stdout, rep.Retention)
 	defer printDead(e.stdout, rep.Dead)
 	if len(rep.Entries) == 0 {
 		fmt.Fprintln(e.stdout, "\nno pending entries match")
@@ -72,6 +77,23 @@ func pending(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "(more entries match; raise -limit)\n")
 	}
 	return nil
+}
+
+// printRetention shows per partition what the ledger retains and, where its trimming is held
+// back past the retention window, by how much and by what.
+func printRetention(w io.Writer, rs []ledger.RetainState) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PARTITION	RETAINED	FIRST	CHECKPOINT	PROJECTED	ARCHIVED	HELD BACK	BY")
+	for _, r := range rs {
+		held := "-"
+		if r.HeldBack > 0 {
+			held = r.HeldBack.Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Partition, r.Length, dash(r.First), dash(r.Checkpoint),
+			dash(r.Projected), dash(r.Archived), held, dash(r.HeldBy))
+	}
+	tw.Flush()
 }
 
 // printDead lists the dead entries: acknowledged, never projected nor restocked.

@@ -71,10 +71,14 @@ func project(ctx context.Context, e *env, args []string) error {
 	rf := f.redis()
 	pf := f.projector()
 	sf := f.sweeper()
+	tf := f.retention(true)
 	dsn := f.mysqlDSN()
 	metricsAddr := f.str("metrics", "FLASHSALE_METRICS_ADDR", "", "address for /metrics and /health (off when empty)")
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
+		return err
+	}
+	if err := tf.validate(); err != nil {
 		return err
 	}
 	log := logger()
@@ -91,6 +95,10 @@ func project(ctx context.Context, e *env, args []string) error {
 	var g oklog.Group
 	addProjector(&g, ctx, p)
 	addSweeper(&g, ctx, l, sf, reg, log)
+	if err := addRetainer(&g, ctx, l, tf, nil, log); err != nil {
+		return err
+	}
+	reg.MustRegister(newRetainCollector(l, *tf.retain))
 	if *metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -54,6 +54,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		pf = f.projector()
 		sf = f.sweeper()
 	}
+	tf := f.retention(withMySQL)
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
 		return err
@@ -63,6 +64,9 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 	lim, err := lf.build()
 	if err != nil {
+		return err
+	}
+	if err := tf.validate(); err != nil {
 		return err
 	}
 	log := logger()
@@ -86,6 +90,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 
 	reg := newRegistry()
+	reg.MustRegister(newRetainCollector(l, *tf.retain))
 	checks := map[string]ingest.Check{"redis": l.Ping}
 	var g oklog.Group
 	var orders ingest.Orders
@@ -103,6 +108,9 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		addProjector(&g, ctx, p)
 		addSweeper(&g, ctx, l, sf, reg, log)
+		if err := addRetainer(&g, ctx, l, tf, nil, log); err != nil {
+			return err
+		}
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
