@@ -1,0 +1,131 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// The chaos of trimming: the ledger is trimmed as fast as retention allows (-retain 300ms,
+// a round every 20 ms) while the sale runs and something is killed. Besides the books of
+// every chaos scenario (every acknowledged order in MySQL exactly once, `flashsale audit`
+// clean, now folding from the checkpoints), the ledger must have been trimmed.
+
+var trimArgs = []string{"-retain", "300ms", "-trim-interval", "20ms"}
+
+// archiveStandIn acknowledges every entry in the archive group, as an archiver does once an
+// entry is in the archive, so that trimming is not held back; it rides out Redis restarts.
+func archiveStandIn(t *testing.T, s *stack) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			for p := range s.l.Keys().Partitions() {
+				if err := s.l.EnsureGroup(ctx, p, ledger.ArchiveGroup); err != nil {
+					continue
+				}
+				events, err := s.l.ReadGroup(ctx, p, ledger.ArchiveGroup, "stand-in", ">", 1000, -1)
+				if err != nil || len(events) == 0 {
+					continue
+				}
+				ids := make([]string, len(events))
+				for i, e := range events {
+					ids[i] = e.StreamID
+				}
+				s.l.Ack(ctx, p, ledger.ArchiveGroup, ids...)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// trimFigures returns the entries retained in Redis and how many partitions have a checkpoint.
+func trimFigures(t *testing.T, s *stack) (retained int64, checkpoints int) {
+	t.Helper()
+	for p := range s.l.Keys().Partitions() {
+		n, err := s.l.Length(context.Background(), p)
+		if err != nil {
+			t.Fatalf("length of partition %d: %v", p, err)
+		}
+		retained += n
+		if id, err := s.l.CheckpointID(context.Background(), p); err != nil {
+			t.Fatalf("checkpoint of partition %d: %v", p, err)
+		} else if id != "" {
+			checkpoints++
+		}
+	}
+	return retained, checkpoints
+}
+
+// TestChaosTrimProjectorKill9 sells through `flashsale ingest` while `flashsale project`,
+// which also trims, is killed with SIGKILL three times and restarted: a kill between a
+// checkpoint's archive copy and its trim, or in a fold, leaves the checkpoint and the stream
+// consistent (one script call records the one and trims the other).
+func TestChaosTrimProjectorKill9(t *testing.T) {
+	const kills = 3
+	phase := scaled(t, 800*time.Millisecond)
+	maxLoad := (kills+1)*phase*3/2 + 15*time.Second
+	s := newStack(t)
+	archiveStandIn(t, s)
+	sl := newSale(t, s, maxLoad, saleOptions{})
+	api := startAPI(t, s, s.dsn, "ingest")
+	sl.point(api.httpAddr)
+	args := append([]string{"-consumer", "chaos-trim", "-batch", "200"}, trimArgs...)
+	proj := startProject(t, s, args...)
+	sl.start(maxLoad)
+	for range kills {
+		time.Sleep(phase)
+		proj.kill()
+		proj = startProject(t, s, args...)
+	}
+	time.Sleep(phase)
+	time.Sleep(time.Second) // retention 300 ms: what the load wrote before is trimmable now
+	retained, ckpts := trimFigures(t, s)
+	f := sl.finish(drainTimeout(t), fmt.Sprintf("project (trimming every 20 ms, -retain 300ms) killed %d times; %d entries retained at the end of the load, %d partitions with a checkpoint",
+		kills, retained, ckpts))
+	if ckpts == 0 || retained >= int64(f.acked) {
+		t.Errorf("got %d entries retained of %d orders and %d checkpoints: nothing was trimmed", retained, f.acked, ckpts)
+	}
+}
+
+// TestChaosTrimRedisKill9 kills the redis-server with SIGKILL while `flashsale serve` trims
+// every 20 ms and restarts it from its AOF: the checkpoint and the trim are one script call,
+// so the AOF holds both or neither, and the audit from the checkpoints is clean.
+func TestChaosTrimRedisKill9(t *testing.T) {
+	phase := scaled(t, 1500*time.Millisecond)
+	down := scaled(t, time.Second)
+	maxLoad := 3*phase + down + 20*time.Second
+	s := newStack(t)
+	archiveStandIn(t, s)
+	sl := newSale(t, s, maxLoad, saleOptions{unavailable: true})
+	srv := startAPI(t, s, s.dsn, "serve", append([]string{"-consumer", "chaos-trim-redis"}, trimArgs...)...)
+	sl.point(srv.httpAddr)
+	sl.start(maxLoad)
+
+	time.Sleep(phase)
+	sl.waitAcks(0, 10*time.Second, "before the kill")
+	_, before := trimFigures(t, s)
+	s.redis.Kill()
+	time.Sleep(down)
+	if err := s.redis.Start(); err != nil {
+		t.Fatalf("restart redis from its AOF: %v", err)
+	}
+	sl.waitAcks(sl.ackCount(), 15*time.Second, "after the Redis restart")
+	time.Sleep(phase)
+	time.Sleep(time.Second)
+	retained, ckpts := trimFigures(t, s)
+	f := sl.finish(drainTimeout(t), fmt.Sprintf("Redis killed while serve trimmed every 20 ms (-retain 300ms), down %s; %d partitions with a checkpoint before the kill, %d after; %d entries retained at the end of the load",
+		down, before, ckpts, retained))
+	if before == 0 || retained >= int64(f.acked) {
+		t.Errorf("got %d checkpoints before the kill and %d entries retained of %d orders: trimming did not run across the kill", before, retained, f.acked)
+	}
+	if srv.exited() {
+		t.Errorf("serve exited (code %d)", srv.cmd.ProcessState.ExitCode())
+	}
+}
