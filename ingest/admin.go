@@ -21,6 +21,9 @@ type Admin interface {
 	Pending(ctx context.Context, group string, f ledger.PendingFilter) (ledger.PendingReport, error)
 	Backlog(ctx context.Context, p int, group string) (ledger.Backlog, error)
 	Range(ctx context.Context, p int, after string, count int64) ([]ledger.Event, error)
+	LoadCheckpoint(ctx context.Context, p int) (ledger.Checkpoint, error)
+	CheckpointID(ctx context.Context, p int) (string, error)
+	RetainState(ctx context.Context, p int, retain time.Duration) (ledger.RetainState, error)
 	Keys() ledger.Keys
 }
 
@@ -38,6 +41,9 @@ type AdminOptions struct {
 	// IdleWarn is how long a consumer holding entries may stay idle before the board warns
 	// (default 30 s).
 	IdleWarn time.Duration
+	// Retain is the ledger's retention window, for the retention the board and
+	// GET /admin/pending report (default ledger.DefaultRetain).
+	Retain time.Duration
 	// SessionTTL is how long a board sign-in lasts (default 12 h).
 	SessionTTL time.Duration
 	// SecureCookie marks the session cookie Secure even on plain HTTP (behind a TLS proxy);
@@ -79,7 +85,7 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 
 	sub := r.PathPrefix("/admin").Subrouter()
 	sub.Use(auth.require)
-	sub.HandleFunc("/pending", func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, o.Ledger, o.Group) }).Methods(http.MethodGet)
+	sub.HandleFunc("/pending", func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, o.Ledger, o.Group, o.Retain) }).Methods(http.MethodGet)
 	sub.HandleFunc("/items/{item_id}", func(w http.ResponseWriter, r *http.Request) { s.handlePutItem(w, r, o.Ledger) }).Methods(http.MethodPut)
 	sub.HandleFunc("/session", auth.handleSession).Methods(http.MethodGet)
 	sub.HandleFunc("/logout", auth.handleLogout).Methods(http.MethodPost)
@@ -89,7 +95,7 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	return b
 }
 
-func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin, group string) {
+func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin, group string, retain time.Duration) {
 	q := r.URL.Query()
 	f := ledger.PendingFilter{ItemID: q.Get("item"), Consumer: q.Get("consumer")}
 	if v := q.Get("min_idle"); v != "" {
@@ -108,6 +114,7 @@ func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin,
 		}
 		f.Limit = n
 	}
+	f.Retain = retain
 	rep, err := a.Pending(r.Context(), group, f)
 	if err != nil {
 		s.writeLedgerError(w, r, err)

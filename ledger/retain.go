@@ -209,6 +209,8 @@ type CheckpointItem struct {
 	EndMS       int64 `json:"end_ms"`
 	PayWithinMS int64 `json:"pay_within_ms"`
 	Closed      bool  `json:"closed"`
+	// Orders counts the item's order events.
+	Orders int64 `json:"orders"`
 }
 
 // CheckpointOrder is an order still reserved at a checkpoint.

@@ -43,8 +43,8 @@ type ItemAudit struct {
 	// cannot be compared one by one.
 	CheckpointLive int64 `json:"checkpoint_live,omitempty"`
 
-	// The rules of the item's last stock event, kept for checkpoints.
-	limit, startMS, endMS, payWithinMS int64
+	// The rules of the item's last stock event and the orders placed, kept for checkpoints.
+	limit, startMS, endMS, payWithinMS, orders int64
 }
 
 // Violation is one thing that does not add up.
@@ -346,7 +346,7 @@ func fromCheckpoint(c ledger.Checkpoint) *partAudit {
 		pa.items[id] = &ItemAudit{ItemID: id, PutOnSale: ci.PutOnSale, Sold: ci.Sold, Reserved: ci.Reserved,
 			Restocked: ci.Restocked, Released: ci.Released, Fold: ci.Stock, Closed: ci.Closed,
 			CheckpointLive: ci.Sold + ci.Reserved,
-			limit:          ci.Limit, startMS: ci.StartMS, endMS: ci.EndMS, payWithinMS: ci.PayWithinMS}
+			limit:          ci.Limit, startMS: ci.StartMS, endMS: ci.EndMS, payWithinMS: ci.PayWithinMS, orders: ci.Orders}
 	}
 	for id, o := range c.Open {
 		pa.orders[id] = &ledgerOrder{item: o.ItemID, request: o.RequestID, quantity: o.Quantity, state: ledger.StateReserved}
@@ -389,7 +389,7 @@ func (pa *partAudit) checkpointAt(p int, id string) ledger.Checkpoint {
 	for iid, it := range pa.items {
 		c.Items[iid] = ledger.CheckpointItem{PutOnSale: it.PutOnSale, Sold: it.Sold, Reserved: it.Reserved,
 			Restocked: it.Restocked, Released: it.Released, Stock: it.Fold, Closed: it.Closed,
-			Limit: it.limit, StartMS: it.startMS, EndMS: it.endMS, PayWithinMS: it.payWithinMS}
+			Limit: it.limit, StartMS: it.startMS, EndMS: it.endMS, PayWithinMS: it.payWithinMS, Orders: it.orders}
 	}
 	for oid, o := range pa.orders {
 		if o.state == ledger.StateReserved && !o.restocked && o.returns == 0 {
@@ -493,6 +493,7 @@ func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[strin
 		it.PutOnSale = it.Fold + it.Sold + it.Reserved
 	case ledger.EventOrder:
 		it.Fold -= e.Quantity
+		it.orders++
 		o := &ledgerOrder{item: e.ItemID, request: e.RequestID, quantity: e.Quantity}
 		if e.PayBy.IsZero() {
 			it.Sold += e.Quantity

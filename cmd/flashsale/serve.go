@@ -126,7 +126,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 	router := svc.Router(reg)
 	board := svc.MountAdmin(router, ingest.AdminOptions{
-		Token: *adminToken, Ledger: l, Group: projector.DefaultGroup, Audit: auditFn, IdleWarn: *idleWarn,
+		Token: *adminToken, Ledger: l, Group: projector.DefaultGroup, Audit: auditFn, IdleWarn: *idleWarn, Retain: *tf.retain,
 	})
 	addBoard(&g, ctx, board) // before the HTTP server, so that its streams end before shutdown waits
 	if err := addHTTP(&g, ctx, log, "http", *httpAddr, lim.LimitInFlight(router, reg), *shutdown, lim); err != nil {
