@@ -36,7 +36,7 @@ services: ## start make run's own Redis and MariaDB (installed with apt when mis
 
 run: build ## build, start the servers, stock the item "demo" with 1000, serve on 127.0.0.1:8080 and :50051
 	bash scripts/services.sh start
-	export FLASHSALE_REDIS_ADDR='$(RUN_REDIS_ADDR)' FLASHSALE_MYSQL_DSN='$(RUN_MYSQL_DSN)'; \
+	export FLASHSALE_REDIS_ADDR='$(RUN_REDIS_ADDR)' FLASHSALE_MYSQL_DSN='$(RUN_MYSQL_DSN)' FLASHSALE_ARCHIVE='file://$(DATA_DIR)/archive'; \
 	bin/flashsale migrate && \
 	bin/flashsale stock set -if-new demo 1000 && \
 	echo $$$$ >'$(DATA_DIR)/serve.pid' && \

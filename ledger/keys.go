@@ -56,6 +56,14 @@ func (k Keys) Alive(p int) string { return k.tag(p) + "alive" }
 // stock script adds them), so that items can be listed without SCAN, also on Redis Cluster.
 func (k Keys) Items(p int) string { return k.tag(p) + "items" }
 
+// ID is the string that names the ledger (random, set once): an archive records the ID of
+// the ledger it holds and refuses another's.
+func (k Keys) ID() string { return k.prefix + ":id" }
+
+// Lease is partition p's lease called name: the name of the one process that may do that
+// partition's work of that kind (the archiver's), with a TTL.
+func (k Keys) Lease(p int, name string) string { return k.tag(p) + "lease:" + name }
+
 // Due is partition p's sorted set of reserved orders by payment deadline: order_id -> pay_by
 // (unix ms, Redis's clock). The sweeper reads it; pay, cancel and expire remove from it.
 func (k Keys) Due(p int) string { return k.tag(p) + "due" }

@@ -51,8 +51,8 @@ type RetainState struct {
 	Partition int `json:"partition"`
 	// Now is Redis's clock.
 	Now time.Time `json:"now"`
-	// First is the first retained entry's stream ID ("" when the stream is empty), Length the
-	// retained entries.
+	// First is the first retained entry after the checkpoint ("" when there is none), Length
+	// the entries in the stream (the one at the checkpoint, which a trim keeps, included).
 	First  string `json:"first_id,omitempty"`
 	Length int64  `json:"length"`
 	// Checkpoint is the stream ID the latest checkpoint folded through ("" when none).
@@ -151,14 +151,6 @@ func (a streamPos) prev() streamPos {
 		return streamPos{a.ms - 1, ^uint64(0)}
 	}
 	return streamPos{}
-}
-
-// next is the position just after a.
-func (a streamPos) next() streamPos {
-	if a.seq == ^uint64(0) {
-		return streamPos{a.ms + 1, 0}
-	}
-	return streamPos{a.ms, a.seq + 1}
 }
 
 // idOrEmpty is the position as a stream ID, "" for the zero position (before every entry).
@@ -267,8 +259,9 @@ func (l *Ledger) CheckpointID(ctx context.Context, p int) (string, error) {
 // ErrCheckpointMoved: another trimmer moved the checkpoint first; nothing was done.
 var ErrCheckpointMoved = errors.New("checkpoint moved")
 
-// Trim records c as partition c.Partition's checkpoint and trims every entry up to c.ID
-// (XTRIM MINID), in one script call, if the checkpoint is still from (the ID c was folded
+// Trim records c as partition c.Partition's checkpoint and trims every entry before c.ID
+// (XTRIM MINID; the entry at c.ID stays, so that an archive that ends there joins the stream
+// without a gap), in one script call, if the checkpoint is still from (the ID c was folded
 // from); else it does nothing and returns ErrCheckpointMoved. The caller must have checked
 // that every entry up to c.ID is safe to trim (RetainState.Safe) and folded it into c. It
 // returns the number of entries trimmed. Errors: ErrInvalid, ErrCheckpointMoved,
@@ -280,7 +273,7 @@ func (l *Ledger) Trim(ctx context.Context, c Checkpoint, from string, data []byt
 	}
 	k := l.keys
 	v, err := trimScript.Run(ctx, l.rdb, []string{k.Checkpoint(c.Partition), k.Events(c.Partition)},
-		from, c.ID, data, pos.next().String()).Result()
+		from, c.ID, data, pos.String()).Result()
 	if err != nil {
 		return 0, redisErr("trim", err)
 	}

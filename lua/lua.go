@@ -62,3 +62,8 @@ var Trim string
 //
 //go:embed close.lua
 var Close string
+
+// Lease takes, renews or gives up a lease held by one holder at a time (the archiver's).
+//
+//go:embed lease.lua
+var Lease string

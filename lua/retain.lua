@@ -9,19 +9,25 @@
 --
 -- Returns {0, now_ms, first_id, length, checkpoint_id, g_1..., g_n...} where each group gives
 -- three values: exists (1 or 0), last_delivered_id, lowest pending ID ("" when none pending).
+-- first_id is the first entry after the checkpoint (a trim keeps the entry at the checkpoint);
 -- first_id and checkpoint_id are "" when absent.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local checkpoint = redis.call('HGET', KEYS[2], 'id') or ''
 local first, length = '', 0
 if redis.call('EXISTS', KEYS[1]) == 1 then
   length = redis.call('XLEN', KEYS[1])
-  local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  local from = '-'
+  if checkpoint ~= '' then
+    from = '(' .. checkpoint -- the entry at the checkpoint stays in the stream, folded
+  end
+  local head = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 1)
   if #head > 0 then
     first = head[1][1]
   end
 end
-local out = {0, string.format('%d', now), first, length, redis.call('HGET', KEYS[2], 'id') or ''}
+local out = {0, string.format('%d', now), first, length, checkpoint}
 
 local groups = {}
 local info = redis.pcall('XINFO', 'GROUPS', KEYS[1]) -- an error when the stream is absent

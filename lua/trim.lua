@@ -1,5 +1,7 @@
 -- trim.lua: records a partition's new checkpoint and trims the stream up to it, in one call, so
--- that no entry leaves the stream unless the checkpoint in Redis has folded it. Two trimmers
+-- that no entry leaves the stream unless the checkpoint in Redis has folded it. The entry at the
+-- checkpoint itself is kept (MINID is its ID): an archive that ends at it still joins the
+-- retained stream without a gap (see Ledger.TrimmedPast). Two trimmers
 -- racing cannot move the checkpoint back: the call names the checkpoint it folded from.
 --
 -- KEYS[1] checkpoint hash    <prefix>:{pN}:checkpoint (fields id, data)
@@ -8,7 +10,7 @@
 -- ARGV[1] the checkpoint ID the new one was folded from ("" for none)
 -- ARGV[2] the new checkpoint's ID: the last stream ID it folded
 -- ARGV[3] the new checkpoint's data
--- ARGV[4] XTRIM MINID threshold: the first stream ID after ARGV[2]
+-- ARGV[4] XTRIM MINID threshold: ARGV[2] (entries before it are trimmed, it stays)
 --
 -- Returns {code, n}:
 --   0 ok        entries trimmed

@@ -269,7 +269,7 @@ rcli config set appendfsync always >/dev/null
 log "starting flashsale serve ${SERVE_FLAGS:+(extra flags: $SERVE_FLAGS)}"
 # shellcheck disable=SC2086 # SERVE_FLAGS is a list of flags
 "$TMP/flashsale" serve -redis "127.0.0.1:$REDIS_PORT" -mysql "$DSN" -http 127.0.0.1:0 -grpc 127.0.0.1:0 \
-  -partitions "$PARTITIONS" -consumer bench $SERVE_FLAGS >"$TMP/serve.log" 2>&1 &
+  -partitions "$PARTITIONS" -consumer bench -archive "file://$TMP/archive" $SERVE_FLAGS >"$TMP/serve.log" 2>&1 &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")
 serve_addr() { grep -o "msg=\"$1 listening\" addr=[0-9.:]*" "$TMP/serve.log" | head -n 1 | cut -d= -f3; }

@@ -3,47 +3,17 @@ package tests
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/flashsale/flashsale/ledger"
 )
 
-// The chaos of trimming: the ledger is trimmed as fast as retention allows (-retain 300ms,
-// a round every 20 ms) while the sale runs and something is killed. Besides the books of
+// The chaos of trimming: the ledger is archived (segments of at most 100 ms) and trimmed as
+// fast as retention allows (-retain 300ms, a round every 20 ms) by the same processes, while the
+// sale runs and something is killed. Besides the books of
 // every chaos scenario (every acknowledged order in MySQL exactly once, `flashsale audit`
 // clean, now folding from the checkpoints), the ledger must have been trimmed.
 
-var trimArgs = []string{"-retain", "300ms", "-trim-interval", "20ms"}
-
-// archiveStandIn acknowledges every entry in the archive group, as an archiver does once an
-// entry is in the archive, so that trimming is not held back; it rides out Redis restarts.
-func archiveStandIn(t *testing.T, s *stack) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for ctx.Err() == nil {
-			for p := range s.l.Keys().Partitions() {
-				if err := s.l.EnsureGroup(ctx, p, ledger.ArchiveGroup); err != nil {
-					continue
-				}
-				events, err := s.l.ReadGroup(ctx, p, ledger.ArchiveGroup, "stand-in", ">", 1000, -1)
-				if err != nil || len(events) == 0 {
-					continue
-				}
-				ids := make([]string, len(events))
-				for i, e := range events {
-					ids[i] = e.StreamID
-				}
-				s.l.Ack(ctx, p, ledger.ArchiveGroup, ids...)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-	t.Cleanup(func() { cancel(); wg.Wait() })
-}
+var trimArgs = []string{"-retain", "300ms", "-trim-interval", "20ms", "-archive-segment-age", "100ms"}
 
 // trimFigures returns the entries retained in Redis and how many partitions have a checkpoint.
 func trimFigures(t *testing.T, s *stack) (retained int64, checkpoints int) {
@@ -72,7 +42,6 @@ func TestChaosTrimProjectorKill9(t *testing.T) {
 	phase := scaled(t, 800*time.Millisecond)
 	maxLoad := (kills+1)*phase*3/2 + 15*time.Second
 	s := newStack(t)
-	archiveStandIn(t, s)
 	sl := newSale(t, s, maxLoad, saleOptions{})
 	api := startAPI(t, s, s.dsn, "ingest")
 	sl.point(api.httpAddr)
@@ -102,7 +71,6 @@ func TestChaosTrimRedisKill9(t *testing.T) {
 	down := scaled(t, time.Second)
 	maxLoad := 3*phase + down + 20*time.Second
 	s := newStack(t)
-	archiveStandIn(t, s)
 	sl := newSale(t, s, maxLoad, saleOptions{unavailable: true})
 	srv := startAPI(t, s, s.dsn, "serve", append([]string{"-consumer", "chaos-trim-redis"}, trimArgs...)...)
 	sl.point(srv.httpAddr)

@@ -71,6 +71,7 @@ func project(ctx context.Context, e *env, args []string) error {
 	rf := f.redis()
 	pf := f.projector()
 	sf := f.sweeper()
+	arf := f.archive()
 	tf := f.retention(true)
 	dsn := f.mysqlDSN()
 	metricsAddr := f.str("metrics", "FLASHSALE_METRICS_ADDR", "", "address for /metrics and /health (off when empty)")
@@ -95,7 +96,11 @@ func project(ctx context.Context, e *env, args []string) error {
 	var g oklog.Group
 	addProjector(&g, ctx, p)
 	addSweeper(&g, ctx, l, sf, reg, log)
-	if err := addRetainer(&g, ctx, l, tf, nil, log); err != nil {
+	arch, err := arf.addArchiver(&g, ctx, l, *pf.consumer, log)
+	if err != nil {
+		return err
+	}
+	if err := addRetainer(&g, ctx, l, tf, arch, log); err != nil {
 		return err
 	}
 	reg.MustRegister(newRetainCollector(l, *tf.retain))

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/ledger/archive"
 	"github.com/flashsale/flashsale/projector"
 )
 
@@ -43,8 +44,13 @@ func (rf retainFlags) validate() error {
 }
 
 // addRetainer adds to g the retainer of l: trims, closes ended sales and cleans closed ones.
-func addRetainer(g *oklog.Group, ctx context.Context, l *ledger.Ledger, rf retainFlags, archive projector.CheckpointArchive, log *slog.Logger) error {
-	r, err := projector.NewRetainer(l, projector.RetainConfig{Retain: *rf.retain, Interval: *rf.interval, Archive: archive}, log)
+// Checkpoints go to arch too, when the process has an archive.
+func addRetainer(g *oklog.Group, ctx context.Context, l *ledger.Ledger, rf retainFlags, arch *archive.Archive, log *slog.Logger) error {
+	cfg := projector.RetainConfig{Retain: *rf.retain, Interval: *rf.interval}
+	if arch != nil {
+		cfg.Archive = arch
+	}
+	r, err := projector.NewRetainer(l, cfg, log)
 	if err != nil {
 		return usageError{err.Error()}
 	}

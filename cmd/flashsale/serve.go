@@ -49,10 +49,12 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	var dsn *string
 	var pf projectorFlags
 	var sf sweepFlags
+	var arf archiveFlags
 	if withMySQL {
 		dsn = f.mysqlDSN()
 		pf = f.projector()
 		sf = f.sweeper()
+		arf = f.archive()
 	}
 	tf := f.retention(withMySQL)
 	logger := f.logger()
@@ -108,7 +110,11 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		addProjector(&g, ctx, p)
 		addSweeper(&g, ctx, l, sf, reg, log)
-		if err := addRetainer(&g, ctx, l, tf, nil, log); err != nil {
+		arch, err := arf.addArchiver(&g, ctx, l, *pf.consumer, log)
+		if err != nil {
+			return err
+		}
+		if err := addRetainer(&g, ctx, l, tf, arch, log); err != nil {
 			return err
 		}
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
