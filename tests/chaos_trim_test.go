@@ -3,6 +3,10 @@ package tests
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,6 +64,49 @@ func TestChaosTrimProjectorKill9(t *testing.T) {
 		kills, retained, ckpts))
 	if ckpts == 0 || retained >= int64(f.acked) {
 		t.Errorf("got %d entries retained of %d orders and %d checkpoints: nothing was trimmed", retained, f.acked, ckpts)
+	}
+	auditFull(t, s)
+}
+
+// auditFull runs `flashsale audit -full` (every checkpoint checked against the refold of the
+// archive and the stream): it must be clean. Then a damaged segment, and a damaged checkpoint
+// file, each stop it with exit 2 and an error naming the file.
+func auditFull(t *testing.T, s *stack) {
+	t.Helper()
+	env := s.env(s.dsn)
+	out := runCmd(t, env, "audit", "-full")
+	if !strings.Contains(out, "checkpoints checked") {
+		t.Fatalf("audit -full printed no history check:\n%s", out)
+	}
+	t.Logf("audit -full: %s", strings.SplitN(out, "\n", 2)[0])
+	var dir string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "FLASHSALE_ARCHIVE=file://"); ok {
+			dir = v
+		}
+	}
+	for _, pattern := range []string{"*.seg", "*.ckpt"} {
+		files, _ := filepath.Glob(filepath.Join(dir, "p*", pattern))
+		files2, _ := filepath.Glob(filepath.Join(dir, "p*", "*", pattern))
+		files = append(files, files2...)
+		if len(files) == 0 {
+			t.Fatalf("no %s files under %s", pattern, dir)
+		}
+		victim := files[len(files)/2]
+		b, err := os.ReadFile(victim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		orig := slices.Clone(b)
+		b[len(b)/2] ^= 0x04
+		if err := os.WriteFile(victim, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := runCode(t, env, "audit", "-full")
+		if code != 2 || !strings.Contains(stderr, victim) {
+			t.Errorf("audit -full over a damaged %s: exit %d, %s; want exit 2 naming %s", pattern, code, stderr, victim)
+		}
+		os.WriteFile(victim, orig, 0o644)
 	}
 }
 

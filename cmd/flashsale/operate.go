@@ -111,10 +111,12 @@ func printDead(w io.Writer, dead []ledger.DeadEntry) {
 }
 
 func audit(ctx context.Context, e *env, args []string) error {
-	f := e.flags("audit", "", "Checks the books: per item, the ledger's events folded in order against the Redis stock\ncounter, and MySQL against the ledger. Exit 0 when clean, 1 on any violation, 2 when it could not run.")
+	f := e.flags("audit", "", "Checks the books: per item, the ledger's events folded in order (from each partition's latest\ncheckpoint) against the Redis stock counter, and MySQL against the ledger. With -full, also\nrefolds the whole history from the archive and checks every checkpoint against it. Exit 0 when\nclean, 1 on any violation, 2 when it could not run.")
 	rf := f.redis()
 	dsn := f.mysqlDSN()
 	asJSON := f.Bool("json", false, "print the report as JSON")
+	full := f.Bool("full", false, "also refold the whole history from the archive and check every checkpoint against it")
+	archiveURL := f.archiveURL(" (read with -full)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -127,6 +129,23 @@ func audit(ctx context.Context, e *env, args []string) error {
 	rep, err := projector.Audit(ctx, l, projector.NewStore(db), projector.DefaultGroup)
 	if err != nil {
 		return cannot(err)
+	}
+	if *full {
+		arch, err := openArchiveReader(ctx, *archiveURL, e.getenv, l)
+		if err != nil {
+			return cannot(err)
+		}
+		if arch == nil {
+			return usageError{"audit -full: needs an archive (-archive)"}
+		}
+		h, vs, err := projector.AuditHistory(ctx, l, arch)
+		if err != nil {
+			return cannot(err)
+		}
+		rep.Violations = append(rep.Violations, vs...)
+		if !*asJSON {
+			fmt.Fprintf(e.stdout, "history: %d entries refolded from the archive and the stream, %d checkpoints checked\n\n", h.Entries, h.Checkpoints)
+		}
 	}
 	if *asJSON {
 		if err := json.NewEncoder(e.stdout).Encode(rep); err != nil {
