@@ -9,6 +9,7 @@ import (
 	"time"
 
 	oklog "github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/ledger/archive"
@@ -97,7 +98,7 @@ func openArchiveReader(ctx context.Context, url string, getenv func(string) stri
 // addArchiver opens the archive and adds its archiver to g (nothing with -archive none).
 // holder names it in the leases: the projector's consumer name, stable across restarts, so
 // that a restarted process takes its partitions back at once.
-func (af archiveFlags) addArchiver(g *oklog.Group, ctx context.Context, l *ledger.Ledger, holder string, log *slog.Logger) (*archive.Archive, error) {
+func (af archiveFlags) addArchiver(g *oklog.Group, ctx context.Context, l *ledger.Ledger, holder string, reg prometheus.Registerer, log *slog.Logger) (*archive.Archive, error) {
 	a, err := af.open(ctx, l)
 	if err != nil || a == nil {
 		return nil, err
@@ -110,6 +111,7 @@ func (af archiveFlags) addArchiver(g *oklog.Group, ctx context.Context, l *ledge
 		Holder:     holder,
 		SegmentAge: *af.segmentAge,
 		LeaseTTL:   *af.lease,
+		Metrics:    archive.NewMetrics(reg),
 	}, log)
 	if err != nil {
 		return nil, err

@@ -96,7 +96,7 @@ func project(ctx context.Context, e *env, args []string) error {
 	var g oklog.Group
 	addProjector(&g, ctx, p)
 	addSweeper(&g, ctx, l, sf, reg, log)
-	arch, err := arf.addArchiver(&g, ctx, l, *pf.consumer, log)
+	arch, err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log)
 	if err != nil {
 		return err
 	}

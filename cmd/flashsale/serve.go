@@ -110,7 +110,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		addProjector(&g, ctx, p)
 		addSweeper(&g, ctx, l, sf, reg, log)
-		arch, err := arf.addArchiver(&g, ctx, l, *pf.consumer, log)
+		arch, err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log)
 		if err != nil {
 			return err
 		}

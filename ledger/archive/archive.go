@@ -231,6 +231,16 @@ func (a *Archive) Checkpoints(ctx context.Context, partition int) ([]Checkpoint,
 	return out, nil
 }
 
+// RemoveStaleTemps removes partition p's temporary files left by writers killed mid-write
+// more than an hour ago (a directory archive only) and reports how many it removed.
+func (a *Archive) RemoveStaleTemps(partition int) int {
+	fs, ok := a.store.(*fileStore)
+	if !ok {
+		return 0
+	}
+	return fs.removeStaleTemps(partitionDir(partition)) + fs.removeStaleTemps(checkpointDir(partition))
+}
+
 // segmentRef is a segment known by its name.
 type segmentRef struct {
 	path        string

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flashsale/flashsale/ledger/archive"
 )
@@ -228,5 +229,31 @@ func TestOpenRefusesWhatItCannotWrite(t *testing.T) {
 		} else if strings.Contains(err.Error(), "\n") {
 			t.Errorf("Open(%q): error of several lines: %q", u, err)
 		}
+	}
+}
+
+func TestRemoveStaleTemps(t *testing.T) {
+	ctx := context.Background()
+	a, dir := openDir(t)
+	if _, err := a.WriteSegment(ctx, 1, "0-0", entries(0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	pdir := filepath.Join(dir, "p0001")
+	old, fresh := filepath.Join(pdir, ".tmp-old"), filepath.Join(pdir, ".tmp-fresh")
+	os.WriteFile(old, []byte("half a segm"), 0o644)
+	os.WriteFile(fresh, []byte("being written"), 0o644)
+	past := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(old, past, past)
+	if n := a.RemoveStaleTemps(1); n != 1 {
+		t.Fatalf("removed %d, want 1", n)
+	}
+	if _, err := os.Stat(old); err == nil {
+		t.Error("the stale temporary is still there")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Error("a fresh temporary (a write in progress) was removed")
+	}
+	if got, err := readAll(t, a, 1, ""); err != nil || len(got) != 3 {
+		t.Fatalf("read %d entries, %v; want 3", len(got), err)
 	}
 }

@@ -57,6 +57,8 @@ type Config struct {
 	// LeaseTTL is how long a partition's lease lives unrenewed (default 10 s); it is renewed
 	// every third of it, and an idle archiver tries for free leases as often.
 	LeaseTTL time.Duration
+	// Metrics, if set, counts segments, entries and failures.
+	Metrics *Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -78,6 +80,7 @@ func (c *Config) setDefaults() {
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 10 * time.Second
 	}
+	c.Poll = min(c.Poll, c.LeaseTTL/3) // the lease is renewed between reads
 }
 
 // Archiver copies every partition stream into an archive, in order. Any number may run: each
@@ -126,7 +129,9 @@ func (ar *Archiver) runPartition(ctx context.Context, p int) {
 			held, err = ar.src.HoldLease(ctx, p, LeaseName, ar.cfg.Holder, ar.cfg.LeaseTTL)
 		}
 		if err == nil && held {
+			ar.cfg.Metrics.holding(1)
 			err = ar.holdPartition(ctx, p, log)
+			ar.cfg.Metrics.holding(-1)
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			ar.src.ReleaseLease(rctx, p, LeaseName, ar.cfg.Holder)
 			cancel()
@@ -135,7 +140,10 @@ func (ar *Archiver) runPartition(ctx context.Context, p int) {
 		case ctx.Err() != nil:
 			return
 		case err != nil && (failing == nil || failing.Error() != err.Error()):
+			ar.cfg.Metrics.failed()
 			log.Warn("archiving stalled; retrying", "err", err)
+		case err != nil:
+			ar.cfg.Metrics.failed()
 		case err == nil && failing != nil:
 			log.Info("archiving resumed")
 		}
@@ -161,6 +169,9 @@ func (ar *Archiver) holdPartition(ctx context.Context, p int, log *slog.Logger) 
 		}
 		renewed = time.Now()
 		return nil
+	}
+	if n := ar.archive.RemoveStaleTemps(p); n > 0 {
+		log.Info("removed temporary files of writers killed mid-write", "files", n)
 	}
 	through, err := ar.archive.Through(ctx, p)
 	if err != nil {
@@ -229,6 +240,7 @@ func (ar *Archiver) flush(ctx context.Context, p int, through string, buf []Entr
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		ar.cfg.Metrics.failed()
 		ar.log.Warn("segment write failed; retrying", "partition", p, "err", err)
 		sleep(ctx, backoff)
 		backoff = min(2*backoff, 5*time.Second)
@@ -236,7 +248,11 @@ func (ar *Archiver) flush(ctx context.Context, p int, through string, buf []Entr
 			return err
 		}
 	}
-	return ar.src.AckThrough(ctx, p, Group, Consumer, buf[len(buf)-1].ID, int64(len(buf)))
+	if err := ar.src.AckThrough(ctx, p, Group, Consumer, buf[len(buf)-1].ID, int64(len(buf))); err != nil {
+		return err
+	}
+	ar.cfg.Metrics.written(len(buf))
+	return nil
 }
 
 // entryOf copies a stream entry's fields (strings, as go-redis returns them).

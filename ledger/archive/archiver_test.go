@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/ledger"
@@ -87,10 +89,13 @@ func TestArchiversCopyEveryEntryOnce(t *testing.T) {
 	add(200) // history before any archiver ran
 	actx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	reg := prometheus.NewRegistry()
+	metrics := archive.NewMetrics(reg)
 	for i := range 3 { // three at once: one holder per partition
 		ar, err := archive.NewArchiver(a, l, archive.Config{
 			Partitions: 3, Holder: fmt.Sprint("h", i), SegmentEntries: 50,
 			SegmentAge: 30 * time.Millisecond, Poll: 20 * time.Millisecond, LeaseTTL: 300 * time.Millisecond,
+			Metrics: metrics,
 		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -103,6 +108,13 @@ func TestArchiversCopyEveryEntryOnce(t *testing.T) {
 	waitArchived(t, a, l, rdb, 3)
 	cancel()
 	wg.Wait()
+	var total int
+	for p := range 3 {
+		total += len(streamEntries(t, rdb, l, p))
+	}
+	if n := testutil.ToFloat64(metricOf(t, reg, "flashsale_archive_entries_total")); int(n) < total {
+		t.Errorf("flashsale_archive_entries_total = %v, want at least the %d entries archived", n, total)
+	}
 	for p := range 3 {
 		var got []archive.Entry
 		if err := a.Read(ctx, p, "", func(e archive.Entry) error { got = append(got, e); return nil }); err != nil {
@@ -112,4 +124,22 @@ func TestArchiversCopyEveryEntryOnce(t *testing.T) {
 			t.Fatalf("partition %d: archive holds %d entries, stream %d; they differ", p, len(got), len(want))
 		}
 	}
+}
+
+// metricOf returns the collector registered on reg under name.
+func metricOf(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: "copy"}, func() float64 {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			})
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // store is where an archive's files live. Paths are slash-separated and relative to the
@@ -129,4 +130,30 @@ func (s *fileStore) list(_ context.Context, dir string) ([]string, error) {
 
 func (s *fileStore) remove(_ context.Context, path string) error {
 	return os.Remove(s.where(path))
+}
+
+// staleTemp is how old a temporary file must be before it is taken for the leftover of a
+// writer that died: a write takes milliseconds.
+const staleTemp = time.Hour
+
+// removeStaleTemps removes the temporary files under dir older than staleTemp, the leftovers
+// of writers killed mid-write; it reports how many. Only a directory has them: an S3 PUT
+// leaves nothing behind.
+func (s *fileStore) removeStaleTemps(dir string) int {
+	ents, err := os.ReadDir(s.where(dir))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".tmp-") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTemp {
+			if os.Remove(filepath.Join(s.where(dir), e.Name())) == nil {
+				n++
+			}
+		}
+	}
+	return n
 }
