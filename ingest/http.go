@@ -260,6 +260,8 @@ type itemReply struct {
 	StartsAt     *time.Time `json:"starts_at,omitempty"`
 	EndsAt       *time.Time `json:"ends_at,omitempty"`
 	PayWithin    string     `json:"pay_within,omitempty"`
+	// Status is "closed" once the item's sale was closed for good, absent before.
+	Status string `json:"status,omitempty"`
 }
 
 func (s *Service) handleItem(w http.ResponseWriter, r *http.Request) {
@@ -281,6 +283,9 @@ func newItemReply(it ledger.Item) itemReply {
 	}
 	if it.PayWithin > 0 {
 		reply.PayWithin = it.PayWithin.String()
+	}
+	if it.Closed {
+		reply.Status = "closed"
 	}
 	return reply
 }

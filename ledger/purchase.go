@@ -191,6 +191,8 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 		return Receipt{}, ErrSoldOut
 	case 7:
 		return Receipt{}, ErrRequestIDTaken
+	case 8:
+		return Receipt{}, ErrItemClosed
 	}
 	return Receipt{}, fmt.Errorf("purchase script: unknown code %d", code)
 }
