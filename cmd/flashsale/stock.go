@@ -40,14 +40,66 @@ then, and says so, so that buyers can buy once it has returned.`
 	default:
 		return usageError{fmt.Sprintf("stock: unknown subcommand %q (want set, add, get or close)", sub)}
 	}
+	c, err := parseStockFlags(e, args, argNames, about)
+	if err != nil {
+		return err
+	}
+	l, closeLedger, err := c.rf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeLedger()
+	switch sub {
+	case "close":
+		id, err := l.CloseItem(ctx, c.item)
+		if err != nil {
+			return fmt.Errorf("stock close %s: %w", c.item, err)
+		}
+		fmt.Fprintf(e.stdout, "%s closed (event %d/%s)\n", c.item, l.Keys().Partition(c.item), id)
+		return nil
+	case "get":
+		it, err := l.Item(ctx, c.item)
+		if err != nil {
+			return fmt.Errorf("stock get %s: %w", c.item, err)
+		}
+		return printItem(e, it, *c.jsonOut)
+	}
+	r, err := l.ChangeStock(ctx, c.item, c.ch)
+	if errors.Is(err, ledger.ErrItemExists) {
+		fmt.Fprintf(e.stdout, "%s stock %d (exists, left as it is)\n", c.item, r.Stock)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stock %s %s: %w", sub, c.item, err)
+	}
+	if !r.ReopenAt.IsZero() {
+		fmt.Fprintf(e.stdout, "%s stock %d (back on sale since %s, after the sold-out lease)\n", c.item, r.Stock, r.ReopenAt.UTC().Format("15:04:05.000"))
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%s stock %d\n", c.item, r.Stock)
+	return nil
+}
+
+// stockCmd is one stock subcommand as its flags and arguments give it.
+type stockCmd struct {
+	rf      redisFlags
+	item    string
+	ch      ledger.StockChange // set and add
+	jsonOut *bool              // get
+}
+
+// parseStockFlags defines and reads the flags and arguments of stock subcommand args[0],
+// which takes argNames.
+func parseStockFlags(e *env, args []string, argNames, about string) (*stockCmd, error) {
+	sub := args[0]
 	f := e.flags("stock "+sub, argNames, about)
-	rf := f.redis()
-	rf.create = sub == "set" // add and get need an existing ledger
+	c := &stockCmd{rf: f.redis()}
+	c.rf.create = sub == "set" // add and get need an existing ledger
 	var limit, start, end, payWithin *string
-	var jsonOut, ifNew *bool
+	var ifNew *bool
 	switch sub {
 	case "get":
-		jsonOut = f.Bool("json", false, "print the item as JSON")
+		c.jsonOut = f.Bool("json", false, "print the item as JSON")
 	case "set", "add":
 		limit = f.String("limit", "", "per-user limit (0 = none; empty keeps the current one)")
 		start = f.String("start", "", "sale start, RFC 3339 (\"none\" = open; empty keeps the current one)")
@@ -58,7 +110,7 @@ then, and says so, so that buyers can buy once it has returned.`
 		ifNew = f.Bool("if-new", false, "only for an item that has no stock yet (a restart then never resets a running sale)")
 	}
 	if err := f.parse(args[1:]); err != nil {
-		return err
+		return nil, err
 	}
 	want := 2
 	if sub == "get" || sub == "close" {
@@ -66,76 +118,56 @@ then, and says so, so that buyers can buy once it has returned.`
 	}
 	if f.NArg() != want {
 		f.Usage()
-		return usageError{fmt.Sprintf("stock %s: want %s", sub, argNames)}
+		return nil, usageError{fmt.Sprintf("stock %s: want %s", sub, argNames)}
 	}
-	item := f.Arg(0)
-
-	var ch ledger.StockChange
-	if sub == "set" || sub == "add" {
-		n, err := strconv.ParseInt(f.Arg(1), 10, 64)
-		if err != nil {
-			return usageError{fmt.Sprintf("stock %s: quantity %q is not an integer", sub, f.Arg(1))}
-		}
-		ch = ledger.StockChange{Op: ledger.StockOp(sub), Quantity: n}
-		if ifNew != nil && *ifNew {
-			ch.Op = ledger.StockInit
-		}
-		if *limit != "" {
-			n, err := strconv.ParseInt(*limit, 10, 64)
-			if err != nil {
-				return usageError{fmt.Sprintf("-limit %q is not an integer", *limit)}
-			}
-			ch.Limit = &n
-		}
-		if *payWithin != "" {
-			d, err := time.ParseDuration(*payWithin)
-			if err != nil {
-				return usageError{fmt.Sprintf("-pay-within %q is not a duration such as 15m", *payWithin)}
-			}
-			ch.PayWithin = &d
-		}
-		if ch.Start, err = parseWindow("start", *start); err != nil {
-			return err
-		}
-		if ch.End, err = parseWindow("end", *end); err != nil {
-			return err
-		}
+	c.item = f.Arg(0)
+	if sub != "set" && sub != "add" {
+		return c, nil
 	}
-
-	l, closeLedger, err := rf.open(ctx)
+	n, err := strconv.ParseInt(f.Arg(1), 10, 64)
 	if err != nil {
+		return nil, usageError{fmt.Sprintf("stock %s: quantity %q is not an integer", sub, f.Arg(1))}
+	}
+	c.ch = ledger.StockChange{Op: ledger.StockOp(sub), Quantity: n}
+	if ifNew != nil && *ifNew {
+		c.ch.Op = ledger.StockInit
+	}
+	if err := stockRules(&c.ch, *limit, *start, *end, *payWithin); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// stockRules sets the rules of ch from the flags -limit, -start, -end and -pay-within (each
+// "" keeps the current rule).
+func stockRules(ch *ledger.StockChange, limit, start, end, payWithin string) error {
+	if limit != "" {
+		n, err := strconv.ParseInt(limit, 10, 64)
+		if err != nil {
+			return usageError{fmt.Sprintf("-limit %q is not an integer", limit)}
+		}
+		ch.Limit = &n
+	}
+	if payWithin != "" {
+		d, err := time.ParseDuration(payWithin)
+		if err != nil {
+			return usageError{fmt.Sprintf("-pay-within %q is not a duration such as 15m", payWithin)}
+		}
+		ch.PayWithin = &d
+	}
+	var err error
+	if ch.Start, err = parseWindow("start", start); err != nil {
 		return err
 	}
-	defer closeLedger()
-	if sub == "close" {
-		id, err := l.CloseItem(ctx, item)
-		if err != nil {
-			return fmt.Errorf("stock close %s: %w", item, err)
-		}
-		fmt.Fprintf(e.stdout, "%s closed (event %d/%s)\n", item, l.Keys().Partition(item), id)
-		return nil
+	if ch.End, err = parseWindow("end", end); err != nil {
+		return err
 	}
-	if sub != "get" {
-		r, err := l.ChangeStock(ctx, item, ch)
-		if errors.Is(err, ledger.ErrItemExists) {
-			fmt.Fprintf(e.stdout, "%s stock %d (exists, left as it is)\n", item, r.Stock)
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("stock %s %s: %w", sub, item, err)
-		}
-		if !r.ReopenAt.IsZero() {
-			fmt.Fprintf(e.stdout, "%s stock %d (back on sale since %s, after the sold-out lease)\n", item, r.Stock, r.ReopenAt.UTC().Format("15:04:05.000"))
-			return nil
-		}
-		fmt.Fprintf(e.stdout, "%s stock %d\n", item, r.Stock)
-		return nil
-	}
-	it, err := l.Item(ctx, item)
-	if err != nil {
-		return fmt.Errorf("stock get %s: %w", item, err)
-	}
-	if *jsonOut {
+	return nil
+}
+
+// printItem prints it for stock get: its stock, or with asJSON the item and its rules.
+func printItem(e *env, it ledger.Item, asJSON bool) error {
+	if asJSON {
 		out := map[string]any{"item_id": it.ItemID, "stock": it.Stock, "per_user_limit": it.Limit}
 		if !it.Start.IsZero() {
 			out["starts_at"] = it.Start

@@ -177,6 +177,44 @@ func (s *routes) handlePutItem(w http.ResponseWriter, r *http.Request, a Ledger)
 	if !ok {
 		return
 	}
+	b, err := decodeItemBody(body)
+	if err != nil {
+		ingest.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if b.Close != nil {
+		if !*b.Close || b.Stock != nil || b.Add != nil || b.PerUserLimit != nil || b.StartsAt != nil || b.EndsAt != nil || b.PayWithin != nil {
+			ingest.WriteError(w, http.StatusBadRequest, "close must be true and alone")
+			return
+		}
+		s.closeItem(w, r, a, mux.Vars(r)["item_id"])
+		return
+	}
+	ch, msg := b.change()
+	if msg != "" {
+		ingest.WriteError(w, http.StatusBadRequest, msg)
+		return
+	}
+	item := mux.Vars(r)["item_id"]
+	res, err := a.ChangeStock(r.Context(), item, ch)
+	if err != nil {
+		s.writeLedgerError(w, r, err)
+		return
+	}
+	it, err := a.Item(r.Context(), item)
+	if err != nil {
+		s.writeLedgerError(w, r, err)
+		return
+	}
+	reply := changeReply{ItemReply: ingest.NewItemReply(it)}
+	if !res.ReopenAt.IsZero() {
+		reply.ReopenedAt = &res.ReopenAt
+	}
+	ingest.WriteJSON(w, http.StatusOK, reply)
+}
+
+// decodeItemBody reads the body of PUT /admin/items/{item_id} strictly (ingest.DecodeObject).
+func decodeItemBody(body []byte) (itemBody, error) {
 	var b itemBody
 	err := ingest.DecodeObject(body, func(key string, dec *json.Decoder) error {
 		switch key {
@@ -197,33 +235,15 @@ func (s *routes) handlePutItem(w http.ResponseWriter, r *http.Request, a Ledger)
 		}
 		return ingest.ErrBody
 	})
-	if err != nil {
-		ingest.WriteError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if b.Close != nil {
-		if !*b.Close || b.Stock != nil || b.Add != nil || b.PerUserLimit != nil || b.StartsAt != nil || b.EndsAt != nil || b.PayWithin != nil {
-			ingest.WriteError(w, http.StatusBadRequest, "close must be true and alone")
-			return
-		}
-		item := mux.Vars(r)["item_id"]
-		if _, err := a.CloseItem(r.Context(), item); err != nil {
-			s.writeLedgerError(w, r, err)
-			return
-		}
-		it, err := a.Item(r.Context(), item)
-		if err != nil {
-			s.writeLedgerError(w, r, err)
-			return
-		}
-		ingest.WriteJSON(w, http.StatusOK, ingest.NewItemReply(it))
-		return
-	}
-	ch := ledger.StockChange{Op: ledger.StockAdd, Limit: b.PerUserLimit}
+	return b, err
+}
+
+// change is the stock change b asks for, or the message of a 400 when b is not one.
+func (b itemBody) change() (ch ledger.StockChange, refusal string) {
+	ch = ledger.StockChange{Op: ledger.StockAdd, Limit: b.PerUserLimit}
 	switch {
 	case b.Stock != nil && b.Add != nil:
-		ingest.WriteError(w, http.StatusBadRequest, "give stock or add, not both")
-		return
+		return ch, "give stock or add, not both"
 	case b.Stock != nil:
 		ch.Op, ch.Quantity = ledger.StockSet, *b.Stock
 	case b.Add != nil:
@@ -240,12 +260,10 @@ func (s *routes) handlePutItem(w http.ResponseWriter, r *http.Request, a Ledger)
 		if *bound.v != "" {
 			var err error
 			if t, err = time.Parse(time.RFC3339, *bound.v); err != nil {
-				ingest.WriteError(w, http.StatusBadRequest, "starts_at and ends_at must be RFC 3339 times or \"\"")
-				return
+				return ch, "starts_at and ends_at must be RFC 3339 times or \"\""
 			}
 			if t.UnixMilli() <= 0 {
-				ingest.WriteError(w, http.StatusBadRequest, "starts_at and ends_at must be after 1970-01-01T00:00:00Z")
-				return
+				return ch, "starts_at and ends_at must be after 1970-01-01T00:00:00Z"
 			}
 		}
 		*bound.dst = &t
@@ -256,14 +274,16 @@ func (s *routes) handlePutItem(w http.ResponseWriter, r *http.Request, a Ledger)
 			d, err = 0, nil
 		}
 		if err != nil || d < 0 {
-			ingest.WriteError(w, http.StatusBadRequest, "pay_within must be a duration such as 15m, or \"\"")
-			return
+			return ch, "pay_within must be a duration such as 15m, or \"\""
 		}
 		ch.PayWithin = &d
 	}
-	item := mux.Vars(r)["item_id"]
-	res, err := a.ChangeStock(r.Context(), item, ch)
-	if err != nil {
+	return ch, ""
+}
+
+// closeItem closes item's sale for good and answers the item.
+func (s *routes) closeItem(w http.ResponseWriter, r *http.Request, a Ledger, item string) {
+	if _, err := a.CloseItem(r.Context(), item); err != nil {
 		s.writeLedgerError(w, r, err)
 		return
 	}
@@ -272,11 +292,7 @@ func (s *routes) handlePutItem(w http.ResponseWriter, r *http.Request, a Ledger)
 		s.writeLedgerError(w, r, err)
 		return
 	}
-	reply := changeReply{ItemReply: ingest.NewItemReply(it)}
-	if !res.ReopenAt.IsZero() {
-		reply.ReopenedAt = &res.ReopenAt
-	}
-	ingest.WriteJSON(w, http.StatusOK, reply)
+	ingest.WriteJSON(w, http.StatusOK, ingest.NewItemReply(it))
 }
 
 // changeReply is the reply of PUT /admin/items/{item_id}: the item, and when it came back on
