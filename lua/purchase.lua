@@ -37,6 +37,7 @@
 --   6 sold out     '', current stock (less than the quantity asked for); with no stock left,
 --                  also the stream's last ID: the item is sold out as of that ledger position
 --   7 taken         '', current stock (the request_id placed another user's order)
+--   8 draw          '', current stock: the item is sold by a draw (draw_enter.lua decides)
 
 local stock = redis.call('GET', KEYS[1])
 if not stock then
@@ -55,7 +56,10 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms')
+local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'draw_at_ms')
+if (tonumber(rules[5]) or 0) > 0 then
+  return {8, '', stock}
+end
 local limit = tonumber(rules[1]) or 0
 local start_ms = tonumber(rules[2]) or 0
 local end_ms = tonumber(rules[3]) or 0

@@ -348,7 +348,13 @@ func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[strin
 			it.Fold = e.Stock
 		}
 		it.PutOnSale = it.Fold + it.Sold + it.Reserved
+	case ledger.EventWon, ledger.EventWaitlisted, ledger.EventPromoted, ledger.EventLost:
+		foldDraw(rep, it, e, orders)
 	case ledger.EventOrder:
+		if e.Draw {
+			foldDraw(rep, it, e, orders)
+			return
+		}
 		it.Fold -= e.Quantity
 		o := &ledgerOrder{item: e.ItemID, request: e.RequestID, quantity: e.Quantity}
 		if e.PayBy.IsZero() {
