@@ -47,6 +47,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	shutdown := f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
 	lf := f.limits()
 	af := f.auth()
+	seedsFlag := f.str("draw-seeds", "FLASHSALE_DRAW_SEEDS", "", "ITEM=FILE pairs, comma separated: draw each ITEM with the seed in FILE when its draw time comes")
 	var dsn *string
 	var pf projectorFlags
 	var sf sweepFlags
@@ -67,6 +68,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		return err
 	}
 	log := logger()
+	seeds, err := drawSeeds(*seedsFlag)
+	if err != nil {
+		return err
+	}
 	auth, err := af.build(ctx, log)
 	if err != nil {
 		return err
@@ -107,6 +112,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
+	addDrawer(&g, ctx, l, seeds, log)
 	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
 	svc.RequireAuth(auth)
 	{

@@ -38,7 +38,7 @@ Every change is appended to the ledger as a stock event.`
 	f := e.flags("stock "+sub, argNames, about)
 	rf := f.redis()
 	rf.create = sub == "set" // add and get need an existing ledger
-	var limit, start, end, payWithin *string
+	var limit, start, end, payWithin, drawAt, drawSeed *string
 	var jsonOut, ifNew *bool
 	if sub == "get" {
 		jsonOut = f.Bool("json", false, "print the item as JSON")
@@ -50,6 +50,8 @@ Every change is appended to the ledger as a stock event.`
 	}
 	if sub == "set" {
 		ifNew = f.Bool("if-new", false, "only for an item that has no stock yet (a restart then never resets a running sale)")
+		drawAt = f.String("draw-at", "", "sell by a draw at this time, RFC 3339: purchases until then register entries (needs -draw-seed-file and -pay-within)")
+		drawSeed = f.String("draw-seed-file", "", "file holding the draw's secret seed; only its SHA-256 is published")
 	}
 	if err := f.parse(args[1:]); err != nil {
 		return err
@@ -94,6 +96,20 @@ Every change is appended to the ledger as a stock event.`
 		if ch.End, err = parseWindow("end", *end); err != nil {
 			return err
 		}
+		if drawAt != nil && (*drawAt != "" || *drawSeed != "") {
+			if *drawAt == "" {
+				return usageError{"-draw-seed-file needs -draw-at"}
+			}
+			t, err := time.Parse(time.RFC3339, *drawAt)
+			if err != nil {
+				return usageError{fmt.Sprintf("-draw-at %q: want RFC 3339, e.g. 2026-12-01T10:00:00Z", *drawAt)}
+			}
+			seed, err := readSeed(*drawSeed)
+			if err != nil {
+				return err
+			}
+			ch.DrawAt, ch.DrawCommit = &t, ledger.SeedCommitment(seed)
+		}
 	}
 
 	l, closeLedger, err := rf.open(ctx)
@@ -127,6 +143,12 @@ Every change is appended to the ledger as a stock event.`
 		}
 		if it.PayWithin > 0 {
 			out["pay_within"] = it.PayWithin.String()
+		}
+		if !it.DrawAt.IsZero() {
+			out["draw_at"], out["draw_commitment"] = it.DrawAt, it.DrawCommit
+			if it.DrawSeed != "" {
+				out["draw_seed"] = it.DrawSeed
+			}
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
