@@ -14,7 +14,8 @@ import (
 
 // Admin is what the admin routes and the live board need from the ledger.
 type Admin interface {
-	SetStock(ctx context.Context, item string, ch ledger.StockChange) (int64, error)
+	ChangeStock(ctx context.Context, item string, ch ledger.StockChange) (ledger.StockResult, error)
+	WinnerStats() ledger.WinnerStats
 	Item(ctx context.Context, item string) (ledger.Item, error)
 	Items(ctx context.Context) ([]string, error)
 	Pending(ctx context.Context, group string, f ledger.PendingFilter) (ledger.PendingReport, error)
@@ -232,7 +233,8 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 		ch.DrawAt, ch.DrawCommit = &t, *b.DrawCommitment
 	}
 	item := mux.Vars(r)["item_id"]
-	if _, err := a.SetStock(r.Context(), item, ch); err != nil {
+	res, err := a.ChangeStock(r.Context(), item, ch)
+	if err != nil {
 		s.writeLedgerError(w, r, err)
 		return
 	}
@@ -241,5 +243,16 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 		s.writeLedgerError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, newItemReply(it))
+	reply := changeReply{itemReply: newItemReply(it)}
+	if !res.ReopenAt.IsZero() {
+		reply.ReopenedAt = &res.ReopenAt
+	}
+	writeJSON(w, http.StatusOK, reply)
+}
+
+// changeReply is the reply of PUT /admin/items/{item_id}: the item, and when it came back on
+// sale if the change gave units to an item that had none (the reply waits for that moment).
+type changeReply struct {
+	itemReply
+	ReopenedAt *time.Time `json:"reopened_at,omitempty"`
 }

@@ -198,6 +198,21 @@ func TestAdminPutItem(t *testing.T) {
 	if it, err := e.l.Item(context.Background(), "b"); err != nil || it.PayWithin != 15*time.Minute {
 		t.Fatalf("b's pay-within %s (%v), want 15m", it.PayWithin, err)
 	}
+	// Units given to an item with none: the reply comes once they are on sale, and says when.
+	if got, body := adminDo(t, c, http.MethodPut, base+"/admin/items/c", "tok", `{"stock":0}`); got != http.StatusOK || bytes.Contains(body, []byte("reopened_at")) {
+		t.Fatalf("set c to 0: got %d %s", got, body)
+	}
+	got, body := adminDo(t, c, http.MethodPut, base+"/admin/items/c", "tok", `{"add":2}`)
+	var reply struct {
+		Stock      int64      `json:"stock"`
+		ReopenedAt *time.Time `json:"reopened_at"`
+	}
+	if err := json.Unmarshal(body, &reply); got != http.StatusOK || err != nil || reply.Stock != 2 || reply.ReopenedAt == nil || time.Now().Before(*reply.ReopenedAt) {
+		t.Fatalf("add 2 to c: got %d %s (%v), want stock 2 and reopened_at in the past", got, body, err)
+	}
+	if _, err := e.l.Purchase(context.Background(), ledger.PurchaseRequest{RequestID: "r", UserID: "u", ItemID: "c", Quantity: 1}); err != nil {
+		t.Fatalf("purchase after the PUT returned: %v", err)
+	}
 }
 
 func TestAdminPendingIsTheLedgerReport(t *testing.T) {

@@ -107,8 +107,9 @@ func (st *itemState) chart(now int64) []int64 {
 }
 
 type timedTotals struct {
-	at time.Time
-	t  purchaseTotals
+	at      time.Time
+	t       purchaseTotals
+	soldOut ledger.WinnerStats
 }
 
 func newBoard(s *Service, o AdminOptions, auth *adminAuth) *Board {
@@ -171,6 +172,7 @@ type boardSnapshot struct {
 	MoreItems      int              `json:"more_items"`
 	CatchingUp     bool             `json:"catching_up"`
 	Purchases      boardPurchases   `json:"purchases"`
+	SoldOut        boardSoldOut     `json:"sold_out_answers"`
 	Partitions     []boardPartition `json:"partitions"`
 	Warnings       []string         `json:"warnings"`
 	Errors         []string         `json:"errors"`
@@ -206,6 +208,18 @@ type boardPurchases struct {
 	P99MS     *float64           `json:"p99_ms"`
 	Chart     []float64          `json:"chart"`
 	OKChart   []float64          `json:"ok_chart"`
+}
+
+// boardSoldOut is this process's sold-out answers: from memory (local) and from the purchase
+// script (redis), totals and per second, and the partitions answered locally now.
+type boardSoldOut struct {
+	Local       int64   `json:"local"`
+	Redis       int64   `json:"redis"`
+	LocalPerS   float64 `json:"local_per_s"`
+	RedisPerS   float64 `json:"redis_per_s"`
+	Leased      int     `json:"leased_partitions"`
+	Partitions  int     `json:"partitions"`
+	IndexOrders int64   `json:"index_orders"`
 }
 
 type boardPartition struct {
@@ -355,7 +369,7 @@ func (b *Board) itemViews(ctx context.Context, snap *boardSnapshot, now time.Tim
 // purchaseView reads the purchase metrics (the values /metrics serves): rates by outcome over
 // the last few seconds and the latency quantiles of the last ten.
 func (b *Board) purchaseView(snap *boardSnapshot, now time.Time) {
-	cur := timedTotals{at: now, t: b.s.metrics.totals()}
+	cur := timedTotals{at: now, t: b.s.metrics.totals(), soldOut: b.o.Ledger.WinnerStats()}
 	b.totals = append(b.totals, cur)
 	if len(b.totals) > backlogWindow+1 {
 		b.totals = b.totals[1:]
@@ -364,6 +378,15 @@ func (b *Board) purchaseView(snap *boardSnapshot, now time.Time) {
 	// Rates over about three seconds: steady enough to read.
 	prev := b.totals[max(len(b.totals)-4, 0)]
 	dt := now.Sub(prev.at).Seconds()
+	so := boardSoldOut{
+		Local: cur.soldOut.SoldOutLocal, Redis: cur.soldOut.SoldOutRedis,
+		Leased: cur.soldOut.Leased, Partitions: b.o.Ledger.Keys().Partitions(), IndexOrders: cur.soldOut.Orders,
+	}
+	if dt > 0 {
+		so.LocalPerS = float64(so.Local-prev.soldOut.SoldOutLocal) / dt
+		so.RedisPerS = float64(so.Redis-prev.soldOut.SoldOutRedis) / dt
+	}
+	snap.SoldOut = so
 	var all, ok float64
 	for o, v := range cur.t.outcomes {
 		r := 0.0

@@ -271,6 +271,11 @@ func TestBoardSnapshot(t *testing.T) {
 				Stuck bool   `json:"stuck"`
 			} `json:"consumers"`
 		} `json:"partitions"`
+		SoldOut struct {
+			Local      int64 `json:"local"`
+			Redis      int64 `json:"redis"`
+			Partitions int   `json:"partitions"`
+		} `json:"sold_out_answers"`
 		Warnings       []string `json:"warnings"`
 		AuditAvailable bool     `json:"audit_available"`
 	}
@@ -290,6 +295,9 @@ func TestBoardSnapshot(t *testing.T) {
 	}
 	if snap.Purchases.Total["ok"] != 3 || snap.Purchases.Total["sold_out"] != 2 {
 		t.Fatalf("purchase totals %v, want ok 3 and sold_out 2", snap.Purchases.Total)
+	}
+	if so := snap.SoldOut; so.Local+so.Redis != 2 || so.Redis < 1 || so.Partitions != e.l.Keys().Partitions() {
+		t.Fatalf("sold-out answers %+v, want 2, the first from Redis, over %d partitions", so, e.l.Keys().Partitions())
 	}
 	part := snap.Partitions[p]
 	if part.Pending != 1 || len(part.Consumers) != 1 || !part.Consumers[0].Stuck {

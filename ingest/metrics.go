@@ -3,6 +3,8 @@ package ingest
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/flashsale/flashsale/ledger"
 )
 
 // Metrics are the purchase path's Prometheus metrics.
@@ -12,6 +14,7 @@ type Metrics struct {
 	inFlight  prometheus.Gauge
 	payments  *prometheus.CounterVec
 	cancels   *prometheus.CounterVec
+	reg       prometheus.Registerer
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -40,7 +43,45 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Cancel attempts by buyers, by outcome (as flashsale_payments_total).",
 	}, []string{"outcome"})
 	reg.MustRegister(m.purchases, m.latency, m.inFlight, m.payments, m.cancels)
+	m.reg = reg
 	return m
+}
+
+// soldOutStats is the ledger's count of sold-out answers (ledger.Ledger has it).
+type soldOutStats interface {
+	WinnerStats() ledger.WinnerStats
+}
+
+// countSoldOut exports the sold-out answers that l gave from memory (the winner index) and
+// from the purchase script, and its partitions answered locally now.
+func (m *Metrics) countSoldOut(l soldOutStats) {
+	answers := func(local bool) func() float64 {
+		return func() float64 {
+			st := l.WinnerStats()
+			if local {
+				return float64(st.SoldOutLocal)
+			}
+			return float64(st.SoldOutRedis)
+		}
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "flashsale_sold_out_answers_total",
+			Help:        "Sold-out answers of this process, by source: local (the winner index, no Redis command) or redis (the purchase script).",
+			ConstLabels: prometheus.Labels{"source": "local"},
+		}, answers(true)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "flashsale_sold_out_answers_total",
+			Help:        "Sold-out answers of this process, by source: local (the winner index, no Redis command) or redis (the purchase script).",
+			ConstLabels: prometheus.Labels{"source": "redis"},
+		}, answers(false)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flashsale_sold_out_leased_partitions",
+			Help: "Partitions whose sold-out lease holds now: their sold-out items are answered from memory.",
+		}, func() float64 { return float64(l.WinnerStats().Leased) }),
+	} {
+		m.reg.MustRegister(c)
+	}
 }
 
 // outcomes are the labels outcome returns, at the indexes outcomeOf returns; their series exist

@@ -54,8 +54,12 @@ type Service struct {
 }
 
 // NewService returns a Service. orders may be nil: the order routes are then not offered.
-// checks are the readiness probes, by name.
+// checks are the readiness probes, by name. A ledger with WinnerStats (ledger.Ledger) has its
+// sold-out answers counted in m.
 func NewService(l Ledger, orders Orders, checks map[string]Check, m *Metrics, log *slog.Logger) *Service {
+	if st, ok := l.(soldOutStats); ok {
+		m.countSoldOut(st)
+	}
 	return &Service{
 		ledger: l, orders: orders, checks: checks,
 		http: m.transport("http"), grpc: m.transport("grpc"), metrics: m,

@@ -417,7 +417,7 @@ func (l *Ledger) PromoteDraws(ctx context.Context, lostBatch int) (PromoteResult
 			}
 			keys := []string{k.Rules(item), k.Stock(item), k.Events(p), k.Due(p), k.Waitlist(item), k.Held(item), k.Draws(p)}
 			for range maxPromoteSteps {
-				v, err := drawPromoteScript.Run(ctx, l.rdb, keys, item, k.OrderPrefix(p), k.userPrefix(item), max(lostBatch, 1), k.StockChanges()).Result()
+				v, err := drawPromoteScript.Run(ctx, l.rdb, keys, item, k.OrderPrefix(p), k.userPrefix(item), max(lostBatch, 1)).Result()
 				if err != nil {
 					return res, redisErr("promote draw", err)
 				}

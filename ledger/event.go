@@ -74,6 +74,9 @@ type Event struct {
 	// Rank is the entry's 0-based position in the draw's rank order.
 	Draw bool
 	Rank int64
+	// Created marks the stock event that created the item (absent in events written before
+	// it was recorded).
+	Created bool
 
 	// Malformed is set when the entry could not be decoded; the other fields then hold what
 	// could be read, and Partition and StreamID are always set.
@@ -167,6 +170,7 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		if _, ok := msg.Values["draw_at_ms"]; ok {
 			e.DrawAtMS, e.DrawCommit = f.int("draw_at_ms"), f.str("draw_commit")
 		}
+		e.Created = f.str("created") == "1"
 		if e.Op != StockSet && e.Op != StockAdd {
 			f.fail("op", "want set or add")
 		}

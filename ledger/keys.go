@@ -40,10 +40,6 @@ func (k Keys) Partition(item string) int {
 // the ledger is opened and is not touched by any script.
 func (k Keys) Meta() string { return k.prefix + ":meta" }
 
-// StockChanges is the Pub/Sub channel on which the scripts announce the item of every stock
-// and restock event (it is not a key; no data lives there).
-func (k Keys) StockChanges() string { return k.prefix + ":stock-changed" }
-
 // Events is partition p's ledger stream.
 func (k Keys) Events(p int) string { return k.tag(p) + "events" }
 
@@ -58,6 +54,14 @@ func (k Keys) Alive(p int) string { return k.tag(p) + "alive" }
 // Items is the set of the item IDs of partition p that have ever been given stock (the
 // stock script adds them), so that items can be listed without SCAN, also on Redis Cluster.
 func (k Keys) Items(p int) string { return k.tag(p) + "items" }
+
+// ID is the string that names the ledger (random, set once): an archive records the ID of
+// the ledger it holds and refuses another's.
+func (k Keys) ID() string { return k.prefix + ":id" }
+
+// Lease is partition p's lease called name: the name of the one process that may do that
+// partition's work of that kind (the archiver's), with a TTL.
+func (k Keys) Lease(p int, name string) string { return k.tag(p) + "lease:" + name }
 
 // Due is partition p's sorted set of reserved orders by payment deadline: order_id -> pay_by
 // (unix ms, Redis's clock). The sweeper reads it; pay, cancel and expire remove from it.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,7 +28,10 @@ const (
 	DefaultPrefix         = "fs"
 	DefaultPartitions     = 16
 	DefaultIdempotencyTTL = 24 * time.Hour
-	DefaultSoldOutTTL     = time.Second
+	DefaultSoldOutLease   = time.Second
+	// MinSoldOutLease and MaxSoldOutLease bound Config.SoldOutLease.
+	MinSoldOutLease = 10 * time.Millisecond
+	MaxSoldOutLease = time.Minute
 	// MaxPartitions bounds the partition count a new ledger may be created with.
 	MaxPartitions = 1024
 )
@@ -41,10 +45,13 @@ type Config struct {
 	Partitions int
 	// IdempotencyTTL is how long a request_id keeps returning its original order.
 	IdempotencyTTL time.Duration
-	// SoldOutTTL is how long this process answers sold out for an item, without running the
-	// purchase script, after the script found it sold out; a stock or restock event ends it
-	// sooner (see WatchStock). Negative disables it.
-	SoldOutTTL time.Duration
+	// SoldOutLease is how long an item that had no stock stays sold out after units come back
+	// (a stock change, restock, cancel or expiry records reopen_at, Redis TIME plus it, and
+	// the purchase script refuses the item until then), and so how long a serving process
+	// may answer sold out from memory after its tail's last read of the partition was sent
+	// (see TailWinners). Every process of a ledger must use the same value (a writer's at
+	// least the servers'). 0 means DefaultSoldOutLease.
+	SoldOutLease time.Duration
 	// Pipeline, when > 0, sends concurrent purchases as pipelines of up to this many script
 	// calls (see batcher); 0 sends each call on its own round trip.
 	Pipeline int
@@ -78,8 +85,8 @@ func (c *Config) setDefaults() {
 	if c.IdempotencyTTL == 0 {
 		c.IdempotencyTTL = DefaultIdempotencyTTL
 	}
-	if c.SoldOutTTL == 0 {
-		c.SoldOutTTL = DefaultSoldOutTTL
+	if c.SoldOutLease == 0 {
+		c.SoldOutLease = DefaultSoldOutLease
 	}
 	if c.WinnerIndexMax == 0 {
 		c.WinnerIndexMax = DefaultWinnerIndexMax
@@ -97,6 +104,9 @@ func (c Config) Validate() error {
 	if c.IdempotencyTTL < time.Second {
 		return fmt.Errorf("idempotency TTL %s: want at least 1s", c.IdempotencyTTL)
 	}
+	if c.SoldOutLease < MinSoldOutLease || c.SoldOutLease > MaxSoldOutLease {
+		return fmt.Errorf("sold-out lease %s: want %s..%s", c.SoldOutLease, MinSoldOutLease, MaxSoldOutLease)
+	}
 	if !validID(c.Prefix, maxItemID, false) {
 		return fmt.Errorf("prefix %q: want 1..%d of [A-Za-z0-9._-]", c.Prefix, maxItemID)
 	}
@@ -107,11 +117,14 @@ func (c Config) Validate() error {
 type Ledger struct {
 	rdb     redis.UniversalClient
 	keys    Keys
-	idemTTL string // milliseconds, as the purchase script takes it
-	soldOut *soldOut
+	idemTTL string   // milliseconds, as the purchase script takes it
+	leaseMS int64    // the sold-out lease, as the scripts take it
 	winners *winners // nil: disabled
-	calls   calls
-	repl    replication
+	// soldOutLocal and soldOutRedis count the sold-out answers given from the winner index
+	// and by the purchase script.
+	soldOutLocal, soldOutRedis atomic.Int64
+	calls                      calls
+	repl                       replication
 }
 
 // Open returns the ledger under cfg.Prefix, creating it with cfg.Partitions partitions if it
@@ -147,14 +160,14 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 	}
 	var w *winners
 	if cfg.WinnerIndexMax > 0 {
-		w = newWinners(p, cfg.WinnerIndexMax, cfg.IdempotencyTTL)
+		w = newWinners(p, cfg.WinnerIndexMax, cfg.IdempotencyTTL, cfg.SoldOutLease)
 	}
 	return &Ledger{
 		winners: w,
 		rdb:     rdb,
 		keys:    NewKeys(cfg.Prefix, p),
 		idemTTL: strconv.FormatInt(cfg.IdempotencyTTL.Milliseconds(), 10),
-		soldOut: &soldOut{ttl: cfg.SoldOutTTL, until: map[string]time.Time{}},
+		leaseMS: cfg.SoldOutLease.Milliseconds(),
 		calls:   c,
 		repl:    repl,
 	}, nil

@@ -144,11 +144,10 @@ type Receipt struct {
 // event is in the ledger stream before Purchase returns. Refusals are ErrInvalid,
 // ErrUnknownItem, *DuplicateError (the request_id placed an order of this user),
 // ErrRequestIDTaken (of another user), ErrNotStarted, ErrEnded, ErrLimit and ErrSoldOut, and
-// they change nothing; ErrUnavailable means Redis could not be asked. For an item this process
-// recently saw sold out, only the duplicate check runs (see Config.SoldOutTTL); once its
-// winner tail has read past the position at which the item sold out, no purchase command:
-// a winner's retry is answered from memory, anything else after a shared read barrier (see
-// TailWinners, streamTop).
+// they change nothing; ErrUnavailable means Redis could not be asked. A purchase of an item
+// the script found sold out, once this process's winner tail has read past that point and
+// while its sold-out lease holds, sends no command: the winner index answers it as the script
+// would (see TailWinners).
 func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, error) {
 	if err := req.Validate(); err != nil {
 		return Receipt{}, err
@@ -156,24 +155,11 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	k := l.keys
 	p := k.Partition(req.ItemID)
 	if err, ok := l.winners.answer(p, req); ok {
-		if err != errNeedsBarrier {
-			return Receipt{}, err
+		if err == ErrSoldOut {
+			l.soldOutLocal.Add(1)
 		}
-		// Not an indexed winner: sold out, once the tail has everything up to now.
-		if top, terr := l.streamTop(ctx, p); terr == nil && l.winners.caughtUp(ctx, p, top) {
-			if err, ok := l.winners.answer(p, req); ok && err == errNeedsBarrier {
-				l.winners.localAnswers.Add(1)
-				return Receipt{}, ErrSoldOut
-			} else if ok {
-				return Receipt{}, err
-			}
-		}
+		return Receipt{}, err
 	}
-	soldOut, now, epoch := l.soldOut.check(req.ItemID)
-	if soldOut {
-		return l.soldOutOrDuplicate(ctx, req)
-	}
-	wepoch := l.winners.epoch(p)
 	keys := []string{
 		k.Stock(req.ItemID),
 		k.Rules(req.ItemID),
@@ -194,9 +180,6 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	stock, _ := a[2].(int64)
 	switch code {
 	case 0:
-		if l.winners.soldOutKnown(p, req.ItemID) {
-			l.winners.forget(p, req.ItemID) // stock came back before the tail saw it
-		}
 		return Receipt{OrderID: orderID, Stock: stock}, nil
 	case 1:
 		return Receipt{}, ErrUnknownItem
@@ -209,12 +192,10 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	case 5:
 		return Receipt{}, ErrLimit
 	case 6:
-		if stock == 0 {
-			l.soldOut.mark(req.ItemID, now, epoch)
-			if len(a) > 3 {
-				last, _ := a[3].(string)
-				l.winners.soldOut(p, req.ItemID, last, wepoch)
-			}
+		l.soldOutRedis.Add(1)
+		if stock == 0 && len(a) > 3 {
+			last, _ := a[3].(string)
+			l.winners.soldOut(p, req.ItemID, last)
 		}
 		return Receipt{}, ErrSoldOut
 	case 7:

@@ -216,12 +216,12 @@ func (l *Ledger) release(ctx context.Context, s *redis.Script, orderID, user str
 		}
 		return 1, "", nil
 	}
-	keys := []string{k.Order(p, orderID), k.Due(p), k.Events(p), k.Stock(item), k.User(item, owner)}
+	keys := []string{k.Order(p, orderID), k.Due(p), k.Events(p), k.Stock(item), k.User(item, owner), k.Rules(item)}
 	args := []any{orderID, item, owner}
 	if s == cancelScript {
 		args = append(args, user)
 	}
-	args = append(args, k.StockChanges())
+	args = append(args, l.leaseMS)
 	v, err := s.Run(ctx, l.rdb, keys, args...).Result()
 	if err != nil {
 		return 0, "", redisErr("release order", err)
@@ -231,9 +231,6 @@ func (l *Ledger) release(ctx context.Context, s *redis.Script, orderID, user str
 		return 0, "", err
 	}
 	state, _ := a[1].(string)
-	if code == 0 {
-		l.soldOut.forget(item)
-	}
 	return code, state, nil
 }
 

@@ -65,35 +65,73 @@ type Item struct {
 // MaxPayWithin bounds an item's pay-within rule.
 const MaxPayWithin = 7 * 24 * time.Hour
 
-// SetStock applies ch to item and appends the stock event that records it, atomically. It
-// returns the stock after the change. Errors: ErrInvalid (also a sale window whose end, with
-// the rules already in force, would not be after its start), ErrUnknownItem (an add on an
-// item never set), ErrNegativeStock, ErrTooMuchStock (the result would exceed MaxStock),
-// ErrItemExists (init), ErrUnavailable.
+// StockResult is what a stock change did.
+type StockResult struct {
+	// Stock is the stock after the change.
+	Stock int64
+	// ReopenAt is when (on this process's clock, with the lease's margin) an item that had no
+	// stock became buyable again: the change gave it units, or found its reopening still
+	// ahead. Zero when buyers could buy at once.
+	ReopenAt time.Time
+}
+
+// SetStock is ChangeStock returning only the stock.
 func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int64, error) {
+	r, err := l.ChangeStock(ctx, item, ch)
+	return r.Stock, err
+}
+
+// ChangeStock applies ch to item and appends the stock event that records it, atomically. A
+// change that gives units to an item with none delays its sale by the sold-out lease (see
+// Config.SoldOutLease): ChangeStock returns once that reopening is past, so that buyers can buy
+// when it returns (if ctx ends first, it returns ctx's error; the change is made).
+// Errors: ErrInvalid (also a sale window whose end, with the rules already in force, would not
+// be after its start), ErrUnknownItem (an add on an item never set), ErrNegativeStock,
+// ErrTooMuchStock (the result would exceed MaxStock), ErrItemExists (init), ErrUnavailable.
+func (l *Ledger) ChangeStock(ctx context.Context, item string, ch StockChange) (StockResult, error) {
+	n, wait, err := l.setStock(ctx, item, ch)
+	r := StockResult{Stock: n}
+	if err != nil || wait <= 0 {
+		return r, err
+	}
+	// wait is measured on Redis's clock; this process's may run slower by the lease's margin.
+	wait += wait / leaseMarginDiv
+	r.ReopenAt = time.Now().Add(wait)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return r, nil
+	case <-ctx.Done():
+		return r, fmt.Errorf("wait for the reopening of %s: %w", item, ctx.Err())
+	}
+}
+
+// setStock runs the stock script; wait is how long until the item's reopening (0: none ahead).
+func (l *Ledger) setStock(ctx context.Context, item string, ch StockChange) (stock int64, wait time.Duration, err error) {
 	if err := ValidateItemID(item); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	switch {
 	case item == "." || item == "..":
-		return 0, invalid("item_id must not be %q", item)
+		return 0, 0, invalid("item_id must not be %q", item)
 	case ch.Op != StockSet && ch.Op != StockAdd && ch.Op != StockInit:
-		return 0, invalid("stock op %q: want set, add or init", ch.Op)
+		return 0, 0, invalid("stock op %q: want set, add or init", ch.Op)
 	case ch.Op != StockAdd && (ch.Quantity < 0 || ch.Quantity > MaxStock):
-		return 0, invalid("stock must be between 0 and %d", MaxStock)
+		return 0, 0, invalid("stock must be between 0 and %d", MaxStock)
 	case ch.Op == StockAdd && (ch.Quantity < -MaxStock || ch.Quantity > MaxStock):
-		return 0, invalid("stock change must be between -%d and %d", MaxStock, MaxStock)
+		return 0, 0, invalid("stock change must be between -%d and %d", MaxStock, MaxStock)
 	case ch.Limit != nil && (*ch.Limit < 0 || *ch.Limit > MaxStock):
-		return 0, invalid("per-user limit must be between 0 and %d", MaxStock)
+		return 0, 0, invalid("per-user limit must be between 0 and %d", MaxStock)
 	case beforeEpoch(ch.Start) || beforeEpoch(ch.End):
-		return 0, invalid("sale start and end must be after 1970-01-01T00:00:00Z")
+		return 0, 0, invalid("sale start and end must be after 1970-01-01T00:00:00Z")
 	case ch.PayWithin != nil && (*ch.PayWithin < 0 || *ch.PayWithin > MaxPayWithin || *ch.PayWithin%time.Millisecond != 0):
-		return 0, invalid("pay-within must be whole milliseconds between 0 and %s", MaxPayWithin)
+		return 0, 0, invalid("pay-within must be whole milliseconds between 0 and %s", MaxPayWithin)
 	}
 	drawAt := ""
 	if ch.DrawAt != nil {
 		if err := validateDraw(ch); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		drawAt = strconv.FormatInt(ch.DrawAt.UnixMilli(), 10)
 	}
@@ -105,42 +143,43 @@ func (l *Ledger) SetStock(ctx context.Context, item string, ch StockChange) (int
 		payWithin = strconv.FormatInt(ch.PayWithin.Milliseconds(), 10)
 	}
 	if ch.Start != nil && ch.End != nil && !ch.Start.IsZero() && !ch.End.IsZero() && !ch.End.After(*ch.Start) {
-		return 0, invalid("sale end must be after its start")
+		return 0, 0, invalid("sale end must be after its start")
 	}
 	k := l.keys
 	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item)), k.Items(k.Partition(item))}
 	var v any
-	var err error
 	if l.repl.min > 0 {
-		v, err = l.repl.scriptWaited(ctx, l.rdb, stockScript, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock, payWithin, drawAt, ch.DrawCommit)
+		v, err = l.repl.scriptWaited(ctx, l.rdb, stockScript, keys, item, string(ch.Op), ch.Quantity, limit, start, end, l.leaseMS, MaxStock, payWithin, drawAt, ch.DrawCommit)
 	} else {
-		v, err = stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, k.StockChanges(), MaxStock, payWithin, drawAt, ch.DrawCommit).Result()
+		v, err = stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, l.leaseMS, MaxStock, payWithin, drawAt, ch.DrawCommit).Result()
 	}
 	if err != nil {
-		return 0, redisErr("set stock", err)
+		return 0, 0, redisErr("set stock", err)
 	}
 	a, code, err := scriptReply(v, 2)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	stock, _ := a[1].(int64)
+	stock, _ = a[1].(int64)
 	switch code {
 	case 0:
-		l.soldOut.forget(item)
-		l.winners.forget(k.Partition(item), item)
-		return stock, nil
+		var ms int64
+		if len(a) > 2 {
+			ms, _ = a[2].(int64)
+		}
+		return stock, time.Duration(ms) * time.Millisecond, nil
 	case 1:
-		return 0, ErrUnknownItem
+		return 0, 0, ErrUnknownItem
 	case 2:
-		return stock, ErrNegativeStock
+		return stock, 0, ErrNegativeStock
 	case 3:
-		return stock, ErrItemExists
+		return stock, 0, ErrItemExists
 	case 4:
-		return stock, ErrTooMuchStock
+		return stock, 0, ErrTooMuchStock
 	case 5:
-		return stock, invalid("sale end must be after its start (with the window in force)")
+		return stock, 0, invalid("sale end must be after its start (with the window in force)")
 	}
-	return 0, fmt.Errorf("stock script: unknown code %d", code)
+	return 0, 0, fmt.Errorf("stock script: unknown code %d", code)
 }
 
 // beforeEpoch reports whether t is a set time at or before the Unix epoch: such a time would

@@ -132,10 +132,11 @@ func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string)
 		k.Restocked(order.ItemID, order.OrderID),
 		k.Order(order.Partition, order.OrderID),
 		k.Due(order.Partition),
+		k.Rules(order.ItemID),
 	}
 	v, err := restockScript.Run(ctx, l.rdb, keys,
 		order.OrderID, order.StreamID, order.ItemID, order.UserID, order.RequestID,
-		order.Quantity, reason, group, order.Time.UnixMilli(), k.StockChanges()).Result()
+		order.Quantity, reason, group, order.Time.UnixMilli(), l.leaseMS).Result()
 	if err != nil {
 		return false, redisErr("restock", err)
 	}

@@ -19,31 +19,46 @@ import (
 // The winner index answers purchases of sold-out items from memory, with no Redis command.
 //
 // Each serving process tails every partition stream with plain XREAD (not the projector's
-// group), from its first entry, and keeps per item the request_ids whose order events it read
-// (order ID, user, time). The purchase script returns, with its sold-out reply, the stream's
-// last ID: the item was sold out as of that ledger position X. Every order of the item is in
-// its partition's stream, so once the tail has read past X, every order of the item up to X is
-// indexed; an order after X needs stock, which only a stock or restock event after X gives,
-// and the tail ends the item's sold-out state when it reads one (the Pub/Sub announcement ends
-// it sooner). While the item is sold out as of X and the tail has read past X, continuously
-// from the stream's first entry and recently (see winnerFresh), a purchase is answered as the
-// script would answer it: the winner's own request_id gets its order (409), another user's
-// reuse of it ErrRequestIDTaken, anyone else ErrSoldOut once a read barrier has shown the tail
-// holds every order placed before the request arrived (see streamTop). In every other case (tail behind,
-// broken, stale, item over the cap, an idempotency key that may have expired, a sale window
-// that may have closed) Purchase takes the Redis path as before.
+// group), from its first retained entry, and keeps per item the request_ids whose order events
+// it read (order ID, user, time). The purchase script returns, with its sold-out reply, the
+// stream's last ID: the item was sold out as of that ledger position X. Every order of the item
+// up to X is in its partition's stream, so once the tail has read past X, every such order is
+// indexed, provided the tail has read the item's whole history (it read the event that created
+// the item, or the stream had never lost an entry when the tail began). An order after X needs
+// stock, which only an event after X gives back (stock, restock, cancelled, expired); that
+// event ends the item's sold-out state when the tail reads it, and the script that wrote it
+// set the item's reopen_at: the purchase script sells nothing of the item until Redis TIME
+// reaches it, the sold-out lease L after the event.
+//
+// The lease: a partition is answered locally only while its tail's last read that reached the
+// end of the stream was sent less than L minus a tenth of it ago (monotonic clock). A winner
+// after a reopening exists only once L has passed on Redis's clock since the reopening event;
+// by then every process still answering locally has sent a read after that event, so it has
+// read it and no longer says sold out. A winner's retry and a new buyer after a reopening
+// therefore never get "sold out" from a stale process. The tail blocks at most L/4 per read,
+// so that an idle partition keeps its lease.
+//
+// While the item is sold out as of X, the tail has read past X and the lease holds, a purchase
+// is answered as the script would answer it: the winner's own request_id gets its order (409),
+// another user's reuse of it ErrRequestIDTaken, anyone else ErrSoldOut. In every other case
+// (tail behind, failing, lease lapsed, item over the cap or with trimmed history, an
+// idempotency key that may have expired, a sale window that may have closed) Purchase asks
+// Redis.
 
 // Defaults of the winner index.
 const (
 	// DefaultWinnerIndexMax is the number of orders a process indexes at most.
 	DefaultWinnerIndexMax = 1_000_000
-	// winnerBlock is how long one XREAD of the tail waits for new entries.
-	winnerBlock = time.Second
-	// winnerFresh is how recent the tail's last reply must be for a local answer: a tail on a
-	// silently dead connection stops answering after it.
-	winnerFresh = 5 * winnerBlock
+	// leaseMarginDiv: a process answers locally for the lease less a tenth of it after its
+	// read, and a stock command waits the lease plus a tenth of it: clocks may run at rates
+	// that differ by that much (bounded drift; they need not agree on the time).
+	leaseMarginDiv = 10
 	// winnerCount is the most entries one XREAD returns per partition.
 	winnerCount = 1000
+	// winnerCheck is how often the tail checks that no entry it has not read was deleted (and
+	// before it renews a lapsed lease). While the lease holds the tail is less than the lease
+	// behind, and trimming touches older entries: the check is a safety net.
+	winnerCheck = 10 * time.Second
 	// winnerClockMargin covers a skew between this host's clock and Redis's: an idempotency
 	// key is taken to be alive only until its expiry minus this, a sale window open only until
 	// its end minus this.
@@ -95,10 +110,14 @@ type winnerItem struct {
 	// over: the item passed the cap, or had an entry the tail could not read; its orders are
 	// dropped and it is never answered locally.
 	over bool
+	// whole: the tail has read the item's whole history (the event that created it, or the
+	// stream had lost no entry when the tail began).
+	whole bool
 	// soldAt: the purchase script found the item sold out (no stock left) as of this stream
 	// position; zero when not known sold out.
 	soldAt streamPos
-	// changedAt is the position of the last stock or restock event of the item the tail read.
+	// changedAt is the position of the last stock, restock, cancelled or expired event of the
+	// item the tail read.
 	changedAt streamPos
 	// endMS is the sale end in force after the last stock event read (0: open).
 	endMS int64
@@ -107,42 +126,48 @@ type winnerItem struct {
 // winnerPart is the index of one partition, with its tail's position.
 type winnerPart struct {
 	mu sync.RWMutex
-	// pos is the last entry read; synced says that everything up to pos was read continuously
-	// from the stream's first entry, with no entry deleted, and that the tail runs.
+	// pos is the last entry read; synced says that the tail runs and has read everything
+	// after its starting point up to pos with no entry lost.
 	pos    streamPos
 	synced bool
 	// broken: the tail read an entry that names no item of the partition; nothing of the
 	// partition is answered locally until it is rebuilt.
 	broken bool
-	items  map[string]*winnerItem
-	// epoch counts forgets (announced stock changes), so that a sold-out reply that raced with
-	// one is not recorded.
-	epoch atomic.Uint64
-	// lastReply is when the tail last had a reply from Redis covering this partition
-	// (nanoseconds since winners.start, monotonic).
-	lastReply atomic.Int64
-	// advanced is closed (and replaced) each time the tail has read more (see caughtUp).
-	advanced chan struct{}
-	barrier  barrier
+	// trimmed: entries had been deleted from the stream (up to this ID) when the tail began
+	// reading it; then only items whose creation the tail read are whole.
+	trimmed streamPos
+	items   map[string]*winnerItem
+	// deleted is the bound of the stream's deleted entries at the last check (see
+	// deletedUpTo), checkedPos the tail's position when that check was sent.
+	deleted, checkedPos streamPos
+	// leaseUntil is when local answers end (nanoseconds since winners.start, monotonic): the
+	// send time of the tail's last read that reached the stream's end, plus the lease less
+	// its margin.
+	leaseUntil atomic.Int64
 }
 
 type winners struct {
 	max   int64
 	total atomic.Int64
 	ttl   time.Duration
-	start time.Time
-	parts []*winnerPart
+	// lease is how long a read keeps local answers valid (the lease less its margin); block
+	// how long one XREAD waits.
+	lease, block time.Duration
+	start        time.Time
+	parts        []*winnerPart
 	// localAnswers counts purchases answered from the index (for tests and metrics).
 	localAnswers atomic.Int64
 	// beforeRead, when set (by tests), runs before each XREAD of the tail.
 	beforeRead func()
 }
 
-func newWinners(partitions int, max int64, ttl time.Duration) *winners {
-	w := &winners{max: max, ttl: ttl, start: time.Now(), parts: make([]*winnerPart, partitions)}
+func newWinners(partitions int, most int64, ttl, lease time.Duration) *winners {
+	w := &winners{
+		max: most, ttl: ttl, start: time.Now(), parts: make([]*winnerPart, partitions),
+		lease: lease - lease/leaseMarginDiv, block: max(lease/4, time.Millisecond),
+	}
 	for p := range w.parts {
-		w.parts[p] = &winnerPart{items: map[string]*winnerItem{}, advanced: make(chan struct{})}
-		w.parts[p].lastReply.Store(-int64(winnerFresh) - 1) // no reply yet
+		w.parts[p] = &winnerPart{items: map[string]*winnerItem{}}
 	}
 	return w
 }
@@ -156,48 +181,38 @@ func (w *winners) answer(p int, req PurchaseRequest) (err error, ok bool) {
 		return nil, false
 	}
 	part := w.parts[p]
-	if w.now()-part.lastReply.Load() > int64(winnerFresh) {
-		return nil, false
-	}
 	part.mu.RLock()
 	defer part.mu.RUnlock()
 	it := part.items[req.ItemID]
-	if !part.synced || it == nil || it.over || it.soldAt == (streamPos{}) || part.pos.less(it.soldAt) {
+	if !part.synced || it == nil || it.over || !it.whole || it.soldAt == (streamPos{}) || part.pos.less(it.soldAt) {
 		return nil, false
 	}
 	nowMS := time.Now().UnixMilli()
-	if o, found := it.orders[req.RequestID]; found {
-		if nowMS >= o.ts+(w.ttl-winnerClockMargin).Milliseconds() {
-			return nil, false // the idempotency key may have expired: Redis tells
-		}
-		w.localAnswers.Add(1)
-		if o.user == req.UserID {
-			return &DuplicateError{OrderID: OrderID(p, o.id.String())}, true
-		}
-		return ErrRequestIDTaken, true
-	}
-	if it.endMS > 0 && nowMS >= it.endMS-winnerClockMargin.Milliseconds() {
+	o, winner := it.orders[req.RequestID]
+	switch {
+	case winner && nowMS >= o.ts+(w.ttl-winnerClockMargin).Milliseconds():
+		return nil, false // the idempotency key may have expired: Redis tells
+	case !winner && it.endMS > 0 && nowMS >= it.endMS-winnerClockMargin.Milliseconds():
 		return nil, false // the sale window closes: the script answers that
 	}
-	return errNeedsBarrier, true
-}
-
-// errNeedsBarrier is answer's "sold out, unless an order the tail has not read yet holds the
-// request_id": Purchase confirms it with a read barrier (see streamTop).
-var errNeedsBarrier = errors.New("sold out as of the tail")
-
-// epoch returns partition p's forget count, to pass to soldOut.
-func (w *winners) epoch(p int) uint64 {
-	if w == nil {
-		return 0
+	// The lease is checked last: the answer is given now, with what was read.
+	if w.now() >= part.leaseUntil.Load() {
+		return nil, false
 	}
-	return w.parts[p].epoch.Load()
+	w.localAnswers.Add(1)
+	switch {
+	case !winner:
+		return ErrSoldOut, true
+	case o.user == req.UserID:
+		return &DuplicateError{OrderID: OrderID(p, o.id.String())}, true
+	}
+	return ErrRequestIDTaken, true
 }
 
 // soldOut records that the purchase script found item sold out as of stream ID last, unless
-// a forget happened since epoch was read or the tail has already read a stock or restock
-// event of the item after last.
-func (w *winners) soldOut(p int, item, last string, epoch uint64) {
+// the tail has already read a stock, restock, cancelled or expired event of the item after
+// last.
+func (w *winners) soldOut(p int, item, last string) {
 	if w == nil {
 		return
 	}
@@ -208,9 +223,6 @@ func (w *winners) soldOut(p int, item, last string, epoch uint64) {
 	part := w.parts[p]
 	part.mu.Lock()
 	defer part.mu.Unlock()
-	if part.epoch.Load() != epoch {
-		return
-	}
 	it := part.item(item)
 	if pos.less(it.changedAt) || it.soldAt != (streamPos{}) {
 		return
@@ -218,44 +230,19 @@ func (w *winners) soldOut(p int, item, last string, epoch uint64) {
 	it.soldAt = pos
 }
 
-// forget ends item's sold-out state (a stock change was announced, or an order placed).
-func (w *winners) forget(p int, item string) {
-	if w == nil {
-		return
-	}
-	part := w.parts[p]
-	part.mu.Lock()
-	part.epoch.Add(1)
-	if it := part.items[item]; it != nil {
-		it.soldAt = streamPos{}
-	}
-	part.mu.Unlock()
-}
-
-// soldOutKnown reports whether item has a sold-out state, without locking for writing.
-func (w *winners) soldOutKnown(p int, item string) bool {
-	if w == nil {
-		return false
-	}
-	part := w.parts[p]
-	part.mu.RLock()
-	defer part.mu.RUnlock()
-	it := part.items[item]
-	return it != nil && it.soldAt != (streamPos{})
-}
-
 // item returns the entry of item, creating it; part.mu must be held for writing.
 func (part *winnerPart) item(item string) *winnerItem {
 	it := part.items[item]
 	if it == nil {
-		it = &winnerItem{}
+		it = &winnerItem{whole: part.trimmed == (streamPos{})}
 		part.items[item] = it
 	}
 	return it
 }
 
-// reset forgets everything of the partition (before a rebuild from the first entry).
-func (w *winners) reset(part *winnerPart) {
+// reset forgets everything of the partition, before a rebuild from the stream's first entry;
+// deleted is the bound of the stream's deleted entries now (see deletedUpTo).
+func (w *winners) reset(part *winnerPart, deleted streamPos) {
 	part.mu.Lock()
 	defer part.mu.Unlock()
 	for _, it := range part.items {
@@ -265,7 +252,10 @@ func (w *winners) reset(part *winnerPart) {
 	part.pos = streamPos{}
 	part.synced = false
 	part.broken = false
-	part.epoch.Add(1)
+	part.trimmed = deleted
+	part.deleted = deleted
+	part.checkedPos = streamPos{}
+	part.leaseUntil.Store(0)
 }
 
 // apply indexes the events read from partition p, in stream order; part.mu must be held for
@@ -297,6 +287,9 @@ func (w *winners) apply(part *winnerPart, p int, keys Keys, events []Event) {
 			}
 			if e.Type == EventStock {
 				it.endMS = e.EndMS
+				if e.Created {
+					it.whole = true
+				}
 			}
 		}
 	}
@@ -331,27 +324,37 @@ func (w *winners) drop(it *winnerItem) {
 	it.over = true
 }
 
-// WinnerStats is the state of the winner index.
+// WinnerStats is the state of the winner index and of this process's sold-out answers.
 type WinnerStats struct {
 	// Orders is the number of orders indexed; Max the cap.
 	Orders, Max int64
-	// Synced counts the partitions whose tail has read continuously from the first entry.
-	Synced int
-	// LocalAnswers counts purchases answered from the index.
+	// Synced counts the partitions whose tail runs and has read without a gap; Leased those
+	// of them whose lease holds now (answered locally).
+	Synced, Leased int
+	// LocalAnswers counts purchases answered from the index (sold out, and winners' retries).
 	LocalAnswers int64
+	// SoldOutLocal and SoldOutRedis count the sold-out answers given from the index and by
+	// the purchase script.
+	SoldOutLocal, SoldOutRedis int64
 }
 
-// WinnerStats returns the state of the winner index (zero when it is disabled).
+// WinnerStats returns the state of the winner index (Orders, Max, Synced, Leased and
+// LocalAnswers zero when it is disabled).
 func (l *Ledger) WinnerStats() WinnerStats {
+	st := WinnerStats{SoldOutLocal: l.soldOutLocal.Load(), SoldOutRedis: l.soldOutRedis.Load()}
 	w := l.winners
 	if w == nil {
-		return WinnerStats{}
+		return st
 	}
-	st := WinnerStats{Orders: w.total.Load(), Max: w.max, LocalAnswers: w.localAnswers.Load()}
+	st.Orders, st.Max, st.LocalAnswers = w.total.Load(), w.max, w.localAnswers.Load()
+	now := w.now()
 	for _, part := range w.parts {
 		part.mu.RLock()
 		if part.synced {
 			st.Synced++
+			if now < part.leaseUntil.Load() {
+				st.Leased++
+			}
 		}
 		part.mu.RUnlock()
 	}
@@ -359,12 +362,13 @@ func (l *Ledger) WinnerStats() WinnerStats {
 }
 
 // TailWinners builds the winner index and keeps it current until ctx is done (it returns nil
-// then): it reads every partition stream from its first entry with XREAD, then waits for new
-// entries. On an error (Redis away, restarting) the partitions stop answering locally; when
-// Redis answers again the tail resumes after its last entry if that entry is still there and
-// nothing was deleted from the stream, and rebuilds the partition from its first entry
-// otherwise. A stream with deleted entries (XDEL, XTRIM) is never answered locally. log may be
-// nil.
+// then): it reads every partition stream from its first retained entry with XREAD, then waits
+// for new entries, each read blocking at most a quarter of the sold-out lease. On an error
+// (Redis away, restarting) the partitions stop answering locally; when Redis answers again the
+// tail resumes after its last entry if that entry is still there and nothing after it was
+// deleted, and rebuilds the partition from its first entry otherwise. Entries deleted before
+// the tail read them (found by a check of XINFO STREAM every 10 s, and before a lapsed lease
+// is renewed) also rebuild the partition. log may be nil.
 func (l *Ledger) TailWinners(ctx context.Context, log *slog.Logger) error {
 	w := l.winners
 	if w == nil {
@@ -427,8 +431,8 @@ func (l *Ledger) tailLoop(ctx context.Context, ps []int, log *slog.Logger) {
 	}
 }
 
-// tail checks the position of each partition of all (resume or rebuild) and reads until an error; read
-// reports whether any read succeeded.
+// tail checks the position of each partition of all (resume or rebuild) and reads until an
+// error; read reports whether any read succeeded.
 func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 	w := l.winners
 	var ps []int
@@ -449,10 +453,11 @@ func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 	for i, p := range ps {
 		streams[i] = l.keys.Events(p)
 	}
+	got := make([]int, len(ps))
 	checked := time.Now()
 	for {
-		if time.Since(checked) >= winnerBlock {
-			if err := l.checkNoDeletes(ctx, ps); err != nil {
+		if time.Since(checked) >= winnerCheck {
+			if err := l.checkDeletes(ctx, ps); err != nil {
 				return read, err
 			}
 			checked = time.Now()
@@ -466,34 +471,51 @@ func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 		if w.beforeRead != nil {
 			w.beforeRead()
 		}
-		res, err := l.rdb.XRead(ctx, &redis.XReadArgs{Streams: streams, Count: winnerCount, Block: winnerBlock}).Result()
+		sent := w.now()
+		res, err := l.rdb.XRead(ctx, &redis.XReadArgs{Streams: streams, Count: winnerCount, Block: w.block}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return read, redisErr("tail ledger", err)
 		}
 		read = true
-		now := w.now()
+		clear(got)
 		for _, s := range res {
-			p := slices.Index(streams[:len(ps)], s.Stream)
-			if p < 0 {
+			i := slices.Index(streams[:len(ps)], s.Stream)
+			if i < 0 {
 				continue
 			}
-			p = ps[p]
+			p := ps[i]
+			got[i] = len(s.Messages)
 			events := make([]Event, len(s.Messages))
-			for i, m := range s.Messages {
-				events[i] = l.decodeOrMark(p, m)
+			for j, m := range s.Messages {
+				events[j] = l.decodeOrMark(p, m)
 			}
 			part := w.parts[p]
 			part.mu.Lock()
 			w.apply(part, p, l.keys, events)
 			part.mu.Unlock()
 		}
-		for _, p := range ps {
+		// A lease that lapsed (the tail was held up: Redis slow, this process paused) is
+		// renewed only after a check that nothing unread was deleted meanwhile.
+		lapsed := false
+		for i, p := range ps {
+			lapsed = lapsed || got[i] < winnerCount && w.now() >= w.parts[p].leaseUntil.Load()
+		}
+		if lapsed {
+			if err := l.checkDeletes(ctx, ps); err != nil {
+				return read, err
+			}
+			checked = time.Now()
+		}
+		for i, p := range ps {
 			part := w.parts[p]
 			part.mu.Lock()
 			part.synced = !part.broken
-			part.advance()
+			// A read that returned a full batch may have left entries behind: it renews
+			// nothing. One that reached the end has read every entry written before it was sent.
+			if part.synced && got[i] < winnerCount {
+				part.leaseUntil.Store(sent + int64(w.lease))
+			}
 			part.mu.Unlock()
-			part.lastReply.Store(now)
 		}
 		if ctx.Err() != nil {
 			return read, ctx.Err()
@@ -501,29 +523,30 @@ func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 	}
 }
 
-// resumable checks whether partition p's tail can go on after its position: the stream has
-// never had an entry deleted (XINFO STREAM's max-deleted-entry-id is 0-0) and still holds the
-// entry at the position. Otherwise the partition is rebuilt from its first entry, and a stream
-// with deleted entries is not indexed (false).
+// resumable checks whether partition p's tail can go on after its position: the stream still
+// holds the entry at the position and nothing after it was deleted (see deletedUpTo). Otherwise the partition is rebuilt from its first
+// retained entry. A stream on Redis before 7.0 (no max-deleted-entry-id) is not indexed
+// (false): a deletion could not be told.
 func (l *Ledger) resumable(ctx context.Context, p int, part *winnerPart) (bool, error) {
 	info, err := l.rdb.XInfoStream(ctx, l.keys.Events(p)).Result()
 	switch {
 	case err != nil && isNoGroup(err):
 		// No stream yet: nothing to index, read from the start once it appears.
-		l.winners.reset(part)
+		l.winners.reset(part, streamPos{})
 		return true, nil
 	case err != nil:
 		return false, redisErr("tail ledger: stream info", err)
 	}
-	if deleted(info) {
-		l.winners.reset(part)
+	del, known := deletedUpTo(info)
+	if !known {
+		l.winners.reset(part, streamPos{})
 		return false, nil
 	}
 	part.mu.RLock()
 	pos := part.pos
 	part.mu.RUnlock()
-	if pos == (streamPos{}) {
-		l.winners.reset(part)
+	if pos == (streamPos{}) || !del.less(pos) {
+		l.winners.reset(part, del)
 		return true, nil
 	}
 	msgs, err := l.rdb.XRangeN(ctx, l.keys.Events(p), pos.String(), pos.String(), 1).Result()
@@ -531,28 +554,59 @@ func (l *Ledger) resumable(ctx context.Context, p int, part *winnerPart) (bool, 
 		return false, redisErr("tail ledger: check position", err)
 	}
 	if len(msgs) == 0 {
-		l.winners.reset(part) // the ledger is not the one read (lost, replaced): rebuild
+		l.winners.reset(part, del) // the ledger is not the one read (lost, replaced): rebuild
+		return true, nil
 	}
+	part.mu.Lock()
+	part.deleted, part.checkedPos = del, pos
+	part.mu.Unlock()
 	return true, nil
 }
 
-// errDeleted: entries were deleted from a stream the tail reads.
-var errDeleted = errors.New("entries were deleted from the ledger stream")
-
-// deleted reports whether entries were ever deleted from the stream (XDEL, XTRIM): the tail
-// may then have missed orders.
-func deleted(info *redis.XInfoStream) bool {
-	return info.EntriesAdded != info.Length || (info.MaxDeletedEntryID != "" && info.MaxDeletedEntryID != "0-0")
+// deletedUpTo returns a bound of the entries ever deleted from the stream: every deleted
+// entry is at or before it; zero when nothing was ever deleted (entries-added is the length).
+// XDEL moves max-deleted-entry-id; XTRIM does not, but it moves the first entry, before which
+// everything is gone. known is false on Redis before 7.0, whose XINFO STREAM tells neither.
+func deletedUpTo(info *redis.XInfoStream) (bound streamPos, known bool) {
+	if info.MaxDeletedEntryID == "" {
+		return streamPos{}, false
+	}
+	if info.EntriesAdded == info.Length {
+		return streamPos{}, true
+	}
+	bound, _ = parsePos(info.MaxDeletedEntryID)
+	first := info.FirstEntry.ID
+	if first == "" {
+		first = info.LastGeneratedID // empty: every entry was deleted
+	}
+	if f, ok := parsePos(first); ok && bound.less(f) {
+		bound = f
+	}
+	return bound, true
 }
 
-// checkNoDeletes makes sure that no entry was deleted from the partitions ps (one pipeline).
-func (l *Ledger) checkNoDeletes(ctx context.Context, ps []int) error {
+// errTrimmedUnread: entries the tail had not read were deleted from a stream it reads.
+var errTrimmedUnread = errors.New("ledger entries were deleted before the winner tail read them")
+
+// checkDeletes makes sure that no entry the tail had not read was deleted from the partitions
+// ps since the last check (one pipeline of XINFO STREAM). The bound of deleted entries (see
+// deletedUpTo) only grows; if it grew to or past the position the tail had when the last check
+// was sent, an entry may have gone unread: the partition is reset (rebuilt from its first entry) and the
+// error returned. Trimming entries the tail has read (the ledger's retention) is fine.
+func (l *Ledger) checkDeletes(ctx context.Context, ps []int) error {
+	w := l.winners
 	pipe := l.rdb.Pipeline()
 	cmds := make([]*redis.XInfoStreamCmd, len(ps))
+	sent := make([]streamPos, len(ps))
 	for i, p := range ps {
+		part := w.parts[p]
+		part.mu.RLock()
+		sent[i] = part.pos
+		part.mu.RUnlock()
 		cmds[i] = pipe.XInfoStream(ctx, l.keys.Events(p))
 	}
 	pipe.Exec(ctx) // errors are read per command
+	var gap error
 	for i, c := range cmds {
 		info, err := c.Result()
 		if err != nil {
@@ -561,9 +615,16 @@ func (l *Ledger) checkNoDeletes(ctx context.Context, ps []int) error {
 			}
 			return redisErr("tail ledger: stream info", err)
 		}
-		if deleted(info) {
-			return fmt.Errorf("tail ledger partition %d: %w", ps[i], errDeleted)
+		del, _ := deletedUpTo(info)
+		part := w.parts[ps[i]]
+		part.mu.Lock()
+		grew := part.deleted.less(del) && !del.less(part.checkedPos)
+		part.deleted, part.checkedPos = del, sent[i]
+		part.mu.Unlock()
+		if grew {
+			w.reset(part, del)
+			gap = fmt.Errorf("tail ledger partition %d: %w", ps[i], errTrimmedUnread)
 		}
 	}
-	return nil
+	return gap
 }

@@ -21,14 +21,11 @@ import (
 // winner tail's own reads (XREAD, XINFO, XRANGE), which purchases never send, and the
 // setup of new connections (HELLO, CLIENT).
 type commandCounter struct {
-	n    atomic.Int64
-	tops atomic.Int64 // XREVRANGE: the read barrier of a local "sold out"
+	n atomic.Int64
 }
 
 func (c *commandCounter) count(cmd redis.Cmder) {
 	switch cmd.Name() {
-	case "xrevrange":
-		c.tops.Add(1)
 	case "xread", "xinfo", "xrange", "hello", "client", "cluster": // the tail's reads, connection and cluster setup
 	default:
 		c.n.Add(1)
@@ -53,21 +50,21 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 	}
 }
 
-// process is one serving process: a ledger on a client of its own (with a command counter),
-// its winner tail and, with watch, its stock announcements, all stopped by t.Cleanup or stop.
+// process is one serving process: a ledger on a client of its own (with a command counter)
+// and, with tail, its winner tail, all stopped by t.Cleanup or stop.
 type process struct {
 	l    *ledger.Ledger
 	cmds *commandCounter
 	stop func()
 }
 
-func startProcess(t testing.TB, addr string, cfg ledger.Config, tail, watch bool) *process {
+func startProcess(t testing.TB, addr string, cfg ledger.Config, tail bool) *process {
 	t.Helper()
-	return startProcessOn(t, redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ReadTimeout: 2 * time.Second}), cfg, tail, watch)
+	return startProcessOn(t, redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ReadTimeout: 2 * time.Second}), cfg, tail)
 }
 
 // startProcessOn is startProcess on a client of the caller's, which it closes.
-func startProcessOn(t testing.TB, rdb redis.UniversalClient, cfg ledger.Config, tail, watch bool) *process {
+func startProcessOn(t testing.TB, rdb redis.UniversalClient, cfg ledger.Config, tail bool) *process {
 	t.Helper()
 	c := &commandCounter{}
 	rdb.AddHook(c)
@@ -79,9 +76,6 @@ func startProcessOn(t testing.TB, rdb redis.UniversalClient, cfg ledger.Config, 
 	var wg sync.WaitGroup
 	if tail {
 		wg.Go(func() { l.TailWinners(ctx, nil) })
-	}
-	if watch {
-		wg.Go(func() { l.WatchStock(ctx) })
 	}
 	var once sync.Once
 	stop := func() {
@@ -158,18 +152,13 @@ func checkAnswers(t testing.TB, pr *process, item string, orders map[string]stri
 	}
 }
 
-// answeredLocally runs checkAnswers and fails unless no purchase command reached Redis: a
-// winner's retry and another user's reuse of its request_id send nothing, a new request only
-// its read barrier (one stream-top read, shared by the requests in flight).
+// answeredLocally runs checkAnswers and fails unless no purchase command reached Redis.
 func answeredLocally(t testing.TB, pr *process, item string, orders map[string]string) {
 	t.Helper()
-	before, tops, local := pr.cmds.n.Load(), pr.cmds.tops.Load(), pr.l.WinnerStats().LocalAnswers
+	before, local := pr.cmds.n.Load(), pr.l.WinnerStats().LocalAnswers
 	checkAnswers(t, pr, item, orders)
 	if n := pr.cmds.n.Load() - before; n != 0 {
 		t.Fatalf("%d Redis commands for answers of a sold-out item, want 0", n)
-	}
-	if n := pr.cmds.tops.Load() - tops; n > 5 {
-		t.Fatalf("%d barrier reads for 5 new requests, want at most 5", n)
 	}
 	if want := int64(2*len(orders) + 5); pr.l.WinnerStats().LocalAnswers-local != want {
 		t.Fatalf("local answers: %d, want %d", pr.l.WinnerStats().LocalAnswers-local, want)
@@ -193,7 +182,7 @@ func TestWinnerIndexAnswersWithoutRedis(t *testing.T) {
 	for _, cfg := range []ledger.Config{{}, {Pipeline: 8, Senders: 2}} {
 		t.Run(fmt.Sprintf("pipeline=%d", cfg.Pipeline), func(t *testing.T) {
 			srv, _ := testenv.StartRedis(t)
-			pr := startProcess(t, srv.Addr, cfg, true, true)
+			pr := startProcess(t, srv.Addr, cfg, true)
 			orders := sellOut(t, pr, "a", 3)
 			waitLocal(t, pr, "a")
 			answeredLocally(t, pr, "a", orders)
@@ -211,8 +200,8 @@ func TestWinnerIndexBeforeTheTailCatchesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The tail can be held before its next read: it then stays synced and fresh (for 5s) but
-	// behind the ledger.
+	// The tail can be held before its next read: it then stays synced, and leased for up to
+	// the lease, but behind the ledger.
 	var hold atomic.Bool
 	held, release := make(chan struct{}, 1), make(chan struct{})
 	ledger.SetBeforeTailRead(l, func() {
@@ -251,8 +240,8 @@ func TestWinnerIndexOnCluster(t *testing.T) {
 	open := func() redis.UniversalClient {
 		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), MaxRedirects: 8, ReadTimeout: 2 * time.Second})
 	}
-	a := startProcessOn(t, open(), ledger.Config{Partitions: 16}, true, true)
-	b := startProcessOn(t, open(), ledger.Config{Partitions: 16}, true, true)
+	a := startProcessOn(t, open(), ledger.Config{Partitions: 16}, true)
+	b := startProcessOn(t, open(), ledger.Config{Partitions: 16}, true)
 	masters := map[string]string{} // master address -> an item of a partition it holds
 	for i := 0; i < 1000 && len(masters) < 3; i++ {
 		item := fmt.Sprintf("c%d", i)
@@ -273,28 +262,28 @@ func TestWinnerIndexOnCluster(t *testing.T) {
 
 func TestWinnerIndexAcrossProcesses(t *testing.T) {
 	srv, _ := testenv.StartRedis(t)
-	a := startProcess(t, srv.Addr, ledger.Config{}, true, true)
-	b := startProcess(t, srv.Addr, ledger.Config{}, true, true)
+	a := startProcess(t, srv.Addr, ledger.Config{}, true)
+	b := startProcess(t, srv.Addr, ledger.Config{}, true)
 	orders := sellOut(t, a, "a", 3) // every order placed through a
 	waitLocal(t, b, "a")
 	answeredLocally(t, b, "a", orders)
 
 	// A process started now (a restart of b) builds the index from the ledger.
 	b.stop()
-	c := startProcess(t, srv.Addr, ledger.Config{}, true, true)
+	c := startProcess(t, srv.Addr, ledger.Config{}, true)
 	waitLocal(t, c, "a")
 	answeredLocally(t, c, "a", orders)
 }
 
 func TestWinnerIndexSurvivesRedisRestart(t *testing.T) {
 	srv, _ := testenv.StartRedis(t)
-	a := startProcess(t, srv.Addr, ledger.Config{}, true, true)
+	a := startProcess(t, srv.Addr, ledger.Config{}, true)
 	orders := sellOut(t, a, "a", 2)
 	waitLocal(t, a, "a")
 
 	srv.Kill()
-	// The tail fails at once (well before the freshness bound of 5s): nothing is answered
-	// from memory while Redis is away.
+	// The tail fails at once (before its lease of 1s runs out): nothing is answered from
+	// memory while Redis is away.
 	deadline := time.Now().Add(time.Second)
 	for {
 		_, err := buy(a.l, "a", "v0", "w0", 1)
@@ -315,7 +304,7 @@ func TestWinnerIndexSurvivesRedisRestart(t *testing.T) {
 
 	// The tail goes on after the restart: a unit added and sold through another process is
 	// a winner a then knows.
-	b := startProcess(t, srv.Addr, ledger.Config{}, false, false)
+	b := startProcess(t, srv.Addr, ledger.Config{}, false)
 	if _, err := b.l.SetStock(context.Background(), "a", ledger.StockChange{Op: ledger.StockAdd, Quantity: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -344,52 +333,29 @@ func waitUntil(t testing.TB, ok func() bool) {
 }
 
 func TestWinnerIndexStockChangeEndsSoldOut(t *testing.T) {
-	t.Run("announced", func(t *testing.T) {
+	t.Run("stock add", func(t *testing.T) {
 		srv, _ := testenv.StartRedis(t)
-		a := startProcess(t, srv.Addr, ledger.Config{}, true, true)
-		b := startProcess(t, srv.Addr, ledger.Config{}, false, false)
+		a := startProcess(t, srv.Addr, ledger.Config{}, true)
+		b := startProcess(t, srv.Addr, ledger.Config{}, false)
 		sellOut(t, a, "a", 1)
 		waitLocal(t, a, "a")
+		start := time.Now()
 		if _, err := b.l.SetStock(context.Background(), "a", ledger.StockChange{Op: ledger.StockAdd, Quantity: 1}); err != nil {
 			t.Fatal(err)
 		}
-		// The announcement reaches a within milliseconds.
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			_, err := buy(a.l, "a", "next", "next", 1)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, ledger.ErrSoldOut) || time.Now().After(deadline) {
-				t.Fatalf("after the stock add: got %v, want success", err)
-			}
-			time.Sleep(time.Millisecond)
+		if took := time.Since(start); took < time.Second {
+			t.Fatalf("the stock add returned after %v, want after the lease (1s)", took)
 		}
-	})
-	t.Run("by the tail alone", func(t *testing.T) {
-		srv, _ := testenv.StartRedis(t)
-		// No announcements and no sold-out TTL: only the tail's reading of the stock event
-		// ends the local sold-out answer.
-		a := startProcess(t, srv.Addr, ledger.Config{SoldOutTTL: -1}, true, false)
-		b := startProcess(t, srv.Addr, ledger.Config{}, false, false)
-		sellOut(t, a, "a", 1)
-		waitLocal(t, a, "a")
-		if _, err := b.l.SetStock(context.Background(), "a", ledger.StockChange{Op: ledger.StockAdd, Quantity: 1}); err != nil {
-			t.Fatal(err)
+		// Returned after the reopening: a, which answered sold out from memory, sells it now.
+		if _, err := buy(a.l, "a", "next", "next", 1); err != nil {
+			t.Fatalf("after the stock add returned: got %v, want success", err)
 		}
-		waitUntil(t, func() bool {
-			_, err := buy(a.l, "a", "next", "next", 1)
-			if err != nil && !errors.Is(err, ledger.ErrSoldOut) {
-				t.Fatalf("after the stock add: %v", err)
-			}
-			return err == nil
-		})
 	})
 	t.Run("cancelled and expired reservations", func(t *testing.T) {
 		srv, _ := testenv.StartRedis(t)
 		// No announcements: the tail's reading of the cancelled and expired events ends the
 		// local sold-out answer.
-		a := startProcess(t, srv.Addr, ledger.Config{SoldOutTTL: -1}, true, false)
+		a := startProcess(t, srv.Addr, ledger.Config{}, true)
 		ctx := context.Background()
 		within := 50 * time.Millisecond
 		if _, err := a.l.SetStock(ctx, "a", ledger.StockChange{Op: ledger.StockSet, Quantity: 2, PayWithin: &within}); err != nil {
@@ -432,7 +398,7 @@ func TestWinnerIndexStockChangeEndsSoldOut(t *testing.T) {
 	})
 	t.Run("restock", func(t *testing.T) {
 		srv, _ := testenv.StartRedis(t)
-		a := startProcess(t, srv.Addr, ledger.Config{SoldOutTTL: -1}, true, false)
+		a := startProcess(t, srv.Addr, ledger.Config{}, true)
 		orders := sellOut(t, a, "a", 1)
 		waitLocal(t, a, "a")
 		e, err := a.l.Order(context.Background(), orders["w0"])
@@ -457,7 +423,7 @@ func TestWinnerIndexStockChangeEndsSoldOut(t *testing.T) {
 
 func TestWinnerIndexCap(t *testing.T) {
 	srv, _ := testenv.StartRedis(t)
-	a := startProcess(t, srv.Addr, ledger.Config{WinnerIndexMax: 2}, true, true)
+	a := startProcess(t, srv.Addr, ledger.Config{WinnerIndexMax: 2}, true)
 	big := sellOut(t, a, "big", 3) // one order more than the cap: the item keeps the Redis path
 	small := sellOut(t, a, "small", 2)
 	waitLocal(t, a, "small")
@@ -468,23 +434,157 @@ func TestWinnerIndexCap(t *testing.T) {
 	}
 }
 
-func TestWinnerIndexDeletedEntries(t *testing.T) {
+// startHeld is startProcess with a tail that can be held before its next read: hold returns
+// once the tail waits there, release lets it go on.
+func startHeld(t testing.TB, addr string, cfg ledger.Config) (pr *process, hold, release func()) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ReadTimeout: 2 * time.Second})
+	c := &commandCounter{}
+	rdb.AddHook(c)
+	l, err := ledger.Open(context.Background(), rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		holding bool
+		gate    chan struct{}
+	)
+	held := make(chan struct{}, 1)
+	ledger.SetBeforeTailRead(l, func() {
+		mu.Lock()
+		g := gate
+		mu.Unlock()
+		if g != nil {
+			held <- struct{}{}
+			<-g
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.TailWinners(ctx, nil); close(done) }()
+	release = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if holding {
+			close(gate)
+			gate, holding = nil, false
+		}
+	}
+	hold = func() {
+		mu.Lock()
+		gate, holding = make(chan struct{}), true
+		mu.Unlock()
+		<-held
+	}
+	t.Cleanup(func() { cancel(); release(); rdb.Close(); <-done; l.Close() })
+	return &process{l: l, cmds: c}, hold, release
+}
+
+// streamTop returns the last ID of item's partition stream.
+func streamTop(t testing.TB, rdb *redis.Client, l *ledger.Ledger, item string) string {
+	t.Helper()
+	msgs, err := rdb.XRevRangeN(context.Background(), l.Keys().Events(l.Keys().Partition(item)), "+", "-", 1).Result()
+	if err != nil || len(msgs) == 0 {
+		t.Fatalf("stream top: %v", err)
+	}
+	return msgs[0].ID
+}
+
+// The ledger's retention trims the streams (XTRIM MINID). An item is answered locally only
+// when the tail has read its whole history: a tail that began before the trim keeps answering
+// every item; one that began after it answers the items whose creation it read, and the others
+// through Redis; entries trimmed before the tail read them make it rebuild the partition.
+func TestWinnerIndexTrimmedHistory(t *testing.T) {
 	srv, rdb := testenv.StartRedis(t)
-	a := startProcess(t, srv.Addr, ledger.Config{}, true, true)
-	orders := sellOut(t, a, "a", 2)
-	waitLocal(t, a, "a")
-	// An entry deleted from the stream (never done by flashsale) is a gap: the partition is
-	// answered by Redis from then on.
-	p := a.l.Keys().Partition("a")
-	evs, err := a.l.Range(context.Background(), p, "", 1)
-	if err != nil || len(evs) == 0 {
+	ctx := context.Background()
+	w := startProcess(t, srv.Addr, ledger.Config{}, false) // places the orders
+	early, hold, release := startHeld(t, srv.Addr, ledger.Config{})
+	k := w.l.Keys()
+	stream := k.Events(k.Partition("old"))
+	item := ""
+	for i := 0; item == ""; i++ {
+		if c := fmt.Sprintf("new%d", i); k.Partition(c) == k.Partition("old") {
+			item = c
+		}
+	}
+	// old: created, one order, then item is created (the trim point), then old's two other
+	// units and item's two are sold.
+	old := map[string]string{}
+	setStock(t, w.l, "old", 3)
+	order := func(it string, orders map[string]string, i int) {
+		t.Helper()
+		rc, err := buy(w.l, it, fmt.Sprintf("v%d", i), fmt.Sprintf("w%d", i), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		orders[fmt.Sprintf("w%d", i)] = rc.OrderID
+	}
+	order("old", old, 0)
+	setStock(t, w.l, item, 2)
+	cut := streamTop(t, rdb, w.l, item)
+	fresh := map[string]string{}
+	order("old", old, 1)
+	order("old", old, 2)
+	order(item, fresh, 0)
+	order(item, fresh, 1)
+	waitLocal(t, early, "old")
+	waitLocal(t, early, item)
+	// lapse holds early's tail past its lease: it checks for deleted entries before it renews
+	// the lease (as it does every 10s while leased).
+	lapse := func() {
+		t.Helper()
+		hold()
+		time.Sleep(1100 * time.Millisecond)
+		if st := early.l.WinnerStats(); st.Leased != 0 {
+			t.Fatalf("held past the lease: %d partitions leased, want 0", st.Leased)
+		}
+		release()
+		waitUntil(t, func() bool { return early.l.WinnerStats().Leased == k.Partitions() })
+	}
+	lapse() // a check after early read everything: the trim below is of entries it had read
+
+	if n, err := rdb.XTrimMinID(ctx, stream, cut).Result(); err != nil || n != 2 {
+		t.Fatalf("trim: %d entries (%v), want old's creation and first order", n, err)
+	}
+	late := startProcess(t, srv.Addr, ledger.Config{}, true)
+	if _, err := buy(late.l, "old", "x", "x", 1); !errors.Is(err, ledger.ErrSoldOut) {
+		t.Fatalf("got %v, want ErrSoldOut", err) // late knows old sold out as of the top
+	}
+	waitLocal(t, late, item)
+	answeredLocally(t, late, item, fresh)
+	answeredByRedis(t, late, "old", old) // w0's order is no longer in the stream
+	// early read everything before the trim, and goes on answering both items, also after its
+	// next check for deleted entries.
+	lapse()
+	answeredLocally(t, early, "old", old)
+	answeredLocally(t, early, item, fresh)
+
+	// Entries trimmed before early's tail read them: a unit added to item and sold to w9,
+	// then a new item (the new trim point), trimmed while early's tail is held.
+	hold()
+	if _, err := w.l.SetStock(ctx, item, ledger.StockChange{Op: ledger.StockAdd, Quantity: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.XDel(context.Background(), a.l.Keys().Events(p), evs[0].StreamID).Err(); err != nil {
-		t.Fatal(err)
+	order(item, fresh, 9)
+	other := ""
+	for i := 0; other == ""; i++ {
+		if c := fmt.Sprintf("other%d", i); k.Partition(c) == k.Partition("old") {
+			other = c
+		}
 	}
-	waitUntil(t, func() bool { return a.l.WinnerStats().Synced < a.l.Keys().Partitions() })
-	answeredByRedis(t, a, "a", orders)
+	setStock(t, w.l, other, 1)
+	if n, err := rdb.XTrimMinID(ctx, stream, streamTop(t, rdb, w.l, other)).Result(); err != nil || n == 0 {
+		t.Fatalf("trim: %d entries (%v)", n, err)
+	}
+	release()
+	// w9 won after early last read the stream: it gets its order, never "sold out".
+	var dup *ledger.DuplicateError
+	if _, err := buy(early.l, item, "v9", "w9", 1); !errors.As(err, &dup) || dup.OrderID != fresh["w9"] {
+		t.Fatalf("retry of w9 after the unread trim: got %v, want duplicate of %s", err, fresh["w9"])
+	}
+	waitUntil(t, func() bool { return early.l.WinnerStats().Synced == k.Partitions() })
+	answeredByRedis(t, early, item, fresh) // rebuilt: item's creation is no longer in the stream
 }
 
 // TestWinnerIndexBytesPerOrder measures the heap the index takes per order, with request and
@@ -512,7 +612,7 @@ func TestWinnerIndexBytesPerOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pr := startProcess(t, srv.Addr, ledger.Config{}, false, false)
+	pr := startProcess(t, srv.Addr, ledger.Config{}, false)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -540,7 +640,7 @@ func TestWinnerIndexBytesPerOrder(t *testing.T) {
 //	go test -run '^$' -bench LocalAnswer -benchmem ./ledger
 func BenchmarkLocalAnswer(b *testing.B) {
 	srv, _ := testenv.StartRedis(b)
-	pr := startProcess(b, srv.Addr, ledger.Config{}, true, true)
+	pr := startProcess(b, srv.Addr, ledger.Config{}, true)
 	orders := sellOut(b, pr, "hot", 10)
 	waitLocal(b, pr, "hot")
 	for _, kind := range []string{"new request", "winner retry"} {
@@ -581,7 +681,7 @@ func TestWinnerIndexNewWinnerBeforeTheTailSeesIt(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	// b: no announcements and no sold-out TTL, so only its tail tells it of stock changes.
-	b, err := ledger.Open(context.Background(), rdb, ledger.Config{SoldOutTTL: -1})
+	b, err := ledger.Open(context.Background(), rdb, ledger.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,7 +700,7 @@ func TestWinnerIndexNewWinnerBeforeTheTailSeesIt(t *testing.T) {
 	unhold := func() { hold.Store(false); releaseOnce.Do(func() { close(release) }) }
 	t.Cleanup(func() { cancel(); unhold(); rdb.Close(); <-done })
 	pb := &process{l: b, cmds: &commandCounter{}}
-	a := startProcess(t, srv.Addr, ledger.Config{}, false, false)
+	a := startProcess(t, srv.Addr, ledger.Config{}, false)
 
 	sellOut(t, pb, "a", 1)
 	waitLocal(t, pb, "a")

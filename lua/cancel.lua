@@ -6,12 +6,14 @@
 -- KEYS[3] ledger stream      <prefix>:{pN}:events
 -- KEYS[4] stock counter      <prefix>:{pN}:stock:<item>
 -- KEYS[5] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
+-- KEYS[6] sale rules         <prefix>:{pN}:rules:<item>
 --
 -- ARGV[1] order_id
 -- ARGV[2] item_id and ARGV[3] user_id of the order (KEYS[4] and KEYS[5] are built from them;
 --         checked against the state hash)
 -- ARGV[4] the cancelling user: only the order's own user may cancel it (never '')
--- ARGV[5] Pub/Sub channel on which the item is announced after the change (not a key)
+-- ARGV[5] sold-out lease, milliseconds: giving units back to an item at 0 sets the rules'
+--         reopen_at to Redis TIME plus it (see purchase.lua)
 --
 -- Only a reserved order is cancelled (also past pay_by, before the sweeper expired it: the
 -- units go back either way, once). The state becomes cancelled, the order leaves the due set,
@@ -47,5 +49,8 @@ end
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'cancelled', 'order_id', ARGV[1], 'item_id', o[2], 'user_id', o[3],
   'request_id', o[5], 'quantity', units, 'order_ts', o[7], 'pay_by', o[6], 'ts', now)
-redis.call('PUBLISH', ARGV[5], o[2])
+if stock - quantity <= 0 and stock > 0 then
+  local reopen_at = math.max(tonumber(now) + tonumber(ARGV[5]), tonumber(redis.call('HGET', KEYS[6], 'reopen_at') or '0'))
+  redis.call('HSET', KEYS[6], 'reopen_at', string.format('%d', reopen_at))
+end
 return {0, 'cancelled', stock}

@@ -15,7 +15,6 @@
 -- ARGV[2] order state key prefix <prefix>:{pN}:order:
 -- ARGV[3] per-user counter key prefix <prefix>:{pN}:user:<item>:
 -- ARGV[4] most entries marked lost in one call
--- ARGV[5] Pub/Sub channel on which the item is announced after a change (not a key)
 --
 -- The head (lowest rank) is promoted if its quantity fits in the stock: state reserved with a
 -- new pay_by, due set, per-user counter, held set, units taken, `promoted` event. If it does
@@ -61,7 +60,6 @@ if quantity <= stock then
   redis.call('XADD', KEYS[3], '*', 'v', '1', 'type', 'promoted', 'order_id', id,
     'item_id', ARGV[1], 'user_id', o[2], 'request_id', o[3], 'quantity', units,
     'order_ts', o[5], 'pay_by', pay_by, 'rank', rank, 'ts', ts)
-  redis.call('PUBLISH', ARGV[5], ARGV[1])
   return {1, id, left}
 end
 

@@ -8,11 +8,13 @@
 -- KEYS[3] ledger stream      <prefix>:{pN}:events
 -- KEYS[4] stock counter      <prefix>:{pN}:stock:<item>
 -- KEYS[5] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
+-- KEYS[6] sale rules         <prefix>:{pN}:rules:<item>
 --
 -- ARGV[1] order_id
 -- ARGV[2] item_id and ARGV[3] user_id of the order (KEYS[4] and KEYS[5] are built from them;
 --         checked against the state hash)
--- ARGV[4] Pub/Sub channel on which the item is announced after the change (not a key)
+-- ARGV[4] sold-out lease, milliseconds: giving units back to an item at 0 sets the rules'
+--         reopen_at to Redis TIME plus it (see purchase.lua)
 --
 -- Only a reserved order whose pay_by is at or before Redis TIME (the clock pay.lua decides
 -- by) expires: the state becomes expired, the order leaves the due set, INCRBY the stock, the
@@ -59,5 +61,8 @@ end
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'expired', 'order_id', ARGV[1], 'item_id', o[2], 'user_id', o[3],
   'request_id', o[5], 'quantity', units, 'order_ts', o[7], 'pay_by', o[6], 'ts', ts)
-redis.call('PUBLISH', ARGV[4], o[2])
+if stock - quantity <= 0 and stock > 0 then
+  local reopen_at = math.max(tonumber(now) + tonumber(ARGV[4]), tonumber(redis.call('HGET', KEYS[6], 'reopen_at') or '0'))
+  redis.call('HSET', KEYS[6], 'reopen_at', string.format('%d', reopen_at))
+end
 return {0, 'expired', stock}

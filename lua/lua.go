@@ -63,3 +63,8 @@ var DrawBatch string
 //
 //go:embed draw_promote.lua
 var DrawPromote string
+
+// Lease takes, renews or gives up a lease held by one holder at a time (the archiver's).
+//
+//go:embed lease.lua
+var Lease string

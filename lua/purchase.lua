@@ -1,7 +1,8 @@
 -- purchase.lua: decides one purchase atomically, in one round trip.
 --
 -- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>     (string, integer units left)
--- KEYS[2] sale rules         <prefix>:{pN}:rules:<item>     (hash: limit, start_ms, end_ms)
+-- KEYS[2] sale rules         <prefix>:{pN}:rules:<item>     (hash: limit, start_ms, end_ms,
+--                                                            reopen_at, draw_at_ms)
 -- KEYS[3] idempotency key    <prefix>:{pN}:req:<item>:<request_id>
 -- KEYS[4] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
 -- KEYS[5] ledger stream      <prefix>:{pN}:events
@@ -16,7 +17,10 @@
 -- ARGV[7] order state key prefix <prefix>:{pN}:order: (the order_id completes the key; it is
 --         known only after the XADD, and carries the partition's hash tag like the KEYS)
 --
--- Checks, in order: unknown item, duplicate request, sale window, per-user limit, stock.
+-- Checks, in order: unknown item, duplicate request, sale window, per-user limit, stock. An
+-- item that came back on sale after it was sold out is refused as sold out until its
+-- reopen_at (unix ms, Redis TIME; written by the scripts that give units back), whatever its
+-- stock: the sold-out lease that lets serving processes answer sold out from memory.
 -- Only success writes anything: DECRBY the stock, XADD the order event (its stream ID,
 -- prefixed with the partition, is the order_id), SET the idempotency key to
 -- '<order_id>|<user_id>' with the TTL, INCRBY the per-user counter. For an item with a
@@ -34,8 +38,9 @@
 --   3 not started   '', current stock
 --   4 ended         '', current stock
 --   5 limit         '', current stock (the user would exceed the per-user limit)
---   6 sold out     '', current stock (less than the quantity asked for); with no stock left,
---                  also the stream's last ID: the item is sold out as of that ledger position
+--   6 sold out     '', current stock (less than the quantity asked for, or reopen_at not
+--                  reached yet); with no stock left, also the stream's last ID: the item is
+--                  sold out as of that ledger position
 --   7 taken         '', current stock (the request_id placed another user's order)
 --   8 draw          '', current stock: the item is sold by a draw (draw_enter.lua decides)
 
@@ -56,8 +61,8 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'draw_at_ms')
-if (tonumber(rules[5]) or 0) > 0 then
+local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'reopen_at', 'draw_at_ms')
+if (tonumber(rules[6]) or 0) > 0 then
   return {8, '', stock}
 end
 local limit = tonumber(rules[1]) or 0
@@ -77,7 +82,7 @@ if limit > 0 then
     return {5, '', stock}
   end
 end
-if stock < quantity then
+if stock < quantity or now < (tonumber(rules[5]) or 0) then
   if stock == 0 then
     local last = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
     if last[1] then

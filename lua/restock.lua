@@ -8,6 +8,7 @@
 -- KEYS[4] restock marker     <prefix>:{pN}:restocked:<order_id>
 -- KEYS[5] order state        <prefix>:{pN}:order:<order_id> (exists under a pay-within rule)
 -- KEYS[6] payment deadlines  <prefix>:{pN}:due
+-- KEYS[7] sale rules         <prefix>:{pN}:rules:<item>
 --
 -- ARGV[1] order_id
 -- ARGV[2] stream ID of the order entry (acknowledged in group ARGV[8])
@@ -18,7 +19,8 @@
 -- ARGV[7] reason (free text, recorded in the event)
 -- ARGV[8] consumer group name
 -- ARGV[9] order time, unix milliseconds (copied into the event)
--- ARGV[10] Pub/Sub channel on which the item is announced after the restock (not a key)
+-- ARGV[10] sold-out lease, milliseconds: a restock that takes the stock from 0 to more sets
+--          the rules' reopen_at to Redis TIME plus it (see purchase.lua)
 --
 -- The marker makes a second call for the same order a no-op apart from the XACK. An order
 -- that expired or was cancelled by its buyer has its units back already: it is only marked and
@@ -53,5 +55,10 @@ redis.call('XADD', KEYS[3], '*',
   'user_id', ARGV[4], 'request_id', ARGV[5], 'quantity', units,
   'reason', ARGV[7], 'ts', ARGV[9])
 redis.call('XACK', KEYS[3], ARGV[8], ARGV[2])
-redis.call('PUBLISH', ARGV[10], ARGV[3])
+if stock - quantity <= 0 and stock > 0 then
+  local t = redis.call('TIME')
+  local reopen_at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[10])
+  reopen_at = math.max(reopen_at, tonumber(redis.call('HGET', KEYS[7], 'reopen_at') or '0'))
+  redis.call('HSET', KEYS[7], 'reopen_at', string.format('%d', reopen_at))
+end
 return {0, stock}

@@ -13,17 +13,19 @@
 -- ARGV[4] per-user limit, integer >= 0 (0 = no limit), or '' to keep the current one
 -- ARGV[5] sale start, unix milliseconds (0 = open), or '' to keep
 -- ARGV[6] sale end, unix milliseconds (0 = never), or '' to keep
--- ARGV[7] Pub/Sub channel on which the item is announced after a change (not a key)
+-- ARGV[7] sold-out lease, milliseconds: a change that takes the stock from 0 (or less) to more
+--         than 0 sets the rules' reopen_at to Redis TIME plus it (see purchase.lua)
 -- ARGV[8] most units an item may hold: a change whose result would exceed it is refused
 -- ARGV[9] pay-within, milliseconds (0 = orders need no payment), or '' (or absent) to keep
 -- ARGV[10] draw time, unix milliseconds, and ARGV[11] the SHA-256 commitment (hex) of the
 --         draw's seed: the item is sold by a draw (draw_enter.lua); '' (or absent) to keep
 --
 -- The event carries the op and quantity (so that folding the events gives the counter) and the
--- rules in force after the change.
+-- rules in force after the change; the event that creates the item also carries created 1.
 --
 -- Returns {code, stock}:
---   0 ok              stock after the change
+--   0 ok              stock after the change, and the milliseconds until reopen_at (0 when
+--                     it is past): {0, stock, wait}
 --   1 unknown item    0 ('add' on an item that has never been set)
 --   2 negative stock  current stock ('add' would take the stock below zero)
 --   3 exists          current stock ('init' on an item that already has stock; nothing changed)
@@ -60,7 +62,7 @@ if stock > max_stock and (op == 'set' or quantity > 0) then
   return {4, tonumber(current) or 0}
 end
 
-local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms')
+local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'reopen_at')
 if ARGV[4] ~= '' then rules[1] = ARGV[4] end
 if ARGV[5] ~= '' then rules[2] = ARGV[5] end
 if ARGV[6] ~= '' then rules[3] = ARGV[6] end
@@ -79,13 +81,23 @@ if (ARGV[10] or '') ~= '' then
 end
 local draw = redis.call('HMGET', KEYS[2], 'draw_at_ms', 'draw_commit')
 
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local reopen_at = tonumber(rules[4]) or 0
+if current and tonumber(current) <= 0 and stock > 0 then
+  reopen_at = math.max(reopen_at, now + tonumber(ARGV[7]))
+  redis.call('HSET', KEYS[2], 'reopen_at', string.format('%d', reopen_at))
+end
+
 stock = string.format('%d', stock)
 redis.call('SET', KEYS[1], stock)
 redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('XADD', KEYS[3], '*',
-  'v', '1', 'type', 'stock', 'item_id', ARGV[1],
+local event = {'v', '1', 'type', 'stock', 'item_id', ARGV[1],
   'op', op, 'quantity', ARGV[3], 'stock', stock,
   'limit', rules[1] or '0', 'start_ms', rules[2] or '0', 'end_ms', rules[3] or '0',
-  'pay_within_ms', pay_within, 'draw_at_ms', draw[1] or '0', 'draw_commit', draw[2] or '')
-redis.call('PUBLISH', ARGV[7], ARGV[1])
-return {0, tonumber(stock)}
+  'pay_within_ms', pay_within, 'draw_at_ms', draw[1] or '0', 'draw_commit', draw[2] or ''}
+if not current then
+  event[#event + 1], event[#event + 2] = 'created', '1'
+end
+redis.call('XADD', KEYS[3], '*', unpack(event))
+return {0, tonumber(stock), math.max(reopen_at - now, 0)}

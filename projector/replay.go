@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/ledger/archive"
 )
 
 // ReplayOptions tune Replay.
@@ -18,6 +19,11 @@ type ReplayOptions struct {
 	PageSize int64
 	// Progress, if set, is called after each page with the entries done and the total.
 	Progress func(done, total int64)
+	// Archive, if set, is read first: every partition is replayed from its archived entries,
+	// then from the stream after the last of them. Without it, replay reads the stream only.
+	// Either way a partition whose stream lost entries that the archive does not hold (trimmed
+	// past the archive, or without one) is refused before anything of it is written.
+	Archive *archive.Archive
 }
 
 // ReplayStats counts what a replay went through.
@@ -37,7 +43,7 @@ func (e *LiveError) Error() string {
 }
 
 // Replay rebuilds the MySQL projection from the whole ledger, every partition from its first
-// entry, through the same idempotent Store.Apply the projector uses: running it twice, or
+// entry (in the archive, with opt.Archive, then in the stream), through the same idempotent Store.Apply the projector uses: running it twice, or
 // while projectors run, changes nothing more. It never acknowledges or restocks: orders that
 // conflict in MySQL are left to the projector, whose restock events a later replay applies.
 func Replay(ctx context.Context, l *ledger.Ledger, store *Store, opt ReplayOptions) (ReplayStats, error) {
@@ -69,7 +75,26 @@ func Replay(ctx context.Context, l *ledger.Ledger, store *Store, opt ReplayOptio
 		}
 	}
 	for p := range l.Keys().Partitions() {
-		after := ""
+		pg := pager{st: &st, total: total, opt: opt, store: store, p: p}
+		after := "0-0"
+		if opt.Archive != nil {
+			err := opt.Archive.Read(ctx, p, "", func(e archive.Entry) error {
+				after = e.ID
+				return pg.add(ctx, l.DecodeEntry(p, e.ID, e.Fields))
+			})
+			if err != nil {
+				return st, fmt.Errorf("replay partition %d from the archive: %w", p, err)
+			}
+		}
+		if first, err := l.TrimmedPast(ctx, p, after); err != nil {
+			return st, err
+		} else if first != "" {
+			where := "the archive ends at " + after
+			if opt.Archive == nil {
+				where = "no archive was given"
+			}
+			return st, fmt.Errorf("replay partition %d: entries were trimmed or deleted from the stream, which now starts at %s, and %s", p, first, where)
+		}
 		for {
 			events, err := l.Range(ctx, p, after, opt.PageSize)
 			if err != nil {
@@ -79,32 +104,68 @@ func Replay(ctx context.Context, l *ledger.Ledger, store *Store, opt ReplayOptio
 				break
 			}
 			after = events[len(events)-1].StreamID
-			good := events[:0:0]
 			for _, e := range events {
-				switch {
-				case e.Malformed != nil:
-					st.Malformed++
-					continue
-				case e.Type == ledger.EventOrder:
-					st.Orders++
-				case e.Type == ledger.EventRestock:
-					st.Restocks++
-				case e.Type == ledger.EventStock:
-					st.Stocks++
+				if err := pg.add(ctx, e); err != nil {
+					return st, err
 				}
-				good = append(good, e)
 			}
-			if _, err := store.Apply(ctx, good); err != nil {
-				return st, fmt.Errorf("replay partition %d at %s: %w", p, after, err)
-			}
-			st.Entries += int64(len(events))
-			if opt.Progress != nil {
-				opt.Progress(st.Entries, max(total, st.Entries))
-			}
+		}
+		if err := pg.flush(ctx); err != nil {
+			return st, err
 		}
 	}
 	st.Elapsed = time.Since(start)
 	return st, nil
+}
+
+// pager writes one partition's events in pages of PageSize, whether they come from the
+// archive or the stream, so that the transactions are the same as from an untrimmed stream.
+type pager struct {
+	st    *ReplayStats
+	total int64
+	opt   ReplayOptions
+	store *Store
+	p     int
+	page  []ledger.Event
+}
+
+func (pg *pager) add(ctx context.Context, e ledger.Event) error {
+	pg.page = append(pg.page, e)
+	if int64(len(pg.page)) >= pg.opt.PageSize {
+		return pg.flush(ctx)
+	}
+	return nil
+}
+
+func (pg *pager) flush(ctx context.Context) error {
+	if len(pg.page) == 0 {
+		return nil
+	}
+	good := pg.page[:0:0]
+	for _, e := range pg.page {
+		switch {
+		case e.Malformed != nil:
+			pg.st.Malformed++
+			continue
+		case e.Type == ledger.EventOrder:
+			pg.st.Orders++
+		case e.Type == ledger.EventRestock:
+			pg.st.Restocks++
+		case e.Type == ledger.EventStock:
+			pg.st.Stocks++
+		}
+		good = append(good, e)
+	}
+	last := pg.page[len(pg.page)-1].StreamID
+	if _, err := pg.store.Apply(ctx, good); err != nil {
+		return fmt.Errorf("replay partition %d at %s: %w", pg.p, last, err)
+	}
+	pg.st.Entries += int64(len(pg.page))
+	pg.page = pg.page[:0]
+	if pg.opt.Progress != nil {
+		pg.opt.Progress(pg.st.Entries, max(pg.total, pg.st.Entries))
+	}
+	return nil
 }
 
 // Truncate empties the projection tables (orders, items); the schema stays.

@@ -150,6 +150,7 @@ env_exports() {
   echo "# flashsale's CLI against make run's servers (data in $DATA): eval \"\$(make env)\""
   echo "export FLASHSALE_REDIS_ADDR='127.0.0.1:$REDIS_PORT'"
   echo "export FLASHSALE_MYSQL_DSN='flashsale:flashsale@tcp(127.0.0.1:$MYSQL_PORT)/flashsale?parseTime=true'"
+  printf 'export FLASHSALE_ARCHIVE=%q\n' "file://$DATA/archive"
   [ -z "$token" ] || printf 'export FLASHSALE_ADMIN_TOKEN=%q\n' "$token"
 }
 

@@ -5,6 +5,8 @@
 # - redis-server on PATH: every test starts its own on a random port (tests/testenv); no
 #   Redis is started here.
 # - /usr/bin/chromium, for the browser test.
+# - the gofakes3 S3 server, for the S3 archive tests (FLASHSALE_TEST_GOFAKES3): built once with
+#   go install into ~/.cache/flashsale (about 15 s with the modules fetched, 1 s when cached).
 # - a MariaDB/MySQL for FLASHSALE_TEST_MYSQL_DSN (each test creates and drops its own
 #   database there), the first of:
 #     1. FLASHSALE_TEST_MYSQL_DSN when set and something answers at its address;
@@ -23,6 +25,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ensure_packages redis-server:redis-server mariadb:mariadb-client-core
 # Only the browser test needs it; the other tests run without it.
 (ensure_packages /usr/bin/chromium:chromium) || warn "no /usr/bin/chromium: the browser test cannot run"
+
+# The S3 archive tests start this server as a process of their own (tests/testenv/s3.go).
+GOFAKES3_VERSION=v1.2.0
+gofakes3_dir="${XDG_CACHE_HOME:-$HOME/.cache}/flashsale/gofakes3-$GOFAKES3_VERSION"
+if [ ! -x "$gofakes3_dir/gofakes3" ]; then
+  log "building the gofakes3 S3 server $GOFAKES3_VERSION once, into $gofakes3_dir"
+  mkdir -p "$gofakes3_dir"
+  GOBIN="$gofakes3_dir" GOFLAGS=-buildvcs=false go install "github.com/johannesboyne/gofakes3/cmd/gofakes3@$GOFAKES3_VERSION" ||
+    warn "could not build gofakes3: the S3 archive tests are skipped"
+fi
+[ -x "$gofakes3_dir/gofakes3" ] && export FLASHSALE_TEST_GOFAKES3="$gofakes3_dir/gofakes3"
 
 TMP=""
 MARIADB_PID=""

@@ -117,7 +117,7 @@ type redisFlags struct {
 	partitions     *int
 	pool           *int
 	idempotencyTTL *time.Duration
-	soldOutTTL     *time.Duration
+	soldOutLease   *time.Duration
 	pipeline       *int
 	senders        *int
 	winnerMax      *int
@@ -143,7 +143,7 @@ func (f *flags) redis() redisFlags {
 		idempotencyTTL: f.duration("idempotency-ttl", "FLASHSALE_IDEMPOTENCY_TTL", ledger.DefaultIdempotencyTTL, "how long a request_id keeps returning its order"),
 		pipeline:       f.int("pipeline", "FLASHSALE_PIPELINE", 16, "send concurrent purchases as pipelines of up to this many script calls (0: one call per round trip)"),
 		senders:        f.int("pipeline-senders", "FLASHSALE_PIPELINE_SENDERS", 8, "pipelines in flight at once, with -pipeline"),
-		soldOutTTL:     f.duration("soldout-ttl", "FLASHSALE_SOLDOUT_TTL", ledger.DefaultSoldOutTTL, "how long a sold-out item is answered without the purchase script, unless a stock event ends it sooner (negative: never)"),
+		soldOutLease:   f.duration("sold-out-lease", "FLASHSALE_SOLD_OUT_LEASE", ledger.DefaultSoldOutLease, "how long an item that had no stock stays sold out after units come back, and so how long a serving process answers sold out from memory after its last read of the ledger; the same for every process of a ledger"),
 		winnerMax:      f.int("winner-index-max", "FLASHSALE_WINNER_INDEX_MAX", ledger.DefaultWinnerIndexMax, "most orders indexed in memory to answer sold-out purchases without Redis; an item beyond it asks Redis (negative: no index)"),
 		allowEviction:  f.boolean("allow-eviction", "FLASHSALE_ALLOW_EVICTION", false, "run even though Redis's maxmemory-policy is not noeviction (it may then evict acknowledged orders)"),
 		cluster:        f.boolean("redis-cluster", "FLASHSALE_REDIS_CLUSTER", false, "talk to Redis Cluster without asking the node (otherwise detected with INFO cluster)"),
@@ -196,7 +196,7 @@ func (r redisFlags) open(ctx context.Context) (*ledger.Ledger, func(), error) {
 		Prefix:         *r.prefix,
 		Partitions:     *r.partitions,
 		IdempotencyTTL: *r.idempotencyTTL,
-		SoldOutTTL:     *r.soldOutTTL,
+		SoldOutLease:   *r.soldOutLease,
 		Pipeline:       *r.pipeline,
 		Senders:        *r.senders,
 		MinReplicas:    *r.minReplicas,

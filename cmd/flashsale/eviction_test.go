@@ -72,7 +72,7 @@ func TestEvictingRedisIsRefused(t *testing.T) {
 func TestServeStartsOnEvictingRedisOnlyWhenAllowed(t *testing.T) {
 	_, rdb := testenv.StartRedisWith(t, "--maxmemory-policy", "allkeys-lru")
 	dsn, _ := testenv.MySQL(t)
-	env := map[string]string{"FLASHSALE_REDIS_ADDR": rdb.Options().Addr, "FLASHSALE_MYSQL_DSN": dsn}
+	env := map[string]string{"FLASHSALE_REDIS_ADDR": rdb.Options().Addr, "FLASHSALE_MYSQL_DSN": dsn, "FLASHSALE_ARCHIVE": "none"}
 	if _, _, err := runCmd(t, env, "migrate"); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -99,6 +100,18 @@ func TestStockCommands(t *testing.T) {
 	_, _, err := runCmd(t, env, "stock", "add", "demo", "1000000000")
 	if exitCode(err) != 1 || !strings.Contains(fmt.Sprint(err), "maximum of 1000000000") {
 		t.Fatalf("add past the maximum: got exit %d (%v), want 1 and the maximum", exitCode(err), err)
+	}
+	// Units given to an item with none: the command returns once they are on sale, and says so.
+	if out, _, err := runCmd(t, env, "stock", "set", "demo", "0"); err != nil || out != "demo stock 0\n" {
+		t.Fatalf("set 0: got %q (%v)", out, err)
+	}
+	start := time.Now()
+	out, _, err := runCmd(t, env, "stock", "add", "-sold-out-lease", "300ms", "demo", "2")
+	if err != nil || !strings.HasPrefix(out, "demo stock 2 (back on sale since ") {
+		t.Fatalf("add after 0: got %q (%v), want it to say when the item was back on sale", out, err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("add after 0 returned after %v, before the lease of 300ms", took)
 	}
 }
 

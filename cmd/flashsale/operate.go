@@ -147,12 +147,13 @@ func printAudit(w io.Writer, rep projector.AuditReport) {
 }
 
 func replay(ctx context.Context, e *env, args []string) error {
-	f := e.flags("replay", "", "Rebuilds the MySQL projection from the ledger, every partition from its first entry, with\nthe projector's own idempotent writes. Without -fresh it fills in what is missing.")
+	f := e.flags("replay", "", "Rebuilds the MySQL projection from the ledger, every partition from its first entry (in the\narchive, then in the stream), with the projector's own idempotent writes. Without -fresh it fills in what is missing.")
 	rf := f.redis()
 	dsn := f.mysqlDSN()
 	fresh := f.Bool("fresh", false, "empty the orders and items tables first")
 	force := f.Bool("force", false, "with -fresh: run even while projectors are live")
 	page := f.Int("page", 1000, "entries per read and MySQL transaction")
+	archiveURL := f.archiveURL(", read before the stream; none: the stream only")
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
 		return err
@@ -165,6 +166,10 @@ func replay(ctx context.Context, e *env, args []string) error {
 	defer closeAll()
 	if err := projector.BindLedger(ctx, db, *rf.prefix); err != nil {
 		return fmt.Errorf("replay: %w", err)
+	}
+	arch, err := openArchiveReader(ctx, *archiveURL, e.getenv, l)
+	if err != nil {
+		return err
 	}
 	progress := plainProgress(e.stderr)
 	if file, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(file.Fd())) {
@@ -179,7 +184,7 @@ func replay(ctx context.Context, e *env, args []string) error {
 			bar.Set64(done)
 		}
 	}
-	st, err := projector.Replay(ctx, l, projector.NewStore(db), projector.ReplayOptions{Fresh: *fresh, Force: *force, PageSize: int64(*page), Progress: progress})
+	st, err := projector.Replay(ctx, l, projector.NewStore(db), projector.ReplayOptions{Fresh: *fresh, Force: *force, PageSize: int64(*page), Progress: progress, Archive: arch})
 	if live := (*projector.LiveError)(nil); errors.As(err, &live) {
 		return fmt.Errorf("replay -fresh: %w; stop them first, or add -force", err)
 	}

@@ -72,6 +72,7 @@ func project(ctx context.Context, e *env, args []string) error {
 	rf.create = true
 	pf := f.projector()
 	sf := f.sweeper()
+	arf := f.archive()
 	dsn := f.mysqlDSN()
 	metricsAddr := f.str("metrics", "FLASHSALE_METRICS_ADDR", "", "address for /metrics and /health (off when empty)")
 	logger := f.logger()
@@ -92,6 +93,9 @@ func project(ctx context.Context, e *env, args []string) error {
 	var g oklog.Group
 	addProjector(&g, ctx, p)
 	addSweeper(&g, ctx, l, sf, reg, log)
+	if err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log); err != nil {
+		return err
+	}
 	if *metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -51,10 +51,12 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	var dsn *string
 	var pf projectorFlags
 	var sf sweepFlags
+	var arf archiveFlags
 	if withMySQL {
 		dsn = f.mysqlDSN()
 		pf = f.projector()
 		sf = f.sweeper()
+		arf = f.archive()
 	}
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
@@ -109,16 +111,15 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		addProjector(&g, ctx, p)
 		addSweeper(&g, ctx, l, sf, reg, log)
+		if err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log); err != nil {
+			return err
+		}
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
 	addDrawer(&g, ctx, l, seeds, log)
 	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
 	svc.RequireAuth(auth)
-	{
-		wctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return l.WatchStock(wctx) }, func(error) { cancel() })
-	}
 	{
 		tctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return l.TailWinners(tctx, log) }, func(error) { cancel() })

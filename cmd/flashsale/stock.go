@@ -17,7 +17,9 @@ func stock(ctx context.Context, e *env, args []string) error {
   set ITEM QUANTITY   make the stock exactly QUANTITY (creates the item; -if-new: only then)
   add ITEM DELTA      change the stock by DELTA (negative takes units off sale)
   get ITEM            print the remaining stock (with -json: stock and rules)
-Every change is appended to the ledger as a stock event.`
+Every change is appended to the ledger as a stock event. A change that gives units to an item
+with none puts it back on sale after the sold-out lease (-sold-out-lease): the command returns
+then, and says so, so that buyers can buy once it has returned.`
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintf(e.stderr, "Usage: flashsale stock set|add|get [flags] ITEM [QUANTITY]\n\n%s\n", about)
 		if len(args) == 0 {
@@ -118,15 +120,19 @@ Every change is appended to the ledger as a stock event.`
 	}
 	defer closeLedger()
 	if sub != "get" {
-		n, err := l.SetStock(ctx, item, ch)
+		r, err := l.ChangeStock(ctx, item, ch)
 		if errors.Is(err, ledger.ErrItemExists) {
-			fmt.Fprintf(e.stdout, "%s stock %d (exists, left as it is)\n", item, n)
+			fmt.Fprintf(e.stdout, "%s stock %d (exists, left as it is)\n", item, r.Stock)
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("stock %s %s: %w", sub, item, err)
 		}
-		fmt.Fprintf(e.stdout, "%s stock %d\n", item, n)
+		if !r.ReopenAt.IsZero() {
+			fmt.Fprintf(e.stdout, "%s stock %d (back on sale since %s, after the sold-out lease)\n", item, r.Stock, r.ReopenAt.UTC().Format("15:04:05.000"))
+			return nil
+		}
+		fmt.Fprintf(e.stdout, "%s stock %d\n", item, r.Stock)
 		return nil
 	}
 	it, err := l.Item(ctx, item)

@@ -112,6 +112,22 @@ function renderOutcomes(p) {
   ], { points: Math.max(MIN_WINDOW, p.chart.length), height: 70, label: (top) => 'peak ' + fmtRate(top) + '/s' });
 }
 
+function renderSoldOut(s) {
+  const box = $('sold-out-answers');
+  if (!s) {
+    box.replaceChildren();
+    return;
+  }
+  box.replaceChildren(
+    el('span', '', 'sold out from memory '),
+    el('b', '', fmtRate(s.local_per_s) + '/s'),
+    el('span', 'muted', ' (' + fmtInt(s.local) + ' total) · from Redis '),
+    el('b', '', fmtRate(s.redis_per_s) + '/s'),
+    el('span', 'muted', ' (' + fmtInt(s.redis) + ' total) · leased partitions ' + s.leased_partitions + '/' + s.partitions),
+  );
+  box.title = 'Sold-out answers of this process: from the winner index (no Redis command) and from the purchase script; a partition is answered from memory while its sold-out lease holds.';
+}
+
 function statusBadge(it) {
   switch (it.status) {
     case 'sold_out': return ['SOLD OUT', 'badge soldout'];
@@ -254,6 +270,7 @@ function render(snap) {
   renderList($('warnings'), snap.warnings);
   renderList($('errors'), snap.errors);
   renderOutcomes(snap.purchases);
+  renderSoldOut(snap.sold_out_answers);
   renderItems(snap);
   renderPartitions(snap);
   renderAudit(snap);

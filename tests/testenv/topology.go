@@ -43,8 +43,16 @@ type Target struct {
 	SentinelSet *RedisSentinel
 }
 
-// Start starts topology tp for t; everything stops with t.Cleanup.
+// Start starts topology tp for t; everything stops with t.Cleanup. Its Env also gives the
+// processes an archive of their own in a temporary directory.
 func Start(t testing.TB, tp Topology) *Target {
+	t.Helper()
+	tg := start(t, tp)
+	tg.Env = append(tg.Env, "FLASHSALE_ARCHIVE=file://"+filepath.Join(t.TempDir(), "archive"))
+	return tg
+}
+
+func start(t testing.TB, tp Topology) *Target {
 	t.Helper()
 	switch tp {
 	case Cluster:
