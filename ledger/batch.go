@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -84,8 +85,9 @@ type call struct {
 	keys []string
 	args []any
 	key  string
-	cmd  redis.Cmder
-	err  error // set when the call cannot be routed or its replicas did not confirm it
+	cmd  redis.Cmder // the command that carries the call: its own, or its batch's
+	res  any         // the script's reply, once answered
+	err  error       // the call's error: routing, its reply, or replicas that did not confirm it
 	done chan struct{}
 }
 
@@ -97,28 +99,94 @@ func (c *call) route() string {
 	return c.key
 }
 
-// queue adds c to pipe: the script first as EVALSHA (evalsha true); a call whose EVALSHA was
-// refused NOSCRIPT did not run and is queued again with evalsha false.
-func (c *call) queue(ctx context.Context, pipe redis.Pipeliner, evalsha bool) redis.Cmder {
+// tag is the hash tag of c's keys ("{p3}"): the purchases of one partition share it, and so
+// one slot of a cluster, and may be decided in one batch script call.
+func (c *call) tag() string {
+	k := c.keys[0]
+	if i := strings.IndexByte(k, '{'); i >= 0 {
+		if j := strings.IndexByte(k[i+1:], '}'); j > 0 {
+			return k[i : i+j+2]
+		}
+	}
+	return k
+}
+
+// batch is one command of a pipeline and the calls it answers: a GET, a purchase alone, or
+// several purchases of one partition in one PurchaseBatch call.
+type batch struct {
+	calls []*call
+	cmd   *redis.Cmd // nil for a GET, whose command is its call's
+}
+
+// queue adds b to pipe: a script first as EVALSHA (evalsha true); a command refused NOSCRIPT
+// did not run and is queued again with evalsha false.
+func (b *batch) queue(ctx context.Context, pipe redis.Pipeliner, evalsha bool) {
+	c := b.calls[0]
 	switch {
 	case c.keys == nil:
 		// MGET of the one key: a missing key is a nil element, not an error reply. go-redis
 		// examines a pipeline's first error for retry and redirection, with a dozen allocations.
-		return pipe.MGet(ctx, c.key)
-	case evalsha:
-		return purchaseScript.EvalSha(ctx, pipe, c.keys, c.args...)
+		c.cmd = pipe.MGet(ctx, c.key)
+		return
+	case len(b.calls) == 1:
+		b.cmd = runScript(ctx, pipe, purchaseScript, evalsha, c.keys, c.args)
 	default:
-		return purchaseScript.Eval(ctx, pipe, c.keys, c.args...)
+		nk, na := len(c.keys), len(c.args)
+		keys := make([]string, 0, nk*len(b.calls))
+		args := make([]any, 2, 2+na*len(b.calls))
+		args[0], args[1] = nk, na
+		for _, c := range b.calls {
+			keys = append(keys, c.keys...)
+			args = append(args, c.args...)
+		}
+		b.cmd = runScript(ctx, pipe, purchaseBatchScript, evalsha, keys, args)
+	}
+	for _, c := range b.calls {
+		c.cmd = b.cmd
 	}
 }
 
-// noScript reports whether c is a script call that the server refused with NOSCRIPT.
-func (c *call) noScript() bool {
-	if c.keys == nil {
+func runScript(ctx context.Context, pipe redis.Pipeliner, s *redis.Script, evalsha bool, keys []string, args []any) *redis.Cmd {
+	if evalsha {
+		return s.EvalSha(ctx, pipe, keys, args...)
+	}
+	return s.Eval(ctx, pipe, keys, args...)
+}
+
+// noScript reports whether b is a script call that the server refused with NOSCRIPT.
+func (b *batch) noScript() bool {
+	if b.cmd == nil {
 		return false
 	}
-	err := c.cmd.Err()
+	err := b.cmd.Err()
 	return err != nil && err != redis.Nil && redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// answer sets the reply of each call of b from its command.
+func (b *batch) answer() {
+	if b.cmd == nil {
+		return // a GET: get reads its own command
+	}
+	v, err := b.cmd.Result()
+	if len(b.calls) == 1 {
+		b.calls[0].res, b.calls[0].err = v, err
+		return
+	}
+	replies, ok := v.([]any)
+	if err == nil && (!ok || len(replies) != len(b.calls)) {
+		err = fmt.Errorf("purchase batch: %d replies to %d purchases", len(replies), len(b.calls))
+	}
+	for i, c := range b.calls {
+		if err != nil {
+			c.res, c.err = nil, err
+			continue
+		}
+		if rerr, isErr := replies[i].(redis.Error); isErr {
+			c.res, c.err = nil, rerr
+			continue
+		}
+		c.res, c.err = replies[i], nil
+	}
 }
 
 // newBatcher starts `senders` goroutines, each sending pipelines of up to max calls, until
@@ -136,18 +204,22 @@ func (b *batcher) script(ctx context.Context, keys []string, args ...any) (any, 
 	if keys == nil {
 		keys = []string{} // nil keys mean a GET
 	}
-	cmd, err := b.do(&call{ctx: ctx, keys: keys, args: args})
-	if err != nil {
+	c := &call{ctx: ctx, keys: keys, args: args}
+	if _, err := b.do(c); err != nil {
 		return nil, err
 	}
-	return cmd.(*redis.Cmd).Result()
+	return c.res, c.err
 }
 
 // get reads key in the next pipeline.
 func (b *batcher) get(ctx context.Context, key string) (string, error) {
-	cmd, err := b.do(&call{ctx: ctx, key: key})
+	c := &call{ctx: ctx, key: key}
+	cmd, err := b.do(c)
 	if err != nil {
 		return "", err
+	}
+	if c.err != nil {
+		return "", c.err
 	}
 	vals, err := cmd.(*redis.SliceCmd).Result()
 	switch {
@@ -165,7 +237,7 @@ func (b *batcher) get(ctx context.Context, key string) (string, error) {
 	return v, nil
 }
 
-// do queues c and waits for its command to be answered.
+// do queues c and waits for its command to be answered; c.err then holds the call's own error.
 func (b *batcher) do(c *call) (redis.Cmder, error) {
 	ctx := c.ctx
 	c.done = make(chan struct{})
@@ -183,9 +255,6 @@ func (b *batcher) do(c *call) (redis.Cmder, error) {
 	b.mu.RUnlock()
 	select {
 	case <-c.done:
-		if c.err != nil {
-			return nil, c.err
-		}
 		return c.cmd, nil
 	case <-ctx.Done():
 		// The call may still run; as on a lost reply, a retry with the same request_id tells.
@@ -264,12 +333,15 @@ func (b *batcher) exec(batch, live []*call, pipe redis.Pipeliner) {
 }
 
 // execOn sends live as pipelines on node (the client itself, or a cluster master's client);
-// pipe is an empty pipeline of node.
+// pipe is an empty pipeline of node. The purchases of one partition go as one PurchaseBatch
+// call (a purchase alone as Purchase), in the order they were queued; GETs go one command
+// each.
 func (b *batcher) execOn(node redis.UniversalClient, live []*call, pipe redis.Pipeliner) {
-	for evalsha := true; len(live) > 0; evalsha = false {
+	batches := group(live)
+	for evalsha := true; len(batches) > 0; evalsha = false {
 		ctx := context.WithoutCancel(live[0].ctx)
-		for _, c := range live {
-			c.cmd = c.queue(ctx, pipe, evalsha)
+		for i := range batches {
+			batches[i].queue(ctx, pipe, evalsha)
 		}
 		var wait *redis.Cmd
 		if b.repl.min > 0 {
@@ -280,18 +352,49 @@ func (b *batcher) execOn(node redis.UniversalClient, live []*call, pipe redis.Pi
 		if wait != nil {
 			werr = b.repl.check(wait)
 		}
-		again := live[:0]
-		for _, c := range live {
-			if evalsha && c.noScript() {
-				again = append(again, c)
+		again := batches[:0]
+		for i := range batches {
+			bt := &batches[i]
+			if evalsha && bt.noScript() {
+				again = append(again, *bt)
 				continue
 			}
 			if node != b.rdb {
-				movedOrDown(ctx, b.rdb, c.cmd.Err())
+				movedOrDown(ctx, b.rdb, bt.calls[0].cmd.Err())
 			}
-			c.err = werr
-			close(c.done)
+			bt.answer()
+			for _, c := range bt.calls {
+				if werr != nil {
+					c.err = werr
+				}
+				close(c.done)
+			}
 		}
-		live = again
+		batches = again
 	}
+}
+
+// group splits live into the commands of one pipeline: each GET alone, and the purchases of
+// each partition together, in the order of their first call.
+func group(live []*call) []batch {
+	batches := make([]batch, 0, len(live))
+	for _, c := range live {
+		if c.keys == nil {
+			batches = append(batches, batch{calls: []*call{c}})
+			continue
+		}
+		tag, joined := c.tag(), false
+		for i := range batches {
+			first := batches[i].calls[0]
+			if first.keys != nil && len(first.keys) == len(c.keys) && len(first.args) == len(c.args) && first.tag() == tag {
+				batches[i].calls = append(batches[i].calls, c)
+				joined = true
+				break
+			}
+		}
+		if !joined {
+			batches = append(batches, batch{calls: []*call{c}})
+		}
+	}
+	return batches
 }

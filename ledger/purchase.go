@@ -160,15 +160,8 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 		}
 		return Receipt{}, err
 	}
-	keys := []string{
-		k.Stock(req.ItemID),
-		k.Rules(req.ItemID),
-		k.Request(req.ItemID, req.RequestID),
-		k.User(req.ItemID, req.UserID),
-		k.Events(p),
-		k.Due(p),
-	}
-	v, err := l.calls.script(ctx, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p, k.OrderPrefix(p))
+	keys, args := l.purchaseCall(req, p)
+	v, err := l.calls.script(ctx, keys, args...)
 	if err != nil {
 		return Receipt{}, redisErr("purchase", err)
 	}
@@ -204,4 +197,18 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 		return l.enter(ctx, req, stock)
 	}
 	return Receipt{}, fmt.Errorf("purchase script: unknown code %d", code)
+}
+
+// purchaseCall is the KEYS and ARGV of purchase.lua for req, of partition p.
+func (l *Ledger) purchaseCall(req PurchaseRequest, p int) ([]string, []any) {
+	k := l.keys
+	keys := []string{
+		k.Stock(req.ItemID),
+		k.Rules(req.ItemID),
+		k.Request(req.ItemID, req.RequestID),
+		k.User(req.ItemID, req.UserID),
+		k.Events(p),
+		k.Due(p),
+	}
+	return keys, []any{req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p, k.OrderPrefix(p)}
 }

@@ -3,12 +3,58 @@
 // codes into typed errors.
 package lua
 
-import _ "embed"
+import (
+	_ "embed"
+	"strings"
+)
 
 // Purchase decides one purchase: idempotency, sale rules, stock decrement and the order event.
 //
 //go:embed purchase.lua
 var Purchase string
+
+// PurchaseBatch decides several purchases in one call, each exactly as Purchase decides it
+// alone: it is purchase.lua's own text, wrapped as a Lua function that runs once per purchase,
+// in order, under pcall. Every purchase of the call sees the writes of those before it, as
+// successive calls of Purchase would; an error raised by one (a key of the wrong type) is that
+// purchase's reply, and does not stop the others. The whole call is one atomic step of Redis.
+//
+// KEYS: the keys of each purchase in turn, ARGV[1] of them per purchase.
+// ARGV[1] keys per purchase; ARGV[2] arguments per purchase; then the arguments of each
+// purchase in turn (ARGV[3..]), as Purchase takes them.
+// Returns an array with one element per purchase: Purchase's reply, or an error reply.
+var PurchaseBatch = batch(Purchase)
+
+// batch wraps script (which reads KEYS and ARGV and returns one reply) as a function called
+// once per purchase. A shebang line (#!lua flags=...) must stay the script's first line.
+func batch(script string) string {
+	var head string
+	if strings.HasPrefix(script, "#!") {
+		head, script, _ = strings.Cut(script, "\n")
+		head += "\n"
+	}
+	return head + "local function decide(KEYS, ARGV)\n" + script + "\nend\n" + batchLoop
+}
+
+// batchLoop runs decide over the purchases of a PurchaseBatch call.
+const batchLoop = `
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 0, #KEYS / nk - 1 do
+  local keys, args = {}, {}
+  for j = 1, nk do keys[j] = KEYS[i * nk + j] end
+  for j = 1, na do args[j] = ARGV[2 + i * na + j] end
+  local ok, reply = pcall(decide, keys, args)
+  if ok then
+    out[i + 1] = reply
+  elseif type(reply) == 'table' and reply.err then
+    out[i + 1] = reply
+  else
+    out[i + 1] = {err = tostring(reply)}
+  end
+end
+return out
+`
 
 // Stock sets or adjusts an item's stock and rules and appends the matching stock event.
 //

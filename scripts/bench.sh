@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures flashsale on this machine against its ceilings, in one run (`make bench`):
 #   (a) a bare Go HTTP handler that decodes the purchase body and answers sold out (the HTTP ceiling)
-#   (b) redis-benchmark running lua/purchase.lua with EVALSHA on the same Redis (the Redis ceiling)
+#   (b) redis-benchmark running lua/purchase.lua with EVALSHA on the same Redis (the Redis ceiling),
+#       and the batch script deciding 16 purchases per call (what serve sends under load)
 #   (c) flashsale serve selling (large stock), over HTTP and over gRPC
 #   (d) flashsale serve sold out (stock 0 after a small sale), over HTTP and over gRPC
 #   (e) the projector's drain rate into MariaDB, and Redis memory per order
@@ -10,17 +11,33 @@
 # background load shows; (a) is the mean of the two. Extra rows, marked: the same runs with
 # appendfsync everysec, and an open-loop run at a fixed rate (p99 at equal offered load).
 #
+# The cost of a sold order: for (b), (c) and their baseline rows, the Redis CPU and the Go CPU
+# (flashsale serve: the front door, the purchase pipeline, the projector, the winner tail, the
+# sweeper) per order sold, counted from before the measured run until every reader of the
+# ledger has caught up with it (projector group pending and lag 0), so that work a reader does
+# after the run is charged to the orders that caused it.
+#
+# BENCH_BASELINE=<git rev> also builds that commit (git archive into the temp dir) and runs its
+# (b) and (c) rows on the same Redis in the same run, alternating with this tree's, for
+# BENCH_ROUNDS rounds (2 with a baseline, else 1): its serve uses key prefix fb and database
+# flashsale_bench_base_<pid>, its (b) row that commit's lua/purchase.lua. BENCH_BASELINE_SERVE_FLAGS
+# (default BENCH_SERVE_FLAGS) are the baseline serve's flags: BENCH_BASELINE=HEAD with other
+# flags compares two settings of one build.
+#
 # Everything it starts lives in a temp dir on random ports and is stopped on exit: its own
 # redis-server (AOF on, appendfsync always), the bare handler, a freshly built `flashsale serve`,
-# and a database flashsale_bench on the MariaDB at 127.0.0.1:$FLASHSALE_MYSQL_PORT (3306; root
+# and a database flashsale_bench_<pid> on the MariaDB at 127.0.0.1:$FLASHSALE_MYSQL_PORT (3306; root
 # without password), dropped at the end. When no MariaDB answers there, it starts a private one
 # in the temp dir on a random port.
 #
 # Environment: BENCH_DURATION (8s) and BENCH_WARMUP (1s) per measured run, BENCH_CLIENTS (64),
 # BENCH_RATE (3000) and BENCH_OPEN_DURATION (5s) for the open-loop runs, BENCH_REDIS_REQUESTS
 # (200000) for redis-benchmark, BENCH_MEM_ORDERS (20000), BENCH_SERVE_FLAGS (extra flags of
-# flashsale serve, e.g. "-pipeline 16"), FLASHSALE_MYSQL_PORT (3306).
+# flashsale serve, e.g. "-pipeline 16"), BENCH_BASELINE, BENCH_BASELINE_SERVE_FLAGS, BENCH_ROUNDS,
+# FLASHSALE_MYSQL_PORT (3306).
 set -euo pipefail
+# The whole script is one group, read before it runs: editing the file meanwhile is harmless.
+{
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
@@ -33,7 +50,12 @@ SERVE_FLAGS="${BENCH_SERVE_FLAGS:-}"
 REDIS_REQUESTS="${BENCH_REDIS_REQUESTS:-200000}"
 MEM_ORDERS="${BENCH_MEM_ORDERS:-20000}"
 MYSQL_PORT="${FLASHSALE_MYSQL_PORT:-3306}"
-DB=flashsale_bench
+BASELINE="${BENCH_BASELINE:-}"
+ROUNDS="${BENCH_ROUNDS:-$([ -n "$BASELINE" ] && echo 2 || echo 1)}"
+BASE_SERVE_FLAGS="${BENCH_BASELINE_SERVE_FLAGS-$SERVE_FLAGS}"
+# Databases of this run alone: another run on the same MariaDB drops only its own.
+DB="flashsale_bench_$$"
+BASE_DB="flashsale_bench_base_$$"
 PARTITIONS=4
 # Settings of the caller's shell must not change what is measured: every flag is given below.
 for v in $(compgen -v FLASHSALE_); do unset "$v"; done
@@ -74,7 +96,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop "${PIDS[@]}"
-  if [ "$DB_CREATED" = 1 ]; then mysql_root -e "DROP DATABASE IF EXISTS $DB" 2>/dev/null || true; fi
+  if [ "$DB_CREATED" = 1 ]; then mysql_root -e "DROP DATABASE IF EXISTS $DB; DROP DATABASE IF EXISTS $BASE_DB" 2>/dev/null || true; fi
   rm -rf "$TMP"
   exit "$rc"
 }
@@ -122,6 +144,8 @@ rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 jnum() { grep -o "\"$1\":[-0-9.e+]*" "$2" | head -n 1 | cut -d: -f2; }
 # calc EXPR: floating-point arithmetic.
 calc() { awk "BEGIN { printf \"%s\", $1 }" </dev/null; }
+# cmdstats: Redis's INFO commandstats as "name calls usec" lines.
+cmdstats() { rcli info commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),usec=\([0-9]*\),.*/\1 \2 \3/p'; }
 redis_cpu() { rcli info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.3f", s }'; }
 CLK_TCK="$(getconf CLK_TCK)"
 # pid_cpu PID: CPU seconds (user + system) process PID has used.
@@ -152,6 +176,14 @@ log "building flashsale and loadtest into $TMP"
 (cd "$ROOT" && go build -o "$TMP/flashsale" ./cmd/flashsale && go build -o "$TMP/loadtest" ./cmd/loadtest)
 COMMIT="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ -n "$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT+=" + uncommitted changes"; fi
+BASE_COMMIT=""
+if [ -n "$BASELINE" ]; then
+  BASE_COMMIT="$(cd "$ROOT" && git rev-parse --short "$BASELINE^{commit}")" || die "BENCH_BASELINE=$BASELINE: not a commit"
+  log "building the baseline $BASE_COMMIT into $TMP/base"
+  mkdir -p "$TMP/base/src"
+  (cd "$ROOT" && git archive "$BASE_COMMIT") | tar -x -C "$TMP/base/src"
+  (cd "$TMP/base/src" && GOFLAGS=-buildvcs=false go build -o "$TMP/base/flashsale" ./cmd/flashsale)
+fi
 
 mkdir -p "$TMP/redis"
 for ((try = 0; try < 5; try++)); do
@@ -186,17 +218,30 @@ mysql_root -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET ut
 DB_CREATED=1
 DSN="root@tcp(127.0.0.1:$MYSQL_PORT)/$DB?parseTime=true"
 "$TMP/flashsale" migrate -mysql "$DSN" >/dev/null
+BASE_DSN="root@tcp(127.0.0.1:$MYSQL_PORT)/$BASE_DB?parseTime=true"
+if [ -n "$BASELINE" ]; then
+  mysql_root -e "DROP DATABASE IF EXISTS $BASE_DB; CREATE DATABASE $BASE_DB CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+  "$TMP/base/flashsale" migrate -mysql "$BASE_DSN" >/dev/null
+fi
 
 # ---------------------------------------------------------------- measuring
-declare -A RPS P99 CPU_CLIENT CPU_SERVER CPU_REDIS CPU_MYSQL CPU_MACHINE
+declare -A RPS P99 CPU_CLIENT CPU_SERVER CPU_REDIS CPU_MYSQL CPU_MACHINE ORDER_REDIS ORDER_GO
 
 # measure KEY SERVER_PID DURATION LOADTEST_ARGS...: a warm-up run, then a measured one with
 # $CLIENTS clients; records req/s, p99 and the CPU used by the client, the server, Redis,
 # MariaDB and the whole machine meanwhile.
+# With SETTLE set to a serve's key prefix, it waits before and after the run until that
+# serve's projector has caught up, and records the Redis and server CPU per order sold (ok
+# replies) over that span.
+SETTLE=""
 measure() {
-  local key=$1 spid=$2 dur=$3 out="$TMP/$1.json" s0 r0 m0 d0 s1 r1 m1 d1 elapsed
+  local key=$1 spid=$2 dur=$3 out="$TMP/$1.json" s0 r0 m0 d0 s1 r1 m1 d1 s2 r2 elapsed ok
   shift 3
   "$TMP/loadtest" -clients "$CLIENTS" -duration "$WARMUP" -verify=false "$@" >/dev/null 2>>"$TMP/loadtest.log" || true
+  if [ -n "$SETTLE" ]; then
+    wait_for 30 "$spid" settled "$SETTLE" || log "$key: projector of $SETTLE not caught up before the run"
+    cmdstats >"$TMP/$key.cmd0"
+  fi
   s0="$(pid_cpu "$spid")" r0="$(redis_cpu)" m0="$(machine_cpu)" d0="$(mysql_cpu)"
   if ! "$TMP/loadtest" -clients "$CLIENTS" -duration "$dur" -json "$@" >"$out" 2>>"$TMP/loadtest.log"; then
     FAILED=1
@@ -212,7 +257,21 @@ measure() {
   CPU_REDIS[$key]="$(calc "($r1 - $r0) / $elapsed")"
   CPU_MYSQL[$key]="$(calc "($d1 - $d0) / $elapsed")"
   CPU_MACHINE[$key]="$(calc "($m1 - $m0) / $elapsed")"
-  log "$key: $(printf '%.0f' "${RPS[$key]}") req/s, p99 ${P99[$key]} ms"
+  ORDER_REDIS[$key]=- ORDER_GO[$key]=-
+  ok="$(jnum ok "$out")"
+  if [ -n "$SETTLE" ] && [ "${ok:-0}" -gt 0 ]; then
+    wait_for 30 "$spid" settled "$SETTLE" || log "$key: projector of $SETTLE not caught up after the run"
+    s2="$(pid_cpu "$spid")" r2="$(redis_cpu)"
+    cmdstats >"$TMP/$key.cmd1"
+    # Per order sold: calls and microseconds of each command (those run by scripts count
+    # both on their own line and within the script's).
+    awk -v ok="$ok" 'NR == FNR { c[$1] = $2; u[$1] = $3; next }
+      { dc = $2 - c[$1]; du = $3 - u[$1]; if (dc > 0) printf "%s %.3f %.2f\n", $1, dc / ok, du / ok }' \
+      "$TMP/$key.cmd0" "$TMP/$key.cmd1" | sort -k3,3nr >"$TMP/$key.cmds"
+    ORDER_REDIS[$key]="$(calc "($r2 - $r0) * 1000000 / $ok")"
+    ORDER_GO[$key]="$(calc "($s2 - $s0) * 1000000 / $ok")"
+  fi
+  log "$key: $(printf '%.0f' "${RPS[$key]}") req/s, p99 ${P99[$key]} ms, $ok sold, per order: Redis ${ORDER_REDIS[$key]} us, serve ${ORDER_GO[$key]} us"
 }
 
 # ---------------------------------------------------------------- (a) bare handler
@@ -227,68 +286,104 @@ measure bare1 "$BARE_PID" "$DURATION" -target http -addr "$BARE_ADDR" -verify=fa
 
 # ---------------------------------------------------------------- (b) Redis ceiling
 # Keys and arguments as ledger/purchase.go passes them (keys built as in ledger/keys.go), for
-# item rbench under prefix rb; __rand_int__ makes every request_id (and so idempotency key) new.
+# item rbench under a prefix of the row's own; __rand_int__ makes every request_id (and so
+# idempotency key) new.
 RB_ITEM=rbench
 RB_PART=$(($(fnv32a "$RB_ITEM") % PARTITIONS))
-RB_TAG="rb:{p$RB_PART}:"
-RB_KEYS=("${RB_TAG}stock:$RB_ITEM" "${RB_TAG}rules:$RB_ITEM" "${RB_TAG}req:$RB_ITEM:r__rand_int__"
-  "${RB_TAG}user:$RB_ITEM:bench-user" "${RB_TAG}events")
-SHA="$(rcli script load "$(cat "$ROOT/lua/purchase.lua")")"
-rcli set "${RB_KEYS[0]}" 1000000000000 >/dev/null
+# rb_keys PREFIX: the keys of one purchase of rbench by bench-user (request_id r__rand_int__).
+rb_keys() {
+  local tag="$1:{p$RB_PART}:"
+  echo "${tag}stock:$RB_ITEM" "${tag}rules:$RB_ITEM" "${tag}req:$RB_ITEM:r__rand_int__" \
+    "${tag}user:$RB_ITEM:bench-user" "${tag}events" "${tag}due"
+}
 
-# redis_bench KEY: one redis-benchmark run of the purchase script; records req/s, p99, CPU.
+# redis_bench KEY PREFIX SCRIPT [BATCH]: one redis-benchmark run of SCRIPT (a purchase.lua)
+# on item rbench under PREFIX; with BATCH > 1, SCRIPT is the batch script and each call
+# decides BATCH purchases (as serve's pipeline sends the purchases of one partition). Records
+# purchases/s, p99 of a call, CPU, and Redis CPU per order.
 redis_bench() {
-  local key=$1 out="$TMP/$1.csv" r0 r1 m0 m1 cpu real len0 len1 stock0 stock1
-  r0="$(redis_cpu)" m0="$(machine_cpu)" len0="$(rcli xlen "${RB_KEYS[4]}")" stock0="$(rcli get "${RB_KEYS[0]}")"
+  local key=$1 prefix=$2 script=$3 batch=${4:-1} out="$TMP/$1.csv" r0 r1 m0 m1 cpu real len0 len1 stock0 stock1 sha i
+  local -a keys one args=()
+  read -r -a one <<<"$(rb_keys "$prefix")"
+  sha="$(rcli script load "$(cat "$script")")"
+  [ -n "$(rcli get "${one[0]}")" ] || rcli set "${one[0]}" 1000000000000 >/dev/null
+  keys=("${one[@]}")
+  args=("$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" "$prefix:{p$RB_PART}:order:")
+  if [ "$batch" -gt 1 ]; then
+    keys=() args=("${#one[@]}" 7)
+    for ((i = 0; i < batch; i++)); do
+      keys+=("${one[@]}")
+      args+=("$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" "$prefix:{p$RB_PART}:order:")
+    done
+  fi
+  r0="$(redis_cpu)" m0="$(machine_cpu)" len0="$(rcli xlen "${one[4]}")" stock0="$(rcli get "${one[0]}")"
   local TIMEFORMAT='%U %S %R'
-  { time redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CLIENTS" -n "$REDIS_REQUESTS" -r 1000000000 --csv \
-    evalsha "$SHA" 5 "${RB_KEYS[@]}" "$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" >"$out"; } 2>"$TMP/$1.time"
-  r1="$(redis_cpu)" m1="$(machine_cpu)" len1="$(rcli xlen "${RB_KEYS[4]}")" stock1="$(rcli get "${RB_KEYS[0]}")"
+  { time redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CLIENTS" -n $((REDIS_REQUESTS / batch)) -r 1000000000 --csv \
+    evalsha "$sha" "${#keys[@]}" "${keys[@]}" "${args[@]}" >"$out"; } 2>"$TMP/$1.time"
+  r1="$(redis_cpu)" m1="$(machine_cpu)" len1="$(rcli xlen "${one[4]}")" stock1="$(rcli get "${one[0]}")"
   # The script must really have sold: a wrong key would measure an "unknown item" no-op.
   if [ $((len1 - len0)) -lt $((REDIS_REQUESTS * 9 / 10)) ] || [ $((stock0 - stock1)) -ne $((len1 - len0)) ]; then
-    die "redis-benchmark did not place orders ($((len1 - len0)) stream entries, stock fell by $((stock0 - stock1))): keys or arguments do not match lua/purchase.lua"
+    die "redis-benchmark did not place orders ($((len1 - len0)) stream entries, stock fell by $((stock0 - stock1))): keys or arguments do not match $script"
   fi
   read -r cpu real < <(awk '{ print $1 + $2, $3 }' "$TMP/$1.time")
-  RPS[$key]="$(tail -n 1 "$out" | awk -F'","' '{ print $2 }')"
+  RPS[$key]="$(calc "$(tail -n 1 "$out" | awk -F'","' '{ print $2 }') * $batch")"
   P99[$key]="$(tail -n 1 "$out" | awk -F'","' '{ print $7 }')"
   CPU_CLIENT[$key]="$(calc "$cpu / $real")"
   CPU_SERVER[$key]=0
   CPU_REDIS[$key]="$(calc "($r1 - $r0) / $real")"
   CPU_MYSQL[$key]=0
   CPU_MACHINE[$key]="$(calc "($m1 - $m0) / $real")"
-  log "$key: $(printf '%.0f' "${RPS[$key]}") req/s, p99 ${P99[$key]} ms ($((len1 - len0)) orders)"
+  ORDER_REDIS[$key]="$(calc "($r1 - $r0) * 1000000 / ($len1 - $len0)")" ORDER_GO[$key]=-
+  log "$key: $(printf '%.0f' "${RPS[$key]}") purchases/s, p99 ${P99[$key]} ms ($((len1 - len0)) orders, Redis ${ORDER_REDIS[$key]} us per order)"
 }
+"$TMP/loadtest" script batch >"$TMP/batch.lua"
 log "(b) redis-benchmark EVALSHA purchase.lua, $REDIS_REQUESTS requests, appendfsync always"
-redis_bench redis
+for ((round = 1; round <= ROUNDS; round++)); do
+  redis_bench "redis$round" rb "$ROOT/lua/purchase.lua"
+  [ -z "$BASELINE" ] || redis_bench "base_redis$round" rbb "$TMP/base/src/lua/purchase.lua"
+  redis_bench "batch$round" rb "$TMP/batch.lua" 16
+done
 log "(b') the same with appendfsync everysec (not flashsale's durable setting)"
 rcli config set appendfsync everysec >/dev/null
-redis_bench redis_everysec
+redis_bench redis_everysec rb "$ROOT/lua/purchase.lua"
 rcli config set appendfsync always >/dev/null
 
 # ---------------------------------------------------------------- (c), (d) flashsale serve
-log "starting flashsale serve ${SERVE_FLAGS:+(extra flags: $SERVE_FLAGS)}"
-# shellcheck disable=SC2086 # SERVE_FLAGS is a list of flags
-"$TMP/flashsale" serve -redis "127.0.0.1:$REDIS_PORT" -mysql "$DSN" -http 127.0.0.1:0 -grpc 127.0.0.1:0 \
-  -partitions "$PARTITIONS" -consumer bench -archive "file://$TMP/archive" $SERVE_FLAGS >"$TMP/serve.log" 2>&1 &
-SERVE_PID=$!
-PIDS+=("$SERVE_PID")
-serve_addr() { grep -o "msg=\"$1 listening\" addr=[0-9.:]*" "$TMP/serve.log" | head -n 1 | cut -d= -f3; }
-for ((i = 0; i < 100; i++)); do
-  [ -n "$(serve_addr http)" ] && [ -n "$(serve_addr grpc)" ] && break
-  kill -0 "$SERVE_PID" 2>/dev/null || break
-  sleep 0.2
-done
-HTTP_ADDR="$(serve_addr http)" GRPC_ADDR="$(serve_addr grpc)"
-if [ -z "$HTTP_ADDR" ] || [ -z "$GRPC_ADDR" ]; then
-  die "flashsale serve did not start: $(tail -n 20 "$TMP/serve.log")"
-fi
+# start_serve NAME BINARY PREFIX DSN FLAGS: starts BINARY serve under key prefix PREFIX,
+# projecting into DSN, with the extra FLAGS; sets NAME_PID, NAME_HTTP and NAME_GRPC.
+start_serve() {
+  local name=$1 bin=$2 prefix=$3 dsn=$4 flags=$5 log="$TMP/$1.log" pid i http grpc
+  log "starting $name: $bin serve, prefix $prefix ${flags:+(extra flags: $flags)}"
+  # shellcheck disable=SC2086 # flags is a list of flags
+  "$bin" serve -redis "127.0.0.1:$REDIS_PORT" -prefix "$prefix" -mysql "$dsn" -http 127.0.0.1:0 -grpc 127.0.0.1:0 \
+    -partitions "$PARTITIONS" -consumer bench $flags >"$log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  addr() { grep -o "msg=\"$1 listening\" addr=[0-9.:]*" "$log" | head -n 1 | cut -d= -f3; }
+  for ((i = 0; i < 100; i++)); do
+    [ -n "$(addr http)" ] && [ -n "$(addr grpc)" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  http="$(addr http)" grpc="$(addr grpc)"
+  if [ -z "$http" ] || [ -z "$grpc" ]; then
+    die "$name did not start: $(tail -n 20 "$log")"
+  fi
+  printf -v "${name}_PID" %s "$pid"
+  printf -v "${name}_HTTP" %s "$http"
+  printf -v "${name}_GRPC" %s "$grpc"
+}
+start_serve SERVE "$TMP/flashsale" fs "$DSN" "-archive file://$TMP/archive $SERVE_FLAGS"
+SERVE_PID=$SERVE_PID HTTP_ADDR=$SERVE_HTTP GRPC_ADDR=$SERVE_GRPC
+[ -z "$BASELINE" ] || start_serve BASE "$TMP/base/flashsale" fb "$BASE_DSN" "$BASE_SERVE_FLAGS"
 # stock set ITEM N: through flashsale's own stock command, which records the stock event.
 stock() { "$TMP/flashsale" stock "$1" -redis "127.0.0.1:$REDIS_PORT" "${@:2}"; }
-# settled: the projector has read and acknowledged every entry (pending and lag 0 everywhere).
+# settled [PREFIX]: the projector has read and acknowledged every entry (pending and lag 0 on
+# every partition of PREFIX, default fs).
 settled() {
-  local p out
+  local p out prefix=${1:-fs}
   for ((p = 0; p < PARTITIONS; p++)); do
-    out="$(rcli xinfo groups "fs:{p$p}:events" 2>/dev/null | tr -d '\r')" || continue
+    out="$(rcli xinfo groups "$prefix:{p$p}:events" 2>/dev/null | tr -d '\r')" || continue
     [ -n "$out" ] || continue
     awk '/^(pending|lag)$/ { getline v; if (v != "0") bad = 1 } END { exit bad }' <<<"$out" || return 1
   done
@@ -296,12 +391,19 @@ settled() {
 
 log "(c) selling phase: item sell, stock 1000000000"
 stock set sell 1000000000 >/dev/null
-measure sell_http "$SERVE_PID" "$DURATION" -target http -addr "$HTTP_ADDR" -item sell -users 100000
-measure sell_grpc "$SERVE_PID" "$DURATION" -target grpc -addr "$GRPC_ADDR" -item sell -users 100000
+[ -z "$BASELINE" ] || stock set -prefix fb sell 1000000000 >/dev/null
+for ((round = 1; round <= ROUNDS; round++)); do
+  for t in http grpc; do
+    SETTLE=fs measure "sell_$t$round" "$SERVE_PID" "$DURATION" -target "$t" -addr "$([ "$t" = http ] && echo "$HTTP_ADDR" || echo "$GRPC_ADDR")" -item sell -users 100000
+    [ -z "$BASELINE" ] || SETTLE=fb measure "base_sell_$t$round" "$BASE_PID" "$DURATION" -target "$t" \
+      -addr "$([ "$t" = http ] && echo "$BASE_HTTP" || echo "$BASE_GRPC")" -item sell -users 100000
+  done
+done
+[ -z "$BASELINE" ] || stop "$BASE_PID"
 log "(c') the same with appendfsync everysec (not flashsale's durable setting)"
 rcli config set appendfsync everysec >/dev/null
-measure sell_http_everysec "$SERVE_PID" "$DURATION" -target http -addr "$HTTP_ADDR" -item sell -users 100000
-measure sell_grpc_everysec "$SERVE_PID" "$DURATION" -target grpc -addr "$GRPC_ADDR" -item sell -users 100000
+SETTLE=fs measure sell_http_everysec "$SERVE_PID" "$DURATION" -target http -addr "$HTTP_ADDR" -item sell -users 100000
+SETTLE=fs measure sell_grpc_everysec "$SERVE_PID" "$DURATION" -target grpc -addr "$GRPC_ADDR" -item sell -users 100000
 rcli config set appendfsync always >/dev/null
 
 log "(d) sold-out phase: item gone, stock 1000 sold first"
@@ -388,16 +490,35 @@ for a in RPS P99 CPU_CLIENT CPU_SERVER CPU_REDIS CPU_MYSQL CPU_MACHINE; do
   arr[bare]="$(calc "(${arr[bare1]} + ${arr[bare2]}) / 2")"
   unset -n arr
 done
+# The rows run once per round are reported as their mean and, with more than one round, each.
+MEANS=(redis batch sell_http sell_grpc)
+[ -z "$BASELINE" ] || MEANS+=(base_redis base_sell_http base_sell_grpc)
+for k in "${MEANS[@]}"; do
+  for a in RPS P99 CPU_CLIENT CPU_SERVER CPU_REDIS CPU_MYSQL CPU_MACHINE ORDER_REDIS ORDER_GO; do
+    declare -n arr=$a
+    sum=0
+    for ((round = 1; round <= ROUNDS; round++)); do
+      v="${arr[$k$round]}"
+      [ "$v" = - ] && { sum=-; break; }
+      sum="$(calc "$sum + $v")"
+    done
+    # shellcheck disable=SC2154 # arr names one of the arrays above
+    arr[$k]="$([ "$sum" = - ] && echo - || calc "$sum / $ROUNDS")"
+    unset -n arr
+  done
+done
 
 fmt_ratio() { [ "$1" = - ] && echo - || printf '%.2fx' "$1"; }
 # row LABEL KEY [REF]: req/s and p99, their ratios to REF (default (a)) and, for selling, to
 # (b); the CPU of our processes per request (noise from other processes does not count there),
-# and the cores each used, "rest" being everything else the machine ran meanwhile.
+# and the cores each used, "rest" being everything else the machine ran meanwhile; Redis and
+# serve CPU per order sold, with every reader of the ledger caught up.
+fmt_us() { [ "${1:--}" = - ] && echo - || printf '%.1f' "$1"; }
 row() {
   local label=$1 k=$2 ref=${3:-bare} vs_rps="-" vs_p99="-" vs_b="-" ours
   if [ "$k" != "$ref" ]; then
     case $k in
-      redis*) ;;
+      redis* | base_redis* | batch*) ;;
       *_open) vs_p99="$(calc "${P99[$k]} / ${P99[$ref]}")" ;;
       *)
         vs_rps="$(calc "${RPS[$k]} / ${RPS[$ref]}")"
@@ -405,10 +526,14 @@ row() {
         ;;
     esac
   fi
-  case $k in sell_http | sell_grpc | sell_*_everysec) vs_b="$(calc "${RPS[$k]} / ${RPS[redis]}")" ;; esac
+  case $k in
+    sell_http* | sell_grpc*) [[ $k == *_open ]] || vs_b="$(calc "${RPS[$k]} / ${RPS[redis]}")" ;;
+    base_sell_*) vs_b="$(calc "${RPS[$k]} / ${RPS[base_redis]}")" ;;
+  esac
   ours="$(calc "${CPU_CLIENT[$k]} + ${CPU_SERVER[$k]} + ${CPU_REDIS[$k]} + ${CPU_MYSQL[$k]}")"
-  printf '%-33s %7.0f %7.2f %7s %7s %7s %7.0f   %5.2f %5.2f %5.2f %5.2f %5.2f\n' "$label" "${RPS[$k]}" "${P99[$k]}" \
+  printf '%-33s %7.0f %7.2f %7s %7s %7s %7.0f %7s %7s   %5.2f %5.2f %5.2f %5.2f %5.2f\n' "$label" "${RPS[$k]}" "${P99[$k]}" \
     "$(fmt_ratio "$vs_rps")" "$(fmt_ratio "$vs_p99")" "$(fmt_ratio "$vs_b")" "$(calc "$ours * 1000000 / ${RPS[$k]}")" \
+    "$(fmt_us "${ORDER_REDIS[$k]:--}")" "$(fmt_us "${ORDER_GO[$k]:--}")" \
     "${CPU_CLIENT[$k]}" "${CPU_SERVER[$k]}" "${CPU_REDIS[$k]}" "${CPU_MYSQL[$k]}" "$(calc "${CPU_MACHINE[$k]} - $ours")"
 }
 verdict() { awk "BEGIN { exit !($1) }" && echo met || echo "NOT met"; }
@@ -424,16 +549,34 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
   echo "       used during the run by the client (loadtest or redis-benchmark), the server (bare"
   echo "       handler or flashsale serve with its projector), Redis, MariaDB, and the rest of the"
   echo "       machine (other processes, kernel); us/req = CPU of the first four per request."
+  echo "       Per sold order: CPU of Redis and of serve (Go: front door, purchase pipeline, projector,"
+  echo "       winner tail, sweeper) from before the run until the projector caught up with it."
+  [ -z "$BASELINE" ] || echo "       baseline: commit $BASE_COMMIT${BASE_SERVE_FLAGS:+ (serve $BASE_SERVE_FLAGS)}, its (b) and (c) rows alternating with this tree's, $ROUNDS rounds."
   echo
-  printf '%-33s %7s %7s %7s %7s %7s %7s   %s\n' "" "" "" "req/s" "p99" "req/s" "CPU" "cores used"
-  printf '%-33s %7s %7s %7s %7s %7s %7s   %5s %5s %5s %5s %5s\n' "scenario" "req/s" "p99 ms" "/ (a)" "/ (a)" "/ (b)" "us/req" \
-    "clnt" "srv" "redis" "mysql" "rest"
+  printf '%-33s %7s %7s %7s %7s %7s %7s %15s   %s\n' "" "" "" "req/s" "p99" "req/s" "CPU" "us per order" "cores used"
+  printf '%-33s %7s %7s %7s %7s %7s %7s %7s %7s   %5s %5s %5s %5s %5s\n' "scenario" "req/s" "p99 ms" "/ (a)" "/ (a)" "/ (b)" "us/req" \
+    "redis" "go" "clnt" "srv" "redis" "mysql" "rest"
   row "(a) bare handler, HTTP: mean" bare
   row "    run 1, before flashsale" bare1
   row "    run 2, after flashsale" bare2
-  row "(b) purchase.lua EVALSHA" redis
-  row "(c) selling, HTTP" sell_http
-  row "(c) selling, gRPC" sell_grpc
+  for k in redis batch sell_http sell_grpc; do
+    case $k in
+      redis) label="(b) purchase.lua EVALSHA" ;;
+      batch) label="(b) batch call of 16, per order" ;;
+      sell_http) label="(c) selling, HTTP" ;;
+      *) label="(c) selling, gRPC" ;;
+    esac
+    row "$label" "$k"
+    if [ "$ROUNDS" -gt 1 ]; then
+      for ((round = 1; round <= ROUNDS; round++)); do row "    round $round" "$k$round"; done
+    fi
+    if [ -n "$BASELINE" ] && [ "$k" != batch ]; then
+      row "    baseline $BASE_COMMIT" "base_$k"
+      if [ "$ROUNDS" -gt 1 ]; then
+        for ((round = 1; round <= ROUNDS; round++)); do row "    baseline round $round" "base_$k$round"; done
+      fi
+    fi
+  done
   row "(d) sold out, HTTP" gone_http
   row "(d) sold out, gRPC" gone_grpc
   echo "extra, appendfsync everysec (not the durable setting):"
@@ -454,6 +597,32 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
   echo "    sold-out answers of flashsale serve (/metrics, source count): before (d) $SOLD_OUT_BEFORE, after $SOLD_OUT_AFTER;"
   echo "      Redis commands during (d), all clients (INFO commandstats): $GONE_REDIS_CMDS"
   echo "    books: every loadtest run checked the stock against its replies; flashsale audit over $ORDERS orders: $AUDIT"
+  if [ -n "$BASELINE" ]; then
+    echo
+    echo "against the baseline $BASE_COMMIT (this tree / baseline, means of $ROUNDS rounds):"
+    printf '  %-10s req/s %5.2fx   Redis us per order %5.2fx   (this tree'"'"'s batch call of 16 against the baseline'"'"'s purchase.lua)\n' batch \
+      "$(calc "${RPS[batch]} / ${RPS[base_redis]}")" "$(calc "${ORDER_REDIS[batch]} / ${ORDER_REDIS[base_redis]}")"
+    for k in redis sell_http sell_grpc; do
+      printf '  %-10s req/s %5.2fx   Redis us per order %5.2fx' "$k" "$(calc "${RPS[$k]} / ${RPS[base_$k]}")" \
+        "$(calc "${ORDER_REDIS[$k]} / ${ORDER_REDIS[base_$k]}")"
+      [ "${ORDER_GO[$k]}" = - ] || printf '   serve us per order %5.2fx' "$(calc "${ORDER_GO[$k]} / ${ORDER_GO[base_$k]}")"
+      [ "$k" = redis ] || printf '   req/s / (a) %.2fx (baseline %.2fx)' "$(calc "${RPS[$k]} / ${RPS[bare]}")" "$(calc "${RPS[base_$k]} / ${RPS[bare]}")"
+      echo
+    done
+  fi
+  echo
+  echo "Redis commands per order sold (INFO commandstats: calls and microseconds in the command per"
+  echo "order; commands a script runs count on their own line and within the script's), first round:"
+  cols=(sell_http1 sell_grpc1)
+  [ -z "$BASELINE" ] || cols=(sell_http1 base_sell_http1 sell_grpc1 base_sell_grpc1)
+  printf '  %-12s' command; for k in "${cols[@]}"; do printf ' %22s' "$k"; done; echo
+  for c in $(for k in "${cols[@]}"; do cat "$TMP/$k.cmds"; done | awk '{ s[$1] += $3 } END { for (c in s) print s[c], c }' | sort -rn | awk '{ print $2 }'); do
+    printf '  %-12s' "$c"
+    for k in "${cols[@]}"; do
+      awk -v c="$c" '$1 == c { printf " %9s calls %6s us", $2, $3; f = 1 } END { if (!f) printf " %22s", "-" }' "$TMP/$k.cmds"
+    done
+    echo
+  done
   echo
   echo "targets (benchmark goals, not test assertions), against (a):"
   for t in http grpc; do
@@ -466,3 +635,5 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
 if [ "$FAILED" != 0 ]; then
   die "a run reported a violation or failed (see above)"
 fi
+exit
+}

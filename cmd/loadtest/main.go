@@ -6,6 +6,9 @@
 //
 // `loadtest bare` serves a purchase handler that decodes the body like flashsale and answers
 // sold out without asking Redis: the ceiling of an HTTP server on the machine.
+//
+// `loadtest script purchase|batch` prints the purchase script, or the batch script that
+// decides several purchases in one call, as flashsale sends them (for redis-benchmark).
 package main
 
 import (
@@ -18,6 +21,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/flashsale/flashsale/lua"
 )
 
 func main() {
@@ -58,6 +63,9 @@ func exitCode(err error) int {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "bare" {
 		return bare(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "script" {
+		return printScript(args[1:], stdout)
 	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -128,4 +136,17 @@ func load(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return violationError{len(sum.Violations)}
 	}
 	return nil
+}
+
+// printScript prints the purchase script (args "purchase") or the batch script ("batch").
+func printScript(args []string, stdout io.Writer) error {
+	switch {
+	case len(args) == 1 && args[0] == "purchase":
+		_, err := io.WriteString(stdout, lua.Purchase)
+		return err
+	case len(args) == 1 && args[0] == "batch":
+		_, err := io.WriteString(stdout, lua.PurchaseBatch)
+		return err
+	}
+	return usageError{"usage: loadtest script purchase|batch"}
 }
