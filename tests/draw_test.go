@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,12 +35,23 @@ func drawSetup(t *testing.T, s *stack, item string, units int, in, payWithin tim
 
 func enterDraw(t *testing.T, s *stack, item string, n int) {
 	t.Helper()
-	for i := range n {
-		u := fmt.Sprintf("u%d", i)
-		rc, err := s.l.Purchase(context.Background(), ledger.PurchaseRequest{RequestID: "r" + u, UserID: u, ItemID: item, Quantity: 1})
-		if err != nil || !rc.Registered {
-			t.Fatalf("enter %s: %v", u, err)
-		}
+	const workers = 8
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				u := fmt.Sprintf("u%d", i)
+				rc, err := s.l.Purchase(context.Background(), ledger.PurchaseRequest{RequestID: "r" + u, UserID: u, ItemID: item, Quantity: 1})
+				if err != nil || !rc.Registered {
+					t.Errorf("enter %s: %v", u, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
 	}
 }
 
@@ -90,7 +102,7 @@ func statuses(t *testing.T, db *sql.DB) map[string]string {
 func TestDrawEndToEnd(t *testing.T) {
 	s := newStack(t)
 	const entries = 3000
-	seedFile, at := drawSetup(t, s, "lot", 20, 3*time.Second, time.Hour)
+	seedFile, at := drawSetup(t, s, "lot", 20, 6*time.Second, time.Hour)
 	srv := startServe(t, s, s.dsn, "-sweep-interval", "50ms")
 
 	code, out := postPurchase(t, srv, "web-1", "w1", "lot")
@@ -217,7 +229,7 @@ func xaddForged(l *ledger.Ledger, e ledger.Event) *redis.XAddArgs {
 func TestDrawPromotionSurvivesKilledSweepers(t *testing.T) {
 	s := newStack(t)
 	const units, entries = 10, 60
-	seedFile, at := drawSetup(t, s, "promo", units, time.Second, 300*time.Millisecond)
+	seedFile, at := drawSetup(t, s, "promo", units, 2*time.Second, 300*time.Millisecond)
 	enterDraw(t, s, "promo", entries)
 	time.Sleep(time.Until(at) + 20*time.Millisecond)
 	runCmd(t, s.env(s.dsn), "draw", "run", "-seed-file", seedFile, "promo")

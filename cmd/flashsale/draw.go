@@ -14,6 +14,7 @@ import (
 	oklog "github.com/oklog/run"
 
 	"github.com/flashsale/flashsale/ledger"
+	"github.com/flashsale/flashsale/ledger/archive"
 )
 
 // minSeed is the shortest seed accepted: shorter ones could be guessed from the commitment.
@@ -56,6 +57,7 @@ verify exits 1 naming the first event the ranks do not explain.`
 	rf := f.redis()
 	seedFile := f.String("seed-file", "", "file holding the draw's secret seed")
 	batch := f.Int("batch", 500, "entries written per script call (bounds how long Redis is held)")
+	archiveURL := f.archiveURL(", read before the stream; none: the stream only")
 	if err := f.parse(args[1:]); err != nil {
 		return err
 	}
@@ -73,8 +75,13 @@ verify exits 1 naming the first event the ranks do not explain.`
 		return err
 	}
 	defer closeLedger()
+	arch, err := openArchiveReader(ctx, *archiveURL, e.getenv, l)
+	if err != nil {
+		return err
+	}
+	source := historySource(l, arch)
 	if sub == "run" {
-		res, err := l.RunDraw(ctx, item, seed, ledger.DrawOptions{Batch: *batch})
+		res, err := l.RunDraw(ctx, item, seed, ledger.DrawOptions{Batch: *batch, Source: source})
 		if err != nil {
 			return fmt.Errorf("draw run %s: %w", item, err)
 		}
@@ -82,7 +89,7 @@ verify exits 1 naming the first event the ranks do not explain.`
 			item, res.Entries, res.Winners, res.WonUnits, res.Units, res.Units-res.WonUnits, res.Entries-res.Winners, res.Batches, res.Longest.Round(time.Microsecond))
 		return nil
 	}
-	check, err := l.VerifyDraw(ctx, item, seed, nil)
+	check, err := l.VerifyDraw(ctx, item, seed, source)
 	if errors.Is(err, ledger.ErrDeviation) {
 		return exitError{1, err}
 	}
@@ -96,6 +103,44 @@ verify exits 1 naming the first event the ranks do not explain.`
 	fmt.Fprintf(e.stdout, "%s draw verified (%s): %d entries, %d units, %d won, %d waitlisted, %d promoted, %d lost\n",
 		item, state, check.Entries, check.Units, check.Winners, check.Waitlisted, check.Promoted, check.Lost)
 	return nil
+}
+
+// historySource reads a partition's whole history: the archived entries (with a), then the
+// stream after them; entries trimmed from the stream and not in the archive are an error.
+func historySource(l *ledger.Ledger, a *archive.Archive) ledger.EventSource {
+	return func(ctx context.Context, p int, fn func(ledger.Event) error) error {
+		after := "0-0"
+		if a != nil {
+			err := a.Read(ctx, p, "", func(e archive.Entry) error {
+				after = e.ID
+				return fn(l.DecodeEntry(p, e.ID, e.Fields))
+			})
+			if err != nil {
+				return fmt.Errorf("partition %d from the archive: %w", p, err)
+			}
+		}
+		if first, err := l.TrimmedPast(ctx, p, after); err != nil {
+			return err
+		} else if first != "" {
+			return fmt.Errorf("partition %d: the stream starts at %s, after the archive's end %s: entries are missing", p, first, after)
+		}
+		const page = 5000
+		for {
+			events, err := l.Range(ctx, p, after, page)
+			if err != nil {
+				return err
+			}
+			for _, e := range events {
+				if err := fn(e); err != nil {
+					return err
+				}
+			}
+			if len(events) < page {
+				return nil
+			}
+			after = events[len(events)-1].StreamID
+		}
+	}
 }
 
 // drawSeeds parses serve's -draw-seeds: ITEM=FILE pairs, comma separated.
