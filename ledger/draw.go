@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,7 +30,8 @@ import (
 const (
 	// EventWon: an entry won at the draw; it is reserved until pay_by.
 	EventWon EventType = "won"
-	// EventWaitlisted: an entry did not win at the draw; it waits at its rank.
+	// EventWaitlisted: entries that did not win at the draw wait at their ranks: one event per
+	// batch lists them (Orders, ranks Rank, Rank+1, ...).
 	EventWaitlisted EventType = "waitlisted"
 	// EventPromoted: a waitlisted entry took units that came back; reserved until pay_by.
 	EventPromoted EventType = "promoted"
@@ -457,6 +459,16 @@ func drawWaiting(state string) bool {
 
 // decodeDraw decodes a won, waitlisted, promoted or lost event.
 func decodeDraw(e *Event, f *fieldReader) {
+	if e.Type == EventWaitlisted {
+		e.Rank = f.int("rank")
+		e.Time = time.UnixMilli(f.int("ts"))
+		if s := f.str("orders"); s != "" {
+			e.Orders = strings.Split(s, ",")
+		} else {
+			f.fail("orders", "missing")
+		}
+		return
+	}
 	e.OrderID, e.UserID, e.RequestID = f.str("order_id"), f.str("user_id"), f.str("request_id")
 	e.Quantity = f.int("quantity")
 	e.Time = time.UnixMilli(f.int("ts"))

@@ -233,8 +233,13 @@ func TestDrawConcurrentRunsWriteOnce(t *testing.T) {
 	}
 	outcomes := map[string]int{}
 	for _, e := range testenv.Events(t, l) {
-		if e.Type == ledger.EventWon || e.Type == ledger.EventWaitlisted {
+		switch e.Type {
+		case ledger.EventWon:
 			outcomes[e.OrderID]++
+		case ledger.EventWaitlisted:
+			for _, id := range e.Orders {
+				outcomes[id]++
+			}
 		}
 	}
 	for _, id := range orders {

@@ -98,10 +98,7 @@ func (l *Ledger) VerifyDraw(ctx context.Context, item string, seed []byte, sourc
 		first = &DeviationError{StreamID: e.StreamID, OrderID: e.OrderID, What: fmt.Sprintf(format, args...)}
 		return first
 	}
-	err = source(ctx, p, func(e Event) error {
-		if e.Malformed != nil || e.ItemID != item {
-			return nil
-		}
+	step := func(e Event) error {
 		i, ok := rank[e.OrderID]
 		switch e.Type {
 		case EventWon, EventWaitlisted, EventPromoted, EventLost:
@@ -123,11 +120,11 @@ func (l *Ledger) VerifyDraw(ctx context.Context, item string, seed []byte, sourc
 			}
 			switch {
 			case state[i] != 0:
-				return dev(e, "second draw outcome of the entry of %q", e.UserID)
+				return dev(e, "second draw outcome of the entry of %q", entries[i].UserID)
 			case e.Type != want:
 				return dev(e, "%s, but rank %d of %d entries with %d units %s", e.Type, i, len(entries), units, want)
 			case e.Rank != int64(i):
-				return dev(e, "recorded rank %d, but the seed ranks %q at %d", e.Rank, e.UserID, i)
+				return dev(e, "recorded rank %d, but the seed ranks %q at %d", e.Rank, entries[i].UserID, i)
 			}
 			outcomes++
 			if e.Type == EventWon {
@@ -172,6 +169,22 @@ func (l *Ledger) VerifyDraw(ctx context.Context, item string, seed []byte, sourc
 			}
 		}
 		return nil
+	}
+	err = source(ctx, p, func(e Event) error {
+		if e.Malformed != nil || e.ItemID != item {
+			return nil
+		}
+		if e.Type == EventWaitlisted {
+			for j, id := range e.Orders {
+				one := e
+				one.OrderID, one.Rank, one.Orders = id, e.Rank+int64(j), nil
+				if err := step(one); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		return step(e)
 	})
 	if first != nil {
 		return check, first

@@ -74,6 +74,8 @@ type Event struct {
 	// Rank is the entry's 0-based position in the draw's rank order.
 	Draw bool
 	Rank int64
+	// waitlisted: the entries waitlisted, in rank order from Rank.
+	Orders []string
 	// Created marks the stock event that created the item (absent in events written before
 	// it was recorded).
 	Created bool

@@ -27,7 +27,7 @@
 -- A won entry: its units are taken from the stock, its state becomes reserved with pay_by
 -- (Redis TIME + the item's pay_within_ms), it joins the due set, the per-user counter and the
 -- held set, and a `won` event is appended. A waitlisted one: state waitlisted, waitlist score
--- = rank, `waitlisted` event. An entry whose state is not registered is left alone.
+-- = rank; one `waitlisted` event per batch lists them (orders, comma separated, from rank).
 --
 -- Returns {code, cursor}:
 --   0 written        the cursor after the batch
@@ -62,29 +62,35 @@ end
 local ts = string.format('%d', now)
 local pay_by = string.format('%d', now + (tonumber(rules[3]) or 0))
 local n = 0
+local waiting, members, first = {}, {}, nil
 for i = 9, #ARGV, 7 do
   local outcome, id, user, req, units, ots, rank =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local okey = ARGV[6] .. id
-  if redis.call('HGET', okey, 'state') == 'registered' then
-    if outcome == 'w' then
-      redis.call('HSET', okey, 'state', 'reserved', 'pay_by', pay_by)
-      redis.call('ZADD', KEYS[5], pay_by, id)
-      redis.call('DECRBY', KEYS[3], units)
-      redis.call('INCRBY', ARGV[7] .. user, units)
-      redis.call('SADD', KEYS[7], id)
-      redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'won', 'order_id', id,
-        'item_id', ARGV[1], 'user_id', user, 'request_id', req, 'quantity', units,
-        'order_ts', ots, 'pay_by', pay_by, 'rank', rank, 'ts', ts)
-    else
-      redis.call('HSET', okey, 'state', 'waitlisted')
-      redis.call('ZADD', KEYS[6], rank, id)
-      redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'waitlisted', 'order_id', id,
-        'item_id', ARGV[1], 'user_id', user, 'request_id', req, 'quantity', units,
-        'order_ts', ots, 'rank', rank, 'ts', ts)
-    end
+  if outcome == 'w' then
+    redis.call('HSET', okey, 'state', 'reserved', 'pay_by', pay_by)
+    redis.call('ZADD', KEYS[5], pay_by, id)
+    redis.call('DECRBY', KEYS[3], units)
+    redis.call('INCRBY', ARGV[7] .. user, units)
+    redis.call('SADD', KEYS[7], id)
+    redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'won', 'order_id', id,
+      'item_id', ARGV[1], 'user_id', user, 'request_id', req, 'quantity', units,
+      'order_ts', ots, 'pay_by', pay_by, 'rank', rank, 'ts', ts)
+  else
+    redis.call('HSET', okey, 'state', 'waitlisted')
+    first = first or rank
+    waiting[#waiting + 1] = id
+    members[#members + 1] = rank
+    members[#members + 1] = id
   end
   n = n + 1
+end
+-- The waitlisted entries of a batch have consecutive ranks (every winner ranks before every
+-- waitlisted entry): one event and one ZADD carry them all.
+if first then
+  redis.call('ZADD', KEYS[6], unpack(members))
+  redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'waitlisted', 'item_id', ARGV[1],
+    'rank', first, 'orders', table.concat(waiting, ','), 'ts', ts)
 end
 cursor = cursor + n
 redis.call('HSET', KEYS[1], 'cursor', string.format('%d', cursor))

@@ -53,6 +53,12 @@ func applyDraws(ctx context.Context, tx *sql.Tx, draws []ledger.Event, now time.
 				these = append(these, e)
 			}
 		}
+		if step.typ == ledger.EventWaitlisted {
+			if err := waitlist(ctx, tx, these, now); err != nil {
+				return err
+			}
+			continue
+		}
 		for chunk := range chunks(these) {
 			q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status", "pay_by", "created_at", "updated_at")
 			for _, e := range chunk {
@@ -76,6 +82,14 @@ func applyDraws(ctx context.Context, tx *sql.Tx, draws []ledger.Event, now time.
 // that each event finds the entry in the state it moves it from, and that the units reserved
 // plus paid never exceed the units put on sale.
 func foldDraw(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder) {
+	if e.Type == ledger.EventWaitlisted && len(e.Orders) > 0 {
+		for _, id := range e.Orders {
+			one := e
+			one.OrderID, one.Orders = id, nil
+			foldDraw(rep, it, one, orders)
+		}
+		return
+	}
 	if e.Type == ledger.EventOrder {
 		orders[e.OrderID] = &ledgerOrder{item: e.ItemID, request: e.RequestID, quantity: e.Quantity, state: ledger.StateRegistered}
 		return
@@ -108,4 +122,27 @@ func foldDraw(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string
 		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID,
 			fmt.Sprintf("%s event takes reserved plus paid to %d units of %d put on sale", e.Type, it.Reserved+it.Sold, it.PutOnSale)})
 	}
+}
+
+// waitlist applies waitlisted events, each of which lists the entries of one batch of a draw:
+// their rows move from registered to waitlisted. (An entry's order event comes before the
+// draw in its partition's stream, so its row is there.)
+func waitlist(ctx context.Context, tx *sql.Tx, events []ledger.Event, now time.Time) error {
+	var ids []string
+	for _, e := range events {
+		ids = append(ids, e.Orders...)
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), rowsPerStatement)
+		q, args, err := sq.Update("orders").Set("status", StatusWaitlisted).Set("updated_at", now).
+			Where(sq.Eq{"order_id": ids[:n], "status": StatusRegistered}).ToSql()
+		if err != nil {
+			return fmt.Errorf("build waitlist: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("apply waitlisted events: %w", err)
+		}
+		ids = ids[n:]
+	}
+	return nil
 }

@@ -155,8 +155,13 @@ func TestDrawEndToEnd(t *testing.T) {
 	}
 	outcomes := map[string]int{}
 	for _, e := range testenv.Events(t, s.l) {
-		if e.Type == ledger.EventWon || e.Type == ledger.EventWaitlisted {
+		switch e.Type {
+		case ledger.EventWon:
 			outcomes[e.OrderID]++
+		case ledger.EventWaitlisted:
+			for _, id := range e.Orders {
+				outcomes[id]++
+			}
 		}
 	}
 	if len(outcomes) != entries {
@@ -205,8 +210,14 @@ func TestDrawEndToEnd(t *testing.T) {
 	for _, e := range testenv.Events(t, s.l) {
 		if e.Type == ledger.EventWaitlisted {
 			victim = e
+			victim.OrderID = e.Orders[0]
 			break
 		}
+	}
+	if ev, err := s.l.Order(context.Background(), victim.OrderID); err != nil {
+		t.Fatal(err)
+	} else {
+		victim.UserID, victim.RequestID = ev.UserID, ev.RequestID
 	}
 	if _, err := s.rdb.XAdd(context.Background(), xaddForged(s.l, victim)).Result(); err != nil {
 		t.Fatal(err)
