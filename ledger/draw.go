@@ -175,7 +175,7 @@ type EventSource func(ctx context.Context, p int, fn func(Event) error) error
 // StreamSource reads partition p's stream from its start, in pages of pageSize entries (one
 // XRANGE each, so that Redis is never held long).
 func (l *Ledger) StreamSource(ctx context.Context, p int, fn func(Event) error) error {
-	const pageSize = 5000
+	const pageSize = 1000
 	after := ""
 	for {
 		events, err := l.Range(ctx, p, after, pageSize)
@@ -223,7 +223,7 @@ func Winners(ranked []Entry, units int64) int {
 
 // DrawOptions tune RunDraw.
 type DrawOptions struct {
-	// Batch is the most entries written by one script call (default 500): it bounds how long
+	// Batch is the most entries written by one script call (default 200): it bounds how long
 	// Redis is held by each.
 	Batch int
 	// Source reads the ledger (default StreamSource).
@@ -254,7 +254,7 @@ type DrawResult struct {
 // ErrSeedMismatch, ErrDrawNotDue, ErrUnavailable.
 func (l *Ledger) RunDraw(ctx context.Context, item string, seed []byte, opt DrawOptions) (DrawResult, error) {
 	if opt.Batch <= 0 {
-		opt.Batch = 500
+		opt.Batch = 200
 	}
 	if opt.Source == nil {
 		opt.Source = l.StreamSource

@@ -56,7 +56,7 @@ verify exits 1 naming the first event the ranks do not explain.`
 	f := e.flags("draw "+sub, "ITEM", about)
 	rf := f.redis()
 	seedFile := f.String("seed-file", "", "file holding the draw's secret seed")
-	batch := f.Int("batch", 500, "entries written per script call (bounds how long Redis is held)")
+	batch := f.Int("batch", 200, "entries written per script call (bounds how long Redis is held)")
 	archiveURL := f.archiveURL(", read before the stream; none: the stream only")
 	if err := f.parse(args[1:]); err != nil {
 		return err
@@ -124,7 +124,7 @@ func historySource(l *ledger.Ledger, a *archive.Archive) ledger.EventSource {
 		} else if first != "" {
 			return fmt.Errorf("partition %d: the stream starts at %s, after the archive's end %s: entries are missing", p, first, after)
 		}
-		const page = 5000
+		const page = 1000
 		for {
 			events, err := l.Range(ctx, p, after, page)
 			if err != nil {
