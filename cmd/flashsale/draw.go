@@ -164,8 +164,8 @@ func drawSeeds(v string) (map[string][]byte, error) {
 }
 
 // addDrawer adds to g a loop that draws each item of seeds once its draw time has come by
-// Redis's clock. Every process given the seed may run it: RunDraw writes each entry once.
-func addDrawer(g *oklog.Group, ctx context.Context, l *ledger.Ledger, seeds map[string][]byte, log *slog.Logger) {
+// Redis's clock, reading the ledger through source. Every process given the seed may run it: RunDraw writes each entry once.
+func addDrawer(g *oklog.Group, ctx context.Context, l *ledger.Ledger, seeds map[string][]byte, source ledger.EventSource, log *slog.Logger) {
 	if len(seeds) == 0 {
 		return
 	}
@@ -180,7 +180,7 @@ func addDrawer(g *oklog.Group, ctx context.Context, l *ledger.Ledger, seeds map[
 				if done[item] {
 					continue
 				}
-				res, err := l.RunDraw(dctx, item, seed, ledger.DrawOptions{})
+				res, err := l.RunDraw(dctx, item, seed, ledger.DrawOptions{Source: source})
 				switch {
 				case errors.Is(err, ledger.ErrDrawNotDue):
 					continue

@@ -117,7 +117,15 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
-	addDrawer(&g, ctx, l, seeds, log)
+	source := historySource(l, nil)
+	if withMySQL && len(seeds) > 0 {
+		arch, err := openArchiveReader(ctx, *arf.url, e.getenv, l)
+		if err != nil {
+			return err
+		}
+		source = historySource(l, arch)
+	}
+	addDrawer(&g, ctx, l, seeds, source, log)
 	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
 	svc.RequireAuth(auth)
 	{
