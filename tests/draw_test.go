@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -283,5 +284,20 @@ func TestDrawPromotionSurvivesKilledSweepers(t *testing.T) {
 	}
 	if out := runCmd(t, s.env(s.dsn), "draw", "verify", "-seed-file", seedFile, "promo"); !strings.Contains(out, fmt.Sprintf("%d promoted", entries-units)) {
 		t.Fatalf("verify: %s", out)
+	}
+}
+
+// serve given the seed draws the item by itself once the draw time has come.
+func TestDrawAutomaticInServe(t *testing.T) {
+	s := newStack(t)
+	seedFile, at := drawSetup(t, s, "auto", 5, 2*time.Second, time.Hour)
+	srv := startServe(t, s, s.dsn, "-draw-seeds", "auto="+seedFile)
+	enterDraw(t, s, "auto", 30)
+	if st, _ := s.l.DrawStatus(context.Background(), "auto"); st.Cursor != 0 {
+		t.Fatalf("drawn before its time: %+v", st)
+	}
+	srv.waitLog(t, regexp.MustCompile(`msg=drawn item=auto entries=30 winners=5`), time.Until(at)+15*time.Second)
+	if st, _ := s.l.DrawStatus(context.Background(), "auto"); !st.Done || st.Waitlisted != 25 {
+		t.Fatalf("after the automatic draw: %+v", st)
 	}
 }
