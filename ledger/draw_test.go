@@ -286,3 +286,72 @@ func TestVerifyDrawCatchesDeviation(t *testing.T) {
 		t.Fatalf("verify of a forged promotion: %v, want a deviation at %s (%s)", err, id, orders[loser])
 	}
 }
+
+// The oversell race: sweepers promoting at once while winners pay, cancel or let their
+// reservations expire: reserved plus paid units never exceed the units drawn, at any event.
+func TestDrawOversellRace(t *testing.T) {
+	l, _ := newLedger(t)
+	ctx := context.Background()
+	const units, entries = 10, 200
+	at := newDraw(t, l, "lot", units, 500*time.Millisecond, 150*time.Millisecond)
+	orders := enterAll(t, l, "lot", entries)
+	waitRedisTime(t, l, at)
+	if _, err := l.RunDraw(ctx, "lot", drawSeed, ledger.DrawOptions{Batch: 13}); err != nil {
+		t.Fatal(err)
+	}
+	stop := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			sw := l.NewSweeper(time.Millisecond, 10, slog.New(slog.DiscardHandler))
+			for time.Now().Before(stop) {
+				if _, err := sw.Sweep(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	for w := range 4 {
+		wg.Go(func() {
+			i := 0
+			for time.Now().Before(stop) {
+				for user, id := range orders {
+					i++
+					if i%4 != w {
+						continue
+					}
+					switch i % 3 {
+					case 0:
+						l.Pay(ctx, id, user, "pay-"+user)
+					case 1:
+						l.Cancel(ctx, id, user)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	held := map[string]bool{}
+	var most int
+	for _, e := range testenv.Events(t, l) {
+		switch e.Type {
+		case ledger.EventWon, ledger.EventPromoted:
+			held[e.OrderID] = true
+		case ledger.EventCancelled, ledger.EventExpired:
+			delete(held, e.OrderID)
+		}
+		if len(held) > units {
+			t.Fatalf("%d units reserved or paid at %s, of %d", len(held), e.StreamID, units)
+		}
+		most = max(most, len(held))
+	}
+	check, err := l.VerifyDraw(ctx, "lot", drawSeed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d promoted, %d lost; at most %d units held", check.Promoted, check.Lost, most)
+	if check.Promoted == 0 {
+		t.Fatalf("no promotion happened: the race was not run")
+	}
+}
