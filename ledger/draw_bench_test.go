@@ -32,6 +32,8 @@ func BenchmarkDraw(b *testing.B) {
 		srv, _ := testenv.StartRedis(b)
 		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 128})
 		b.Cleanup(func() { rdb.Close() })
+		// No AOF rewrite (a fork of a gigabyte) in the middle of the measurement.
+		rdb.ConfigSet(ctx, "auto-aof-rewrite-percentage", "0")
 		l, err := ledger.Open(ctx, rdb, ledger.Config{})
 		if err != nil {
 			b.Fatal(err)
@@ -80,9 +82,13 @@ func BenchmarkDraw(b *testing.B) {
 		var longest time.Duration
 		var what string
 		byCmd := map[string]time.Duration{}
+		over5 := 0
 		for _, s := range slow {
 			c := fmt.Sprint(s.Args[0])
 			byCmd[c] = max(byCmd[c], s.Duration)
+			if s.Duration > 5*time.Millisecond {
+				over5++
+			}
 			if s.Duration > longest {
 				longest, what = s.Duration, c
 			}
@@ -91,8 +97,8 @@ func BenchmarkDraw(b *testing.B) {
 		b.ReportMetric(took.Seconds(), "draw-s")
 		b.ReportMetric(float64(res.Longest.Microseconds())/1000, "longest-batch-ms")
 		b.ReportMetric(float64(longest.Microseconds())/1000, "redis-longest-ms")
-		b.Logf("%d entries registered in %s; draw %s: %d batches, %d winners, longest batch round trip %s; %d commands over 1 ms in Redis's slow log, longest %s (%s); longest by command %v",
-			n, reg.Round(time.Millisecond), took.Round(time.Millisecond), res.Batches, res.Winners, res.Longest, len(slow), longest, what, byCmd)
+		b.Logf("%d entries registered in %s; draw %s: %d batches, %d winners, longest batch round trip %s; %d commands over 1 ms in Redis's slow log, %d over 5 ms, longest %s (%s); longest by command %v",
+			n, reg.Round(time.Millisecond), took.Round(time.Millisecond), res.Batches, res.Winners, res.Longest, len(slow), over5, longest, what, byCmd)
 	}
 }
 
@@ -109,7 +115,7 @@ func BenchmarkPromotion(b *testing.B) {
 			b.Fatal(err)
 		}
 		now, _ := l.RedisTime(ctx)
-		at := now.Add(time.Second)
+		at := now.Add(3 * time.Second)
 		if _, err := l.SetStock(ctx, "lot", ledger.StockChange{Op: ledger.StockSet, Quantity: 100,
 			PayWithin: dur(time.Second), DrawAt: &at, DrawCommit: ledger.SeedCommitment(drawSeed)}); err != nil {
 			b.Fatal(err)
