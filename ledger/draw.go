@@ -307,14 +307,14 @@ func (l *Ledger) RunDraw(ctx context.Context, item string, seed []byte, opt Draw
 		if end == len(entries) {
 			last = "1"
 		}
-		args = append(args, item, cursor, units, it.DrawCommit, seedHex, k.OrderPrefix(p), k.userPrefix(item), last)
-		for i := cursor; i < end; i++ {
+		w := max(0, min(end, won)-cursor)
+		args = append(args, item, cursor, units, it.DrawCommit, seedHex, k.OrderPrefix(p), k.userPrefix(item), last, w, cursor+w)
+		for i := cursor; i < cursor+w; i++ {
 			e := entries[i]
-			outcome := "l"
-			if i < won {
-				outcome = "w"
-			}
-			args = append(args, outcome, e.OrderID, e.UserID, e.RequestID, e.Quantity, e.Placed.UnixMilli(), i)
+			args = append(args, e.OrderID, e.UserID, e.RequestID, e.Quantity, e.Placed.UnixMilli(), i)
+		}
+		for i := cursor + w; i < end; i++ {
+			args = append(args, entries[i].OrderID)
 		}
 		start := time.Now()
 		v, err := drawBatchScript.Run(ctx, l.rdb, keys, args...).Result()

@@ -21,8 +21,10 @@
 -- ARGV[6] order state key prefix <prefix>:{pN}:order:
 -- ARGV[7] per-user counter key prefix <prefix>:{pN}:user:<item>:
 -- ARGV[8] '1' if this batch is the last one
--- ARGV[9..] seven fields per entry: outcome ('w' won, 'l' waitlisted), order_id, user_id,
---         request_id, quantity, order_ts, rank (0-based position in rank order)
+-- ARGV[9]  how many winners the batch holds (w), ARGV[10] the rank of its first waitlisted entry
+-- ARGV[11..] six fields per winner: order_id, user_id, request_id, quantity, order_ts, rank
+--         (0-based position in rank order); then the order_ids of the waitlisted entries, in
+--         rank order
 --
 -- A won entry: its units are taken from the stock, its state becomes reserved with pay_by
 -- (Redis TIME + the item's pay_within_ms), it joins the due set, the per-user counter and the
@@ -61,37 +63,36 @@ end
 -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 local ts = string.format('%d', now)
 local pay_by = string.format('%d', now + (tonumber(rules[3]) or 0))
-local n = 0
-local waiting, members, first = {}, {}, nil
-for i = 9, #ARGV, 7 do
-  local outcome, id, user, req, units, ots, rank =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local okey = ARGV[6] .. id
-  if outcome == 'w' then
-    redis.call('HSET', okey, 'state', 'reserved', 'pay_by', pay_by)
-    redis.call('ZADD', KEYS[5], pay_by, id)
-    redis.call('DECRBY', KEYS[3], units)
-    redis.call('INCRBY', ARGV[7] .. user, units)
-    redis.call('SADD', KEYS[7], id)
-    redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'won', 'order_id', id,
-      'item_id', ARGV[1], 'user_id', user, 'request_id', req, 'quantity', units,
-      'order_ts', ots, 'pay_by', pay_by, 'rank', rank, 'ts', ts)
-  else
-    redis.call('HSET', okey, 'state', 'waitlisted')
-    first = first or rank
-    waiting[#waiting + 1] = id
-    members[#members + 1] = rank
-    members[#members + 1] = id
-  end
-  n = n + 1
+local winners = tonumber(ARGV[9])
+local last_winner = 10 + 6 * winners
+for i = 11, last_winner, 6 do
+  local id, user, req, units, ots, rank = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  redis.call('HSET', ARGV[6] .. id, 'state', 'reserved', 'pay_by', pay_by)
+  redis.call('ZADD', KEYS[5], pay_by, id)
+  redis.call('DECRBY', KEYS[3], units)
+  redis.call('INCRBY', ARGV[7] .. user, units)
+  redis.call('SADD', KEYS[7], id)
+  redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'won', 'order_id', id,
+    'item_id', ARGV[1], 'user_id', user, 'request_id', req, 'quantity', units,
+    'order_ts', ots, 'pay_by', pay_by, 'rank', rank, 'ts', ts)
 end
 -- The waitlisted entries of a batch have consecutive ranks (every winner ranks before every
--- waitlisted entry): one event and one ZADD carry them all.
-if first then
+-- waitlisted entry): one ZADD and one event carry them all.
+local first = tonumber(ARGV[10])
+local waiting, members = {}, {}
+for i = last_winner + 1, #ARGV do
+  local id = ARGV[i]
+  redis.call('HSET', ARGV[6] .. id, 'state', 'waitlisted')
+  waiting[#waiting + 1] = id
+  members[#members + 1] = first + #waiting - 1
+  members[#members + 1] = id
+end
+if #waiting > 0 then
   redis.call('ZADD', KEYS[6], unpack(members))
   redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'waitlisted', 'item_id', ARGV[1],
-    'rank', first, 'orders', table.concat(waiting, ','), 'ts', ts)
+    'rank', ARGV[10], 'orders', table.concat(waiting, ','), 'ts', ts)
 end
+local n = winners + #waiting
 cursor = cursor + n
 redis.call('HSET', KEYS[1], 'cursor', string.format('%d', cursor))
 if ARGV[8] == '1' then
