@@ -23,7 +23,7 @@ func drawLoad(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	item := fs.String("item", "demo", "the draw item")
 	users := fs.Int("users", 10000, "users u0..u(N-1), each registering once")
 	clients := fs.Int("clients", 64, "concurrent clients")
-	pay := fs.Float64("pay", 0, "fraction of the winners that pay, once the item is drawn (0: do not wait for the draw)")
+	pay := fs.Float64("pay", 0, "fraction of the users that pay once the item is drawn (the winners among them are paid; 0: do not wait for the draw)")
 	wait := fs.Duration("wait", 5*time.Minute, "with -pay: how long to wait for the draw")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -95,28 +95,33 @@ func drawLoad(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	var winners []int
-	for i, id := range orders {
-		if id == "" {
-			continue
-		}
-		var o struct {
-			Status string `json:"status"`
-		}
-		if _, err := call(ctx, c, http.MethodGet, fmt.Sprintf("%s/api/orders/%s?user_id=u%d", base, id, i), "", &o); err == nil && o.Status == "reserved" {
-			winners = append(winners, i)
-		}
+	// Each user in the paying fraction tries to pay: a winner's payment succeeds, anyone else
+	// is told the entry has not won (409); the others never pay, and their units go down the
+	// waitlist when their reservations expire.
+	var paid, notWon, other atomic.Int64
+	payers := int(float64(*users) * *pay)
+	for w := range *clients {
+		wg.Go(func() {
+			for i := w; i < *users && ctx.Err() == nil; i += *clients {
+				if orders[i] == "" || (i*7919)%*users >= payers {
+					continue
+				}
+				code, err := call(ctx, c, http.MethodPost, fmt.Sprintf("%s/api/orders/%s/pay", base, orders[i]),
+					fmt.Sprintf(`{"user_id":"u%d","payment_ref":"pay-u%d"}`, i, i), nil)
+				switch {
+				case err == nil && code == http.StatusOK:
+					paid.Add(1)
+				case err == nil && code == http.StatusConflict:
+					notWon.Add(1)
+				default:
+					other.Add(1)
+				}
+			}
+		})
 	}
-	n := int(float64(len(winners)) * *pay)
-	paid := 0
-	for _, i := range winners[:n] {
-		code, err := call(ctx, c, http.MethodPost, fmt.Sprintf("%s/api/orders/%s/pay", base, orders[i]),
-			fmt.Sprintf(`{"user_id":"u%d","payment_ref":"pay-u%d"}`, i, i), nil)
-		if err == nil && code == http.StatusOK {
-			paid++
-		}
-	}
-	fmt.Fprintf(stdout, "drawn: %d winners found, %d paid, %d left unpaid (their units go down the waitlist)\n", len(winners), paid, len(winners)-paid)
+	wg.Wait()
+	fmt.Fprintf(stdout, "drawn: %d of %d users tried to pay: %d winners paid, %d had not won, %d other answers\n",
+		paid.Load()+notWon.Load()+other.Load(), *users, paid.Load(), notWon.Load(), other.Load())
 	return nil
 }
 
