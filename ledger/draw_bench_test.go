@@ -16,7 +16,8 @@ import (
 	"github.com/flashsale/flashsale/tests/testenv"
 )
 
-// BenchmarkDraw registers DRAW_ENTRIES entries (default 1,000,000) through Purchase from 64
+// BenchmarkDraw registers DRAW_ENTRIES entries (default 1,000,000; DRAW_BATCH sets the
+// entries per batch call) through Purchase from 64
 // goroutines, then draws 1,000 units among them, and reports the registration rate, the
 // draw's wall time, the longest batch call and the longest command Redis ran while drawing
 // (its slow log, on the benchmark's own redis-server, records every call over 1 ms):
@@ -69,7 +70,8 @@ func BenchmarkDraw(b *testing.B) {
 		rdb.SlowLogReset(ctx)
 		b.ResetTimer()
 		start = time.Now()
-		res, err := l.RunDraw(ctx, "lot", drawSeed, ledger.DrawOptions{})
+		batch, _ := strconv.Atoi(os.Getenv("DRAW_BATCH"))
+		res, err := l.RunDraw(ctx, "lot", drawSeed, ledger.DrawOptions{Batch: batch})
 		took := time.Since(start)
 		b.StopTimer()
 		if err != nil {
