@@ -100,7 +100,7 @@ func states(t *testing.T, l *ledger.Ledger, orders map[string]string) map[string
 func TestDrawTwentyUnitsOverHundredUsers(t *testing.T) {
 	l, _ := newLedger(t)
 	ctx := context.Background()
-	at := newDraw(t, l, "lot", 20, 1500*time.Millisecond, 1500*time.Millisecond)
+	at := newDraw(t, l, "lot", 20, 4*time.Second, 3*time.Second)
 	orders := enterAll(t, l, "lot", 100)
 
 	// Duplicates: the same request, and another request of the same user, get the entry.
@@ -171,7 +171,11 @@ func TestDrawTwentyUnitsOverHundredUsers(t *testing.T) {
 		}
 	}
 	sw := l.NewSweeper(time.Second, 100, slog.New(slog.DiscardHandler))
-	waitRedisTime(t, l, at.Add(1600*time.Millisecond))
+	r, err := l.Reservation(ctx, orders[order[19]])
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRedisTime(t, l, r.PayBy.Add(10*time.Millisecond))
 	if n, err := sw.Sweep(ctx); err != nil || n != 5 {
 		t.Fatalf("sweep expired %d (%v), want 5", n, err)
 	}
@@ -215,7 +219,7 @@ func TestDrawTwentyUnitsOverHundredUsers(t *testing.T) {
 func TestDrawConcurrentRunsWriteOnce(t *testing.T) {
 	l, rdb := newLedger(t)
 	ctx := context.Background()
-	at := newDraw(t, l, "lot", 50, 800*time.Millisecond, time.Hour)
+	at := newDraw(t, l, "lot", 50, 5*time.Second, time.Hour)
 	orders := enterAll(t, l, "lot", 400)
 	waitRedisTime(t, l, at)
 	var wg sync.WaitGroup
@@ -259,7 +263,7 @@ func TestDrawConcurrentRunsWriteOnce(t *testing.T) {
 func TestVerifyDrawCatchesDeviation(t *testing.T) {
 	l, rdb := newLedger(t)
 	ctx := context.Background()
-	at := newDraw(t, l, "lot", 3, 500*time.Millisecond, time.Hour)
+	at := newDraw(t, l, "lot", 3, 2*time.Second, time.Hour)
 	orders := enterAll(t, l, "lot", 10)
 	waitRedisTime(t, l, at)
 	if _, err := l.RunDraw(ctx, "lot", drawSeed, ledger.DrawOptions{}); err != nil {
@@ -293,7 +297,7 @@ func TestDrawOversellRace(t *testing.T) {
 	l, _ := newLedger(t)
 	ctx := context.Background()
 	const units, entries = 10, 200
-	at := newDraw(t, l, "lot", units, 500*time.Millisecond, 150*time.Millisecond)
+	at := newDraw(t, l, "lot", units, 4*time.Second, 150*time.Millisecond)
 	orders := enterAll(t, l, "lot", entries)
 	waitRedisTime(t, l, at)
 	if _, err := l.RunDraw(ctx, "lot", drawSeed, ledger.DrawOptions{Batch: 13}); err != nil {

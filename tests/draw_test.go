@@ -103,7 +103,7 @@ func statuses(t *testing.T, db *sql.DB) map[string]string {
 func TestDrawEndToEnd(t *testing.T) {
 	s := newStack(t)
 	const entries = 3000
-	seedFile, at := drawSetup(t, s, "lot", 20, 6*time.Second, time.Hour)
+	seedFile, at := drawSetup(t, s, "lot", 20, 10*time.Second, time.Hour)
 	srv := startServe(t, s, s.dsn, "-sweep-interval", "50ms")
 
 	code, out := postPurchase(t, srv, "web-1", "w1", "lot")
@@ -241,7 +241,7 @@ func xaddForged(l *ledger.Ledger, e ledger.Event) *redis.XAddArgs {
 func TestDrawPromotionSurvivesKilledSweepers(t *testing.T) {
 	s := newStack(t)
 	const units, entries = 10, 60
-	seedFile, at := drawSetup(t, s, "promo", units, 2*time.Second, 300*time.Millisecond)
+	seedFile, at := drawSetup(t, s, "promo", units, 4*time.Second, 300*time.Millisecond)
 	enterDraw(t, s, "promo", entries)
 	time.Sleep(time.Until(at) + 20*time.Millisecond)
 	runCmd(t, s.env(s.dsn), "draw", "run", "-seed-file", seedFile, "promo")
@@ -290,7 +290,7 @@ func TestDrawPromotionSurvivesKilledSweepers(t *testing.T) {
 // serve given the seed draws the item by itself once the draw time has come.
 func TestDrawAutomaticInServe(t *testing.T) {
 	s := newStack(t)
-	seedFile, at := drawSetup(t, s, "auto", 5, 2*time.Second, time.Hour)
+	seedFile, at := drawSetup(t, s, "auto", 5, 4*time.Second, time.Hour)
 	srv := startServe(t, s, s.dsn, "-draw-seeds", "auto="+seedFile)
 	enterDraw(t, s, "auto", 30)
 	if st, _ := s.l.DrawStatus(context.Background(), "auto"); st.Cursor != 0 {
