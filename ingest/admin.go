@@ -16,11 +16,15 @@ import (
 type Admin interface {
 	ChangeStock(ctx context.Context, item string, ch ledger.StockChange) (ledger.StockResult, error)
 	WinnerStats() ledger.WinnerStats
+	CloseItem(ctx context.Context, item string) (string, error)
 	Item(ctx context.Context, item string) (ledger.Item, error)
 	Items(ctx context.Context) ([]string, error)
 	Pending(ctx context.Context, group string, f ledger.PendingFilter) (ledger.PendingReport, error)
 	Backlog(ctx context.Context, p int, group string) (ledger.Backlog, error)
 	Range(ctx context.Context, p int, after string, count int64) ([]ledger.Event, error)
+	LoadCheckpoint(ctx context.Context, p int) (ledger.Checkpoint, error)
+	CheckpointID(ctx context.Context, p int) (string, error)
+	RetainState(ctx context.Context, p int, retain time.Duration) (ledger.RetainState, error)
 	Keys() ledger.Keys
 	// Sessions keep the board's sign-ins.
 	Sessions
@@ -40,6 +44,9 @@ type AdminOptions struct {
 	// IdleWarn is how long a consumer holding entries may stay idle before the board warns
 	// (default 30 s).
 	IdleWarn time.Duration
+	// Retain is the ledger's retention window, for the retention the board and
+	// GET /admin/pending report (default ledger.DefaultRetain).
+	Retain time.Duration
 	// SessionTTL is how long a board sign-in lasts (default 12 h).
 	SessionTTL time.Duration
 	// SecureCookie marks the session cookie Secure even on plain HTTP (behind a TLS proxy);
@@ -96,7 +103,7 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	guarded := func(path, method string, h http.HandlerFunc) {
 		r.Handle("/admin"+path, auth.require(h)).Methods(method)
 	}
-	guarded("/pending", http.MethodGet, func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, o.Ledger, o.Group) })
+	guarded("/pending", http.MethodGet, func(w http.ResponseWriter, r *http.Request) { s.handlePending(w, r, o.Ledger, o.Group, o.Retain) })
 	guarded("/items/{item_id}", http.MethodPut, func(w http.ResponseWriter, r *http.Request) { s.handlePutItem(w, r, o.Ledger) })
 	guarded("/session", http.MethodGet, auth.handleSession)
 	guarded("/logout", http.MethodPost, auth.handleLogout)
@@ -106,7 +113,7 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	return b
 }
 
-func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin, group string) {
+func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin, group string, retain time.Duration) {
 	q := r.URL.Query()
 	f := ledger.PendingFilter{ItemID: q.Get("item"), Consumer: q.Get("consumer")}
 	if v := q.Get("min_idle"); v != "" {
@@ -125,6 +132,7 @@ func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin,
 		}
 		f.Limit = n
 	}
+	f.Retain = retain
 	rep, err := a.Pending(r.Context(), group, f)
 	if err != nil {
 		s.writeLedgerError(w, r, err)
@@ -134,8 +142,10 @@ func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin,
 }
 
 // itemBody is the JSON body of PUT /admin/items/{item_id}. Stock sets the stock, Add changes
-// it; with neither only the rules change. A window bound of "" clears it.
+// it; with neither only the rules change. A window bound of "" clears it. Close, true and
+// alone, closes the item's sale for good.
 type itemBody struct {
+	Close        *bool   `json:"close"`
 	Stock        *int64  `json:"stock"`
 	Add          *int64  `json:"add"`
 	PerUserLimit *int64  `json:"per_user_limit"`
@@ -171,11 +181,31 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 			return dec.Decode(&b.DrawAt)
 		case "draw_commitment":
 			return dec.Decode(&b.DrawCommitment)
+		case "close":
+			return dec.Decode(&b.Close)
 		}
 		return errBody
 	})
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), "")
+		return
+	}
+	if b.Close != nil {
+		if !*b.Close || b.Stock != nil || b.Add != nil || b.PerUserLimit != nil || b.StartsAt != nil || b.EndsAt != nil || b.PayWithin != nil {
+			writeError(w, http.StatusBadRequest, "close must be true and alone", "")
+			return
+		}
+		item := mux.Vars(r)["item_id"]
+		if _, err := a.CloseItem(r.Context(), item); err != nil {
+			s.writeLedgerError(w, r, err)
+			return
+		}
+		it, err := a.Item(r.Context(), item)
+		if err != nil {
+			s.writeLedgerError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newItemReply(it))
 		return
 	}
 	ch := ledger.StockChange{Op: ledger.StockAdd, Limit: b.PerUserLimit}

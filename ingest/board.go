@@ -231,6 +231,11 @@ type boardPartition struct {
 	OldestAgeMS int64           `json:"oldest_age_ms"`
 	Consumers   []boardConsumer `json:"consumers"`
 	Warn        bool            `json:"warn"`
+	// Retained counts the partition's entries kept in Redis; HeldBackMS is how much older
+	// than the retention window the first one is, HeldBy what holds it (ledger.RetainState).
+	Retained   int64  `json:"retained"`
+	HeldBackMS int64  `json:"held_back_ms"`
+	HeldBy     string `json:"held_by,omitempty"`
 }
 
 type boardConsumer struct {
@@ -276,6 +281,10 @@ func (b *Board) sample(parent context.Context) {
 // it reports whether some partition has more to read than one sample takes.
 func (b *Board) readLedger(ctx context.Context, fail func(string, error)) (behind bool) {
 	for p := range b.cursors {
+		if err := b.fromCheckpoint(ctx, p); err != nil {
+			fail(fmt.Sprintf("checkpoint of partition %d", p), err)
+			continue
+		}
 		for page := 0; ; page++ {
 			if page == boardPages {
 				behind = true
@@ -306,6 +315,36 @@ func (b *Board) readLedger(ctx context.Context, fail func(string, error)) (behin
 		}
 	}
 	return behind
+}
+
+// fromCheckpoint restarts partition p's tallies from its checkpoint when the checkpoint is past
+// the board's cursor: the entries in between may be trimmed, and the checkpoint holds their
+// fold.
+func (b *Board) fromCheckpoint(ctx context.Context, p int) error {
+	id, err := b.o.Ledger.CheckpointID(ctx, p)
+	if err != nil || id == "" || ledger.CompareIDs(id, b.cursors[p]) <= 0 {
+		return err
+	}
+	c, err := b.o.Ledger.LoadCheckpoint(ctx, p)
+	if err != nil {
+		return err
+	}
+	keys := b.o.Ledger.Keys()
+	for item, st := range b.items {
+		if keys.Partition(item) == p {
+			st.Tally = ledger.Tally{}
+		}
+	}
+	for item, ci := range c.Items {
+		st := b.items[item]
+		if st == nil {
+			st = &itemState{}
+			b.items[item] = st
+		}
+		st.Tally = ledger.TallyFrom(ci)
+	}
+	b.cursors[p] = c.ID
+	return nil
 }
 
 func (b *Board) itemViews(ctx context.Context, snap *boardSnapshot, now time.Time, fail func(string, error)) {
@@ -464,8 +503,25 @@ func (b *Board) partitionViews(ctx context.Context, snap *boardSnapshot, fail fu
 			v.Warn = true
 			warn("partition %d: projector backlog growing (%d → %d in %ds)", p, hist[0], hist[len(hist)-1], len(hist)-1)
 		}
+		if st, err := b.o.Ledger.RetainState(ctx, p, b.retain()); err != nil {
+			fail(fmt.Sprintf("retention of partition %d", p), err)
+		} else {
+			v.Retained, v.HeldBackMS, v.HeldBy = st.Length, st.HeldBack.Milliseconds(), st.HeldBy
+			if st.HeldBack > 0 && st.HeldBy != ledger.HeldByRetention {
+				v.Warn = true
+				warn("partition %d: ledger trimming held back %s by %s (%d entries retained)", p, st.HeldBack.Round(time.Second), st.HeldBy, st.Length)
+			}
+		}
 		snap.Partitions = append(snap.Partitions, v)
 	}
+}
+
+// retain is the retention window the board reports against.
+func (b *Board) retain() time.Duration {
+	if b.o.Retain > 0 {
+		return b.o.Retain
+	}
+	return ledger.DefaultRetain
 }
 
 // growing reports whether a full window of backlog samples rose at every step of its second

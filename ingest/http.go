@@ -151,7 +151,7 @@ func decodeObject(body []byte, field func(key string, dec *json.Decoder) error) 
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return errBody
 	}
-	var seen [8]string
+	var seen [9]string
 	n := 0
 	for dec.More() {
 		tok, err := dec.Token()
@@ -265,6 +265,8 @@ type itemReply struct {
 	PayWithin    string     `json:"pay_within,omitempty"`
 	// Draw is set for an item sold by a draw.
 	Draw *drawReply `json:"draw,omitempty"`
+	// Status is "closed" once the item's sale was closed for good, absent before.
+	Status string `json:"status,omitempty"`
 }
 
 func (s *Service) handleItem(w http.ResponseWriter, r *http.Request) {
@@ -288,6 +290,9 @@ func newItemReply(it ledger.Item) itemReply {
 		reply.PayWithin = it.PayWithin.String()
 	}
 	reply.Draw = newDrawReply(it, time.Now())
+	if it.Closed {
+		reply.Status = "closed"
+	}
 	return reply
 }
 

@@ -123,7 +123,7 @@ func isLowerHex(s string) bool {
 	return true
 }
 
-// enter registers req as an entry in the draw of its item (purchase.lua answered code 8).
+// enter registers req as an entry in the draw of its item (purchase.lua answered code 9).
 func (l *Ledger) enter(ctx context.Context, req PurchaseRequest, stock int64) (Receipt, error) {
 	k := l.keys
 	p := k.Partition(req.ItemID)

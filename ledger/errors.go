@@ -32,6 +32,9 @@ var (
 	ErrNotStarted = errors.New("sale has not started")
 	// ErrEnded: the sale window has closed.
 	ErrEnded = errors.New("sale has ended")
+	// ErrItemClosed: the item's sale was closed for good (Ledger.Close): no purchase and no
+	// stock change is taken any more.
+	ErrItemClosed = errors.New("sale closed")
 	// ErrSoldOut: fewer units are left than asked for.
 	ErrSoldOut = errors.New("sold out")
 	// ErrItemExists: an init on an item that already has stock.

@@ -79,6 +79,8 @@ type Event struct {
 	// Created marks the stock event that created the item (absent in events written before
 	// it was recorded).
 	Created bool
+	// Closed is set by the event that closed the item's sale (Op StockClose).
+	Closed bool
 
 	// Malformed is set when the entry could not be decoded; the other fields then hold what
 	// could be read, and Partition and StreamID are always set.
@@ -173,8 +175,9 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 			e.DrawAtMS, e.DrawCommit = f.int("draw_at_ms"), f.str("draw_commit")
 		}
 		e.Created = f.str("created") == "1"
-		if e.Op != StockSet && e.Op != StockAdd {
-			f.fail("op", "want set or add")
+		e.Closed = f.str("closed") == "1"
+		if e.Op != StockSet && e.Op != StockAdd && e.Op != StockClose {
+			f.fail("op", "want set, add or close")
 		}
 	default:
 		f.fail("type", "unknown event type")

@@ -44,6 +44,12 @@ type Tally struct {
 	SoldOutAt time.Time
 }
 
+// TallyFrom returns the tally of an item as checkpoint c holds it: the start of a fold of
+// the entries retained after c.ID.
+func TallyFrom(c CheckpointItem) Tally {
+	return Tally{PutOnSale: c.PutOnSale, Sold: c.Sold + c.Reserved, Restocked: c.Restocked + c.Released, Stock: c.Stock, Orders: c.Orders}
+}
+
 // Apply folds e, an event of the tally's item, into t.
 func (t *Tally) Apply(e Event) {
 	if e.Malformed != nil {

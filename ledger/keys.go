@@ -131,3 +131,7 @@ func (k Keys) tag(p int) string {
 // cookie's nonce); it lives until the session expires. It is outside every partition's slot:
 // only single-key commands touch it.
 func (k Keys) AdminSession(id string) string { return k.prefix + ":admin-session:" + id }
+
+// Checkpoint is partition p's latest checkpoint: a hash of id (the stream ID it folded
+// through) and data (the folded state, see Checkpoint).
+func (k Keys) Checkpoint(p int) string { return k.tag(p) + "checkpoint" }

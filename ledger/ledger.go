@@ -226,3 +226,6 @@ func scriptReply(v any, want int) ([]any, int64, error) {
 	}
 	return a, code, nil
 }
+
+// SoldOutLease is the sold-out lease the ledger's scripts record (Config.SoldOutLease).
+func (l *Ledger) SoldOutLease() time.Duration { return time.Duration(l.leaseMS) * time.Millisecond }

@@ -16,6 +16,9 @@ type PendingFilter struct {
 	MinIdle  time.Duration
 	// Limit bounds the entries listed (the summaries always count everything); 0 means 100.
 	Limit int
+	// Retain is the retention window the report's Retention is computed with; 0 means
+	// DefaultRetain.
+	Retain time.Duration
 }
 
 // PendingSummary is XPENDING's summary of one partition.
@@ -55,6 +58,9 @@ type PendingReport struct {
 	Dead []DeadEntry `json:"dead"`
 	// Truncated is set when more entries matched than Limit.
 	Truncated bool `json:"truncated"`
+	// Retention says per partition what the ledger retains and what holds its trimming
+	// back (RetainState).
+	Retention []RetainState `json:"retention"`
 }
 
 // Pending reports the entries that group has been delivered and not acknowledged: per
@@ -95,6 +101,16 @@ func (l *Ledger) Pending(ctx context.Context, group string, f PendingFilter) (Pe
 		return rep, err
 	}
 	rep.Dead = dead
+	if f.Retain <= 0 {
+		f.Retain = DefaultRetain
+	}
+	for p := range l.keys.Partitions() {
+		st, err := l.RetainState(ctx, p, f.Retain)
+		if err != nil {
+			return rep, err
+		}
+		rep.Retention = append(rep.Retention, st)
+	}
 	return rep, nil
 }
 

@@ -194,6 +194,8 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	case 7:
 		return Receipt{}, ErrRequestIDTaken
 	case 8:
+		return Receipt{}, ErrItemClosed
+	case 9:
 		return l.enter(ctx, req, stock)
 	}
 	return Receipt{}, fmt.Errorf("purchase script: unknown code %d", code)

@@ -49,6 +49,10 @@ var (
 	// ErrOrderClosed: the order expired or was cancelled (also a reserved order past its
 	// pay_by, which the sweeper is about to expire); its units are back on sale.
 	ErrOrderClosed = errors.New("order expired or cancelled")
+	// ErrOrderGone: the order's sale was closed and its state deleted (Cleanup), or its entry
+	// trimmed from the ledger: whatever happened to it is final and no longer answered in
+	// detail (its status stays readable from MySQL). Answered 410, like ErrOrderClosed.
+	ErrOrderGone = errors.New("order's sale is closed; its payment state is no longer kept")
 )
 
 // MaxPaymentRef bounds a payment reference.
@@ -88,15 +92,36 @@ func (l *Ledger) orderPartition(orderID string) (int, error) {
 	return p, nil
 }
 
-// noState tells an order without a state hash apart: ErrNoPayment if the order exists (placed
-// without a pay-within rule) and is user's, ErrUnknownOrder otherwise.
+// noState tells an order without a state hash apart: ErrUnknownOrder if it is not user's;
+// ErrNoPayment if it exists and was placed without a pay-within rule; ErrOrderGone if it was
+// placed under one (its state was deleted when its closed sale was cleaned) or if its entry is
+// at or before the partition's checkpoint (trimmed: a payment retried after its sale closed and
+// its history was trimmed; said to any caller, as it tells no more than the ID's age);
+// ErrUnknownOrder otherwise.
 func (l *Ledger) noState(ctx context.Context, orderID, user string) error {
 	e, err := l.Order(ctx, orderID)
+	if errors.Is(err, ErrUnknownOrder) {
+		p, sid, perr := ParseOrderID(orderID)
+		if perr != nil {
+			return err
+		}
+		ckpt, cerr := l.CheckpointID(ctx, p)
+		if cerr != nil {
+			return cerr
+		}
+		if ckpt != "" && CompareIDs(sid, ckpt) <= 0 {
+			return ErrOrderGone
+		}
+		return err
+	}
 	if err != nil {
 		return err
 	}
 	if e.UserID != user {
 		return ErrUnknownOrder
+	}
+	if !e.PayBy.IsZero() {
+		return ErrOrderGone
 	}
 	return ErrNoPayment
 }

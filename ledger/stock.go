@@ -22,6 +22,9 @@ const (
 	// StockInit sets the stock like StockSet, but only for an item that has none yet; for
 	// an existing item it changes nothing and returns ErrItemExists. Its event says set.
 	StockInit StockOp = "init"
+	// StockClose is the op of the event that closed an item's sale (Ledger.Close); the
+	// counter is unchanged (Quantity 0, Stock the units left).
+	StockClose StockOp = "close"
 )
 
 // MaxStock bounds the stock of one item.
@@ -60,6 +63,8 @@ type Item struct {
 	// commitment; DrawSeed the seed (hex) once the draw has revealed it.
 	DrawAt               time.Time
 	DrawCommit, DrawSeed string
+	// Closed is set once the item's sale was closed for good (Ledger.Close).
+	Closed bool
 }
 
 // MaxPayWithin bounds an item's pay-within rule.
@@ -178,6 +183,8 @@ func (l *Ledger) setStock(ctx context.Context, item string, ch StockChange) (sto
 		return stock, 0, ErrTooMuchStock
 	case 5:
 		return stock, 0, invalid("sale end must be after its start (with the window in force)")
+	case 6:
+		return stock, 0, ErrItemClosed
 	}
 	return 0, 0, fmt.Errorf("stock script: unknown code %d", code)
 }
@@ -205,7 +212,7 @@ func (l *Ledger) Item(ctx context.Context, item string) (Item, error) {
 	}
 	pipe := l.rdb.Pipeline()
 	stockCmd := pipe.Get(ctx, l.keys.Stock(item))
-	rulesCmd := pipe.HMGet(ctx, l.keys.Rules(item), "limit", "start_ms", "end_ms", "pay_within_ms", "draw_at_ms", "draw_commit", "draw_seed")
+	rulesCmd := pipe.HMGet(ctx, l.keys.Rules(item), "limit", "start_ms", "end_ms", "pay_within_ms", "closed", "draw_at_ms", "draw_commit", "draw_seed")
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Item{}, redisErr("read item", err)
 	}
@@ -216,18 +223,19 @@ func (l *Ledger) Item(ctx context.Context, item string) (Item, error) {
 		return Item{}, fmt.Errorf("read item stock: %w", err)
 	}
 	rules := rulesCmd.Val()
-	it := Item{ItemID: item, Stock: stock, Limit: intField(rules[0]), PayWithin: time.Duration(intField(rules[3])) * time.Millisecond}
+	it := Item{ItemID: item, Stock: stock, Limit: intField(rules[0]), PayWithin: time.Duration(intField(rules[3])) * time.Millisecond,
+		Closed: intField(rules[4]) == 1}
 	if ms := intField(rules[1]); ms > 0 {
 		it.Start = time.UnixMilli(ms)
 	}
 	if ms := intField(rules[2]); ms > 0 {
 		it.End = time.UnixMilli(ms)
 	}
-	if ms := intField(rules[4]); ms > 0 {
+	if ms := intField(rules[5]); ms > 0 {
 		it.DrawAt = time.UnixMilli(ms)
 	}
-	it.DrawCommit, _ = rules[5].(string)
-	it.DrawSeed, _ = rules[6].(string)
+	it.DrawCommit, _ = rules[6].(string)
+	it.DrawSeed, _ = rules[7].(string)
 	return it, nil
 }
 

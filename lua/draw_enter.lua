@@ -1,4 +1,4 @@
--- draw_enter.lua: registers one entry in a draw, atomically. purchase.lua answers code 8 for an
+-- draw_enter.lua: registers one entry in a draw, atomically. purchase.lua answers code 9 for an
 -- item with a draw; the ledger then calls this script. An entry takes no stock.
 --
 -- KEYS[1] sale rules         <prefix>:{pN}:rules:<item>    (draw_at_ms set for a draw item)

@@ -110,6 +110,22 @@ var DrawBatch string
 //go:embed draw_promote.lua
 var DrawPromote string
 
+// Retain reads what bounds the trimming of one partition: first entry, checkpoint, and the
+// positions the consumer groups have acknowledged through.
+//
+//go:embed retain.lua
+var Retain string
+
+// Trim records a partition's new checkpoint and trims the stream up to it, in one call.
+//
+//go:embed trim.lua
+var Trim string
+
+// Close closes an item's sale for good: rules closed, stock event with op close.
+//
+//go:embed close.lua
+var Close string
+
 // Lease takes, renews or gives up a lease held by one holder at a time (the archiver's).
 //
 //go:embed lease.lua

@@ -17,7 +17,7 @@
 -- ARGV[7] order state key prefix <prefix>:{pN}:order: (the order_id completes the key; it is
 --         known only after the XADD, and carries the partition's hash tag like the KEYS)
 --
--- Checks, in order: unknown item, duplicate request, sale window, per-user limit, stock. An
+-- Checks, in order: unknown item, closed sale, duplicate request, sale window, per-user limit, stock. An
 -- item that came back on sale after it was sold out is refused as sold out until its
 -- reopen_at (unix ms, Redis TIME; written by the scripts that give units back), whatever its
 -- stock: the sold-out lease that lets serving processes answer sold out from memory.
@@ -42,13 +42,18 @@
 --                  reached yet); with no stock left, also the stream's last ID: the item is
 --                  sold out as of that ledger position
 --   7 taken         '', current stock (the request_id placed another user's order)
---   8 draw          '', current stock: the item is sold by a draw (draw_enter.lua decides)
+--   8 closed        '', current stock (the item's sale was closed, see close.lua)
+--   9 draw          '', current stock: the item is sold by a draw (draw_enter.lua decides)
 
 local stock = redis.call('GET', KEYS[1])
 if not stock then
   return {1, '', 0}
 end
 stock = tonumber(stock)
+local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'reopen_at', 'closed', 'draw_at_ms')
+if rules[6] == '1' then
+  return {8, '', stock}
+end
 
 local original = redis.call('GET', KEYS[3])
 if original then
@@ -61,9 +66,8 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'reopen_at', 'draw_at_ms')
-if (tonumber(rules[6]) or 0) > 0 then
-  return {8, '', stock}
+if (tonumber(rules[7]) or 0) > 0 then
+  return {9, '', stock}
 end
 local limit = tonumber(rules[1]) or 0
 local start_ms = tonumber(rules[2]) or 0

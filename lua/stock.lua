@@ -31,6 +31,7 @@
 --   3 exists          current stock ('init' on an item that already has stock; nothing changed)
 --   4 too much stock  current stock (the result would exceed ARGV[8]; nothing changed)
 --   5 bad window      current stock (the sale end in force would not be after its start)
+--   6 closed          current stock (the item's sale was closed, see close.lua; nothing changed)
 --
 -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 
@@ -44,6 +45,9 @@ if op == 'init' then
     return {3, tonumber(current)}
   end
   op = 'set'
+end
+if redis.call('HGET', KEYS[2], 'closed') == '1' then
+  return {6, tonumber(current) or 0}
 end
 if op == 'set' then
   stock = quantity

@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -35,6 +36,15 @@ type ItemAudit struct {
 	// InFlight counts units of orders whose MySQL row does not match the ledger yet while
 	// entries are still pending: not a violation.
 	InFlight int64 `json:"in_flight"`
+	// Closed is set once the item's sale was closed (a stock event with op close).
+	Closed bool `json:"closed,omitempty"`
+	// CheckpointLive counts the units of the live orders at or before the partition's
+	// checkpoint (their entries may be trimmed): MySQL must hold as many, in sum, since they
+	// cannot be compared one by one.
+	CheckpointLive int64 `json:"checkpoint_live,omitempty"`
+
+	// The rules of the item's last stock event and the orders placed, kept for checkpoints.
+	limit, startMS, endMS, payWithinMS, orders int64
 }
 
 // Violation is one thing that does not add up.
@@ -113,16 +123,19 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 	}
 	keys := l.Keys()
 	cuts := make([]string, keys.Partitions())
+	checkpoints := make([]string, keys.Partitions())
 	for p := range keys.Partitions() {
-		snap, err := auditPartition(ctx, l, p, group, &rep, item, orders)
+		pa, err := auditPartition(ctx, l, p, group)
 		if err != nil {
 			return rep, err
 		}
-		cuts[p] = snap.LastID
-		for id, it := range items {
-			if keys.Partition(id) != p {
-				continue
-			}
+		snap := pa.snap
+		cuts[p], checkpoints[p] = snap.LastID, pa.checkpoint
+		rep.Pending += pa.pending
+		rep.Violations = append(rep.Violations, pa.violations...)
+		maps.Copy(orders, pa.orders)
+		for id, it := range pa.items {
+			items[id] = it
 			stock, ok := snap.Stock[id]
 			if !ok {
 				rep.Violations = append(rep.Violations, Violation{ItemID: id, What: "redis stock counter missing"})
@@ -147,6 +160,40 @@ func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (A
 		return rep, err
 	}
 	settled := rep.Pending == 0
+	// Orders at or before their partition's checkpoint are compared in sum per item (their
+	// entries may be trimmed), and one by one only if still reserved there.
+	checkpointLive := map[string]int64{}
+	for id, r := range rows {
+		p, sid, err := ledger.ParseOrderID(id)
+		if err != nil || p >= len(checkpoints) || checkpoints[p] == "" || ledger.CompareIDs(sid, checkpoints[p]) > 0 {
+			continue
+		}
+		if r.status != StatusCancelled && r.status != StatusExpired && !drawWaiting(r.status) {
+			checkpointLive[r.item] += r.quantity
+		}
+		if orders[id] == nil {
+			it := item(r.item)
+			switch r.status {
+			case StatusConfirmed, StatusPaid, StatusReserved:
+				it.Confirmed += r.quantity
+			case StatusCancelled, StatusExpired:
+				it.Cancelled += r.quantity
+			}
+			delete(rows, id)
+		}
+	}
+	for _, it := range items {
+		if got := checkpointLive[it.ItemID]; settled && got != it.CheckpointLive {
+			rep.Violations = append(rep.Violations, Violation{ItemID: it.ItemID,
+				What: fmt.Sprintf("MySQL holds %d live units of orders up to the checkpoint, the ledger %d", got, it.CheckpointLive)})
+		}
+	}
+	for id, got := range checkpointLive {
+		if items[id] == nil && got != 0 {
+			rep.Violations = append(rep.Violations, Violation{ItemID: id,
+				What: fmt.Sprintf("MySQL holds %d live units of orders up to the checkpoint of an item the ledger does not hold", got)})
+		}
+	}
 	flag := func(it *ItemAudit, orderID string, quantity int64, what string) {
 		if settled {
 			rep.Violations = append(rep.Violations, Violation{it.ItemID, orderID, what})
@@ -256,41 +303,148 @@ func dropPastCut(ctx context.Context, l *ledger.Ledger, group string, rows map[s
 	return nil
 }
 
-// auditPartition folds partition p's events up to one snapshot's last ID into the items and
-// orders, adds what was not projected at that instant to rep.Pending, and returns the
-// snapshot. The snapshot reads the counters of the items the fold has met; when the fold meets
-// more (new items on sale meanwhile), it takes another, later one and folds on to it.
-func auditPartition(ctx context.Context, l *ledger.Ledger, p int, group string, rep *AuditReport,
-	item func(string) *ItemAudit, orders map[string]*ledgerOrder) (ledger.Snapshot, error) {
+// partAudit is one partition's fold: its items, its orders (those after the checkpoint and
+// those still reserved at it), what it found wrong and what was not projected at the cut.
+type partAudit struct {
+	items      map[string]*ItemAudit
+	orders     map[string]*ledgerOrder
+	violations []Violation
+	pending    int64
+	snap       ledger.Snapshot
+	checkpoint string
+	entries    int64
+}
+
+// auditPartition folds partition p from its latest checkpoint through the retained stream up
+// to one snapshot's last ID. A trim that moves the checkpoint meanwhile may have removed
+// entries the fold had still to read: the fold is then done again from the new checkpoint.
+func auditPartition(ctx context.Context, l *ledger.Ledger, p int, group string) (*partAudit, error) {
+	for range 10 {
+		c, err := l.LoadCheckpoint(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		pa, err := foldPartition(ctx, l, p, group, c)
+		if err != nil {
+			return nil, err
+		}
+		id, err := l.CheckpointID(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if id == c.ID {
+			return pa, nil
+		}
+	}
+	return nil, fmt.Errorf("audit partition %d: the checkpoint moved at every attempt", p)
+}
+
+// fromCheckpoint starts a partition's fold at checkpoint c.
+func fromCheckpoint(c ledger.Checkpoint) *partAudit {
+	pa := &partAudit{items: map[string]*ItemAudit{}, orders: map[string]*ledgerOrder{}, checkpoint: c.ID, entries: c.Entries}
+	for id, ci := range c.Items {
+		pa.items[id] = &ItemAudit{ItemID: id, PutOnSale: ci.PutOnSale, Sold: ci.Sold, Reserved: ci.Reserved,
+			Restocked: ci.Restocked, Released: ci.Released, Fold: ci.Stock, Closed: ci.Closed,
+			CheckpointLive: ci.Sold + ci.Reserved,
+			limit:          ci.Limit, startMS: ci.StartMS, endMS: ci.EndMS, payWithinMS: ci.PayWithinMS, orders: ci.Orders}
+	}
+	for id, o := range c.Open {
+		state := ledger.StateReserved
+		if o.State != "" {
+			state = o.State // a draw entry waiting
+		}
+		pa.orders[id] = &ledgerOrder{item: o.ItemID, request: o.RequestID, quantity: o.Quantity, state: state}
+	}
+	for _, v := range c.Violations {
+		pa.violations = append(pa.violations, Violation{v.ItemID, v.OrderID, v.What})
+	}
+	return pa
+}
+
+// item returns the fold's item id, new if need be.
+func (pa *partAudit) item(id string) *ItemAudit {
+	if pa.items[id] == nil {
+		pa.items[id] = &ItemAudit{ItemID: id}
+	}
+	return pa.items[id]
+}
+
+// apply folds one entry of partition p.
+func (pa *partAudit) apply(keys ledger.Keys, p int, e ledger.Event) {
+	pa.entries++
+	if e.Malformed != nil {
+		return
+	}
+	if ledger.ValidateItemID(e.ItemID) != nil || keys.Partition(e.ItemID) != p {
+		// No script writes such an entry, and no counter of p holds its units.
+		pa.violations = append(pa.violations, Violation{e.ItemID, e.OrderID,
+			fmt.Sprintf("%s entry %s of partition %d names an item that is not of this partition", e.Type, e.StreamID, p)})
+		return
+	}
+	rep := AuditReport{}
+	foldEvent(&rep, pa.item(e.ItemID), e, pa.orders, pa.checkpoint)
+	pa.violations = append(pa.violations, rep.Violations...)
+}
+
+// checkpoint returns the fold as a checkpoint through stream ID id: the items' books and the
+// orders still reserved.
+func (pa *partAudit) checkpointAt(p int, id string) ledger.Checkpoint {
+	c := ledger.Checkpoint{Partition: p, ID: id, Items: map[string]ledger.CheckpointItem{}, Open: map[string]ledger.CheckpointOrder{}, Entries: pa.entries}
+	for iid, it := range pa.items {
+		c.Items[iid] = ledger.CheckpointItem{PutOnSale: it.PutOnSale, Sold: it.Sold, Reserved: it.Reserved,
+			Restocked: it.Restocked, Released: it.Released, Stock: it.Fold, Closed: it.Closed,
+			Limit: it.limit, StartMS: it.startMS, EndMS: it.endMS, PayWithinMS: it.payWithinMS, Orders: it.orders}
+	}
+	for oid, o := range pa.orders {
+		if o.state == ledger.StateReserved && !o.restocked && o.returns == 0 {
+			c.Open[oid] = ledger.CheckpointOrder{ItemID: o.item, RequestID: o.request, Quantity: o.quantity}
+		} else if drawWaiting(o.state) && !o.restocked {
+			c.Open[oid] = ledger.CheckpointOrder{ItemID: o.item, RequestID: o.request, Quantity: o.quantity, State: o.state}
+		}
+	}
+	for _, v := range pa.violations {
+		c.Violations = append(c.Violations, ledger.CheckpointViolation{ItemID: v.ItemID, OrderID: v.OrderID, What: v.What})
+	}
+	return c
+}
+
+// foldPartition folds partition p's events after checkpoint c up to one snapshot's last ID,
+// and counts what was not projected at that instant. The snapshot reads the counters of the
+// items the fold has met; when the fold meets more (new items on sale meanwhile), it takes
+// another, later one and folds on to it.
+func foldPartition(ctx context.Context, l *ledger.Ledger, p int, group string, c ledger.Checkpoint) (*partAudit, error) {
 	keys := l.Keys()
+	pa := fromCheckpoint(c)
 	seen := map[string]bool{} // items of p the fold has met
-	var snap ledger.Snapshot
+	for id := range pa.items {
+		seen[id] = true
+	}
 	// For the undelivered count: entries folded, and the IDs of those after the first
 	// snapshot's last delivered ID (a later snapshot's is not before it).
 	var total int64
 	var tail []string
 	floor := ""
-	after := ""
+	after := c.ID
 	for round := 0; ; round++ {
 		ids := make([]string, 0, len(seen))
 		for id := range seen {
 			ids = append(ids, id)
 		}
 		var err error
-		if snap, err = l.Snapshot(ctx, p, group, ids); err != nil {
-			return snap, err
+		if pa.snap, err = l.Snapshot(ctx, p, group, ids); err != nil {
+			return nil, err
 		}
 		if round == 0 {
-			floor = snap.LastDelivered
+			floor = pa.snap.LastDelivered
 		}
-		if snap.LastID == "" || ledger.CompareIDs(after, snap.LastID) >= 0 {
+		if pa.snap.LastID == "" || ledger.CompareIDs(after, pa.snap.LastID) >= 0 {
 			break
 		}
 		more := false
 		for {
-			events, err := l.RangeTo(ctx, p, after, snap.LastID, 1000)
+			events, err := l.RangeTo(ctx, p, after, pa.snap.LastID, 1000)
 			if err != nil {
-				return snap, err
+				return nil, err
 			}
 			if len(events) == 0 {
 				break
@@ -301,20 +455,11 @@ func auditPartition(ctx context.Context, l *ledger.Ledger, p int, group string, 
 				if ledger.CompareIDs(e.StreamID, floor) > 0 {
 					tail = append(tail, e.StreamID)
 				}
-				if e.Malformed != nil {
-					continue
-				}
-				if ledger.ValidateItemID(e.ItemID) != nil || keys.Partition(e.ItemID) != p {
-					// No script writes such an entry, and no counter of p holds its units.
-					rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID,
-						fmt.Sprintf("%s entry %s of partition %d names an item that is not of this partition", e.Type, e.StreamID, p)})
-					continue
-				}
-				if !seen[e.ItemID] {
+				if e.Malformed == nil && ledger.ValidateItemID(e.ItemID) == nil && keys.Partition(e.ItemID) == p && !seen[e.ItemID] {
 					seen[e.ItemID] = true
 					more = true
 				}
-				foldEvent(rep, item(e.ItemID), e, orders)
+				pa.apply(keys, p, e)
 			}
 		}
 		if !more {
@@ -322,23 +467,27 @@ func auditPartition(ctx context.Context, l *ledger.Ledger, p int, group string, 
 		}
 	}
 	switch {
-	case !snap.GroupExists:
-		rep.Pending += total
+	case !pa.snap.GroupExists:
+		pa.pending += total
 	default:
-		rep.Pending += snap.Pending
+		pa.pending += pa.snap.Pending
 		for _, id := range tail {
-			if ledger.CompareIDs(id, snap.LastDelivered) > 0 {
-				rep.Pending++
+			if ledger.CompareIDs(id, pa.snap.LastDelivered) > 0 {
+				pa.pending++
 			}
 		}
 	}
-	return snap, nil
+	return pa, nil
 }
 
-// foldEvent applies one well-formed event to its item it.
-func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder) {
+// foldEvent applies one well-formed event to its item it. Orders at or before checkpoint (the
+// stream ID a checkpoint folded through, "" for none) are not in orders unless they were
+// still reserved there: a restock of one takes its units out of the item's sold units.
+func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder, checkpoint string) {
 	switch e.Type {
 	case ledger.EventStock:
+		it.limit, it.startMS, it.endMS, it.payWithinMS = e.Limit, e.StartMS, e.EndMS, e.PayWithinMS
+		it.Closed = it.Closed || e.Closed
 		// A stock event records the counter after it (same script call): the fold restarts
 		// from there, so that a set, or an add that corrects a counter changed by hand, makes
 		// the books agree again. Without such a change both ways give the same stock.
@@ -349,13 +498,14 @@ func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[strin
 		}
 		it.PutOnSale = it.Fold + it.Sold + it.Reserved
 	case ledger.EventWon, ledger.EventWaitlisted, ledger.EventPromoted, ledger.EventLost:
-		foldDraw(rep, it, e, orders)
+		foldDraw(rep, it, e, orders, checkpoint)
 	case ledger.EventOrder:
 		if e.Draw {
-			foldDraw(rep, it, e, orders)
+			foldDraw(rep, it, e, orders, checkpoint)
 			return
 		}
 		it.Fold -= e.Quantity
+		it.orders++
 		o := &ledgerOrder{item: e.ItemID, request: e.RequestID, quantity: e.Quantity}
 		if e.PayBy.IsZero() {
 			it.Sold += e.Quantity
@@ -368,17 +518,27 @@ func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[strin
 		it.Fold += e.Quantity
 		it.Restocked += e.Quantity
 		if o := orders[e.OrderID]; o != nil {
+			if o.returns == 0 && beforeCheckpoint(e.OrderID, checkpoint) {
+				it.CheckpointLive -= o.quantity
+			}
 			unsell(it, o)
 			o.restocked = true
 			o.reason = e.Reason
 			o.returns++
 		} else {
 			it.Sold -= e.Quantity
-			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, "restock of an order the ledger does not hold"})
+			if beforeCheckpoint(e.OrderID, checkpoint) {
+				it.CheckpointLive -= e.Quantity
+			} else {
+				rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, "restock of an order the ledger does not hold"})
+			}
 		}
 	case ledger.EventPaid, ledger.EventCancelled, ledger.EventExpired:
 		o := orders[e.OrderID]
 		switch {
+		case o == nil && beforeCheckpoint(e.OrderID, checkpoint):
+			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order not reserved at the checkpoint " + checkpoint})
+			return
 		case o == nil:
 			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order the ledger does not hold"})
 			return
@@ -399,10 +559,23 @@ func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[strin
 		}
 		it.Fold += e.Quantity
 		it.Released += e.Quantity
+		if o.returns == 0 && beforeCheckpoint(e.OrderID, checkpoint) {
+			it.CheckpointLive -= o.quantity
+		}
 		unsell(it, o)
 		o.state = string(e.Type)
 		o.returns++
 	}
+}
+
+// beforeCheckpoint reports whether orderID is an order at or before the stream ID checkpoint
+// of its partition ("" for none: no order is).
+func beforeCheckpoint(orderID, checkpoint string) bool {
+	if checkpoint == "" {
+		return false
+	}
+	_, sid, err := ledger.ParseOrderID(orderID)
+	return err == nil && ledger.CompareIDs(sid, checkpoint) <= 0
 }
 
 // unsell takes the units of o, given back, out of the item's sold or reserved units (once).

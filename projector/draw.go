@@ -81,12 +81,12 @@ func applyDraws(ctx context.Context, tx *sql.Tx, draws []ledger.Event, now time.
 // units; a won or promoted entry is reserved like an order under a pay-within rule. It checks
 // that each event finds the entry in the state it moves it from, and that the units reserved
 // plus paid never exceed the units put on sale.
-func foldDraw(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder) {
+func foldDraw(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder, checkpoint string) {
 	if e.Type == ledger.EventWaitlisted && len(e.Orders) > 0 {
 		for _, id := range e.Orders {
 			one := e
 			one.OrderID, one.Orders = id, nil
-			foldDraw(rep, it, one, orders)
+			foldDraw(rep, it, one, orders, checkpoint)
 		}
 		return
 	}
@@ -118,6 +118,9 @@ func foldDraw(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string
 	}
 	it.Fold -= o.quantity
 	it.Reserved += o.quantity
+	if beforeCheckpoint(e.OrderID, checkpoint) {
+		it.CheckpointLive += o.quantity // the entry, before the checkpoint, holds units now
+	}
 	if it.Reserved+it.Sold > it.PutOnSale {
 		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID,
 			fmt.Sprintf("%s event takes reserved plus paid to %d units of %d put on sale", e.Type, it.Reserved+it.Sold, it.PutOnSale)})
@@ -145,4 +148,9 @@ func waitlist(ctx context.Context, tx *sql.Tx, events []ledger.Event, now time.T
 		ids = ids[n:]
 	}
 	return nil
+}
+
+// drawWaiting reports whether status is that of a draw entry holding no units.
+func drawWaiting(status string) bool {
+	return status == StatusRegistered || status == StatusWaitlisted || status == StatusLost
 }

@@ -98,10 +98,10 @@ func openArchiveReader(ctx context.Context, url string, getenv func(string) stri
 // addArchiver opens the archive and adds its archiver to g (nothing with -archive none).
 // holder names it in the leases: the projector's consumer name, stable across restarts, so
 // that a restarted process takes its partitions back at once.
-func (af archiveFlags) addArchiver(g *oklog.Group, ctx context.Context, l *ledger.Ledger, holder string, reg prometheus.Registerer, log *slog.Logger) error {
+func (af archiveFlags) addArchiver(g *oklog.Group, ctx context.Context, l *ledger.Ledger, holder string, reg prometheus.Registerer, log *slog.Logger) (*archive.Archive, error) {
 	a, err := af.open(ctx, l)
 	if err != nil || a == nil {
-		return err
+		return nil, err
 	}
 	if holder == "" {
 		holder, _ = os.Hostname() // the projector's default consumer name
@@ -114,10 +114,10 @@ func (af archiveFlags) addArchiver(g *oklog.Group, ctx context.Context, l *ledge
 		Metrics:    archive.NewMetrics(reg),
 	}, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	log.Info("archiving the ledger", "archive", a.String())
 	actx, cancel := context.WithCancel(ctx)
 	g.Add(func() error { return ar.Run(actx) }, func(error) { cancel() })
-	return nil
+	return a, nil
 }

@@ -26,7 +26,11 @@ func pending(ctx context.Context, e *env, args []string) error {
 	minIdle := f.Duration("min-idle", 0, "only entries idle at least this long")
 	limit := f.Int("limit", 100, "most entries to list")
 	asJSON := f.Bool("json", false, "print JSON (the same as GET /admin/pending)")
+	tf := f.retention(false)
 	if err := f.parse(args); err != nil {
+		return err
+	}
+	if err := tf.validate(); err != nil {
 		return err
 	}
 	l, closeLedger, err := rf.open(ctx)
@@ -34,7 +38,7 @@ func pending(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeLedger()
-	rep, err := l.Pending(ctx, projector.DefaultGroup, ledger.PendingFilter{ItemID: *item, Consumer: *consumer, MinIdle: *minIdle, Limit: *limit})
+	rep, err := l.Pending(ctx, projector.DefaultGroup, ledger.PendingFilter{ItemID: *item, Consumer: *consumer, MinIdle: *minIdle, Limit: *limit, Retain: *tf.retain})
 	if err != nil {
 		return fmt.Errorf("pending: %w", err)
 	}
@@ -51,6 +55,7 @@ func pending(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", s.Partition, s.Count, dash(s.Oldest), dash(s.Newest), dash(strings.Join(cs, " ")))
 	}
 	tw.Flush()
+	printRetention(e.stdout, rep.Retention)
 	defer printDead(e.stdout, rep.Dead)
 	if len(rep.Entries) == 0 {
 		fmt.Fprintln(e.stdout, "\nno pending entries match")
@@ -74,6 +79,23 @@ func pending(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// printRetention shows per partition what the ledger retains and, where its trimming is held
+// back past the retention window, by how much and by what.
+func printRetention(w io.Writer, rs []ledger.RetainState) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PARTITION	RETAINED	FIRST	CHECKPOINT	PROJECTED	ARCHIVED	HELD BACK	BY")
+	for _, r := range rs {
+		held := "-"
+		if r.HeldBack > 0 {
+			held = r.HeldBack.Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Partition, r.Length, dash(r.First), dash(r.Checkpoint),
+			dash(r.Projected), dash(r.Archived), held, dash(r.HeldBy))
+	}
+	tw.Flush()
+}
+
 // printDead lists the dead entries: acknowledged, never projected nor restocked.
 func printDead(w io.Writer, dead []ledger.DeadEntry) {
 	if len(dead) == 0 {
@@ -89,10 +111,12 @@ func printDead(w io.Writer, dead []ledger.DeadEntry) {
 }
 
 func audit(ctx context.Context, e *env, args []string) error {
-	f := e.flags("audit", "", "Checks the books: per item, the ledger's events folded in order against the Redis stock\ncounter, and MySQL against the ledger. Exit 0 when clean, 1 on any violation, 2 when it could not run.")
+	f := e.flags("audit", "", "Checks the books: per item, the ledger's events folded in order (from each partition's latest\ncheckpoint) against the Redis stock counter, and MySQL against the ledger. With -full, also\nrefolds the whole history from the archive and checks every checkpoint against it. Exit 0 when\nclean, 1 on any violation, 2 when it could not run.")
 	rf := f.redis()
 	dsn := f.mysqlDSN()
 	asJSON := f.Bool("json", false, "print the report as JSON")
+	full := f.Bool("full", false, "also refold the whole history from the archive and check every checkpoint against it")
+	archiveURL := f.archiveURL(" (read with -full)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -108,6 +132,23 @@ func audit(ctx context.Context, e *env, args []string) error {
 	rep, err := projector.Audit(ctx, l, projector.NewStore(db), projector.DefaultGroup)
 	if err != nil {
 		return cannot(err)
+	}
+	if *full {
+		arch, err := openArchiveReader(ctx, *archiveURL, e.getenv, l)
+		if err != nil {
+			return cannot(err)
+		}
+		if arch == nil {
+			return usageError{"audit -full: needs an archive (-archive)"}
+		}
+		h, vs, err := projector.AuditHistory(ctx, l, arch)
+		if err != nil {
+			return cannot(err)
+		}
+		rep.Violations = append(rep.Violations, vs...)
+		if !*asJSON {
+			fmt.Fprintf(e.stdout, "history: %d entries refolded from the archive and the stream, %d checkpoints checked\n\n", h.Entries, h.Checkpoints)
+		}
 	}
 	if *asJSON {
 		if err := json.NewEncoder(e.stdout).Encode(rep); err != nil {

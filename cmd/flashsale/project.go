@@ -73,10 +73,14 @@ func project(ctx context.Context, e *env, args []string) error {
 	pf := f.projector()
 	sf := f.sweeper()
 	arf := f.archive()
+	tf := f.retention(true)
 	dsn := f.mysqlDSN()
 	metricsAddr := f.str("metrics", "FLASHSALE_METRICS_ADDR", "", "address for /metrics and /health (off when empty)")
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
+		return err
+	}
+	if err := tf.validate(); err != nil {
 		return err
 	}
 	log := logger()
@@ -93,9 +97,14 @@ func project(ctx context.Context, e *env, args []string) error {
 	var g oklog.Group
 	addProjector(&g, ctx, p)
 	addSweeper(&g, ctx, l, sf, reg, log)
-	if err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log); err != nil {
+	arch, err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log)
+	if err != nil {
 		return err
 	}
+	if err := addRetainer(&g, ctx, l, tf, arch, log); err != nil {
+		return err
+	}
+	reg.MustRegister(newRetainCollector(l, *tf.retain))
 	if *metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -58,6 +58,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		sf = f.sweeper()
 		arf = f.archive()
 	}
+	tf := f.retention(withMySQL)
 	logger := f.logger()
 	if err := f.parse(args); err != nil {
 		return err
@@ -67,6 +68,9 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 	lim, err := lf.build()
 	if err != nil {
+		return err
+	}
+	if err := tf.validate(); err != nil {
 		return err
 	}
 	log := logger()
@@ -94,6 +98,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 
 	reg := newRegistry()
+	reg.MustRegister(newRetainCollector(l, *tf.retain))
 	checks := map[string]ingest.Check{"redis": l.Ping}
 	var g oklog.Group
 	var orders ingest.Orders
@@ -111,7 +116,11 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		}
 		addProjector(&g, ctx, p)
 		addSweeper(&g, ctx, l, sf, reg, log)
-		if err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log); err != nil {
+		arch, err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log)
+		if err != nil {
+			return err
+		}
+		if err := addRetainer(&g, ctx, l, tf, arch, log); err != nil {
 			return err
 		}
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
@@ -134,7 +143,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	}
 	router := svc.Router(reg)
 	board := svc.MountAdmin(router, ingest.AdminOptions{
-		Token: *adminToken, Ledger: l, Group: projector.DefaultGroup, Audit: auditFn, IdleWarn: *idleWarn,
+		Token: *adminToken, Ledger: l, Group: projector.DefaultGroup, Audit: auditFn, IdleWarn: *idleWarn, Retain: *tf.retain,
 	})
 	addBoard(&g, ctx, board) // before the HTTP server, so that its streams end before shutdown waits
 	if err := addHTTP(&g, ctx, log, "http", *httpAddr, lim.LimitInFlight(router, reg), *shutdown, lim); err != nil {

@@ -17,11 +17,14 @@ func stock(ctx context.Context, e *env, args []string) error {
   set ITEM QUANTITY   make the stock exactly QUANTITY (creates the item; -if-new: only then)
   add ITEM DELTA      change the stock by DELTA (negative takes units off sale)
   get ITEM            print the remaining stock (with -json: stock and rules)
+  close ITEM          close the item's sale for good: purchases and stock changes are refused
+                      from then on, and its per-order keys are deleted once its reservations
+                      are settled (by the retainer of serve and project)
 Every change is appended to the ledger as a stock event. A change that gives units to an item
 with none puts it back on sale after the sold-out lease (-sold-out-lease): the command returns
 then, and says so, so that buyers can buy once it has returned.`
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintf(e.stderr, "Usage: flashsale stock set|add|get [flags] ITEM [QUANTITY]\n\n%s\n", about)
+		fmt.Fprintf(e.stderr, "Usage: flashsale stock set|add|get|close [flags] ITEM [QUANTITY]\n\n%s\n", about)
 		if len(args) == 0 {
 			return usageError{"stock: missing subcommand"}
 		}
@@ -32,19 +35,20 @@ then, and says so, so that buyers can buy once it has returned.`
 	switch sub {
 	case "set", "add":
 		argNames = "ITEM QUANTITY"
-	case "get":
+	case "get", "close":
 		argNames = "ITEM"
 	default:
-		return usageError{fmt.Sprintf("stock: unknown subcommand %q (want set, add or get)", sub)}
+		return usageError{fmt.Sprintf("stock: unknown subcommand %q (want set, add, get or close)", sub)}
 	}
 	f := e.flags("stock "+sub, argNames, about)
 	rf := f.redis()
 	rf.create = sub == "set" // add and get need an existing ledger
 	var limit, start, end, payWithin, drawAt, drawSeed *string
 	var jsonOut, ifNew *bool
-	if sub == "get" {
+	switch sub {
+	case "get":
 		jsonOut = f.Bool("json", false, "print the item as JSON")
-	} else {
+	case "set", "add":
 		limit = f.String("limit", "", "per-user limit (0 = none; empty keeps the current one)")
 		start = f.String("start", "", "sale start, RFC 3339 (\"none\" = open; empty keeps the current one)")
 		end = f.String("end", "", "sale end, RFC 3339 (\"none\" = never; empty keeps the current one)")
@@ -59,7 +63,7 @@ then, and says so, so that buyers can buy once it has returned.`
 		return err
 	}
 	want := 2
-	if sub == "get" {
+	if sub == "get" || sub == "close" {
 		want = 1
 	}
 	if f.NArg() != want {
@@ -69,7 +73,7 @@ then, and says so, so that buyers can buy once it has returned.`
 	item := f.Arg(0)
 
 	var ch ledger.StockChange
-	if sub != "get" {
+	if sub == "set" || sub == "add" {
 		n, err := strconv.ParseInt(f.Arg(1), 10, 64)
 		if err != nil {
 			return usageError{fmt.Sprintf("stock %s: quantity %q is not an integer", sub, f.Arg(1))}
@@ -119,6 +123,14 @@ then, and says so, so that buyers can buy once it has returned.`
 		return err
 	}
 	defer closeLedger()
+	if sub == "close" {
+		id, err := l.CloseItem(ctx, item)
+		if err != nil {
+			return fmt.Errorf("stock close %s: %w", item, err)
+		}
+		fmt.Fprintf(e.stdout, "%s closed (event %d/%s)\n", item, l.Keys().Partition(item), id)
+		return nil
+	}
 	if sub != "get" {
 		r, err := l.ChangeStock(ctx, item, ch)
 		if errors.Is(err, ledger.ErrItemExists) {
@@ -155,6 +167,9 @@ then, and says so, so that buyers can buy once it has returned.`
 			if it.DrawSeed != "" {
 				out["draw_seed"] = it.DrawSeed
 			}
+		}
+		if it.Closed {
+			out["status"] = "closed"
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
