@@ -301,3 +301,37 @@ func TestDrawAutomaticInServe(t *testing.T) {
 		t.Fatalf("after the automatic draw: %+v", st)
 	}
 }
+
+// The retainer trims the entries (archived and projected) before the draw: the draw and
+// verify read them from the archive, and audit folds from checkpoints that carry the entries
+// still waiting.
+func TestDrawAfterTrim(t *testing.T) {
+	s := newStack(t)
+	const entries = 300
+	seedFile, at := drawSetup(t, s, "trimmed", 20, 4*time.Second, time.Hour)
+	startServe(t, s, s.dsn, append([]string{"-sweep-interval", "50ms"}, trimArgs...)...)
+	enterDraw(t, s, "trimmed", entries)
+	time.Sleep(time.Until(at) + 50*time.Millisecond)
+	stream := s.l.Keys().Events(s.l.Keys().Partition("trimmed"))
+	if n, err := s.rdb.XLen(context.Background(), stream).Result(); err != nil || n >= entries {
+		t.Fatalf("the stream still holds %d entries (%v): nothing was trimmed before the draw", n, err)
+	}
+	if out := runCmd(t, s.env(s.dsn), "draw", "run", "-seed-file", seedFile, "trimmed"); !strings.Contains(out, "300 entries, 20 winners") {
+		t.Fatalf("draw of trimmed entries: %s", out)
+	}
+	if out := runCmd(t, s.env(s.dsn), "draw", "verify", "-seed-file", seedFile, "trimmed"); !strings.Contains(out, "(finished): 300 entries") {
+		t.Fatalf("verify: %s", out)
+	}
+	s.waitDrained(t, entries, 30*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, code := runCode(t, s.env(s.dsn), "audit")
+		if code == 0 && strings.Contains(out, "clean") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit after the trimmed draw: exit %d\n%s", code, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
