@@ -152,6 +152,9 @@ type itemBody struct {
 	StartsAt     *string `json:"starts_at"`
 	EndsAt       *string `json:"ends_at"`
 	PayWithin    *string `json:"pay_within"`
+	// DrawAt and DrawCommitment make the item a draw item (see ledger.StockChange).
+	DrawAt         *string `json:"draw_at"`
+	DrawCommitment *string `json:"draw_commitment"`
 }
 
 func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin) {
@@ -174,6 +177,10 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 			return dec.Decode(&b.EndsAt)
 		case "pay_within":
 			return dec.Decode(&b.PayWithin)
+		case "draw_at":
+			return dec.Decode(&b.DrawAt)
+		case "draw_commitment":
+			return dec.Decode(&b.DrawCommitment)
 		case "close":
 			return dec.Decode(&b.Close)
 		}
@@ -242,6 +249,18 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 			return
 		}
 		ch.PayWithin = &d
+	}
+	if b.DrawAt != nil || b.DrawCommitment != nil {
+		if b.DrawAt == nil || b.DrawCommitment == nil {
+			writeError(w, http.StatusBadRequest, "draw_at and draw_commitment go together", "")
+			return
+		}
+		t, err := time.Parse(time.RFC3339, *b.DrawAt)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "draw_at must be an RFC 3339 time", "")
+			return
+		}
+		ch.DrawAt, ch.DrawCommit = &t, *b.DrawCommitment
 	}
 	item := mux.Vars(r)["item_id"]
 	res, err := a.ChangeStock(r.Context(), item, ch)

@@ -54,16 +54,21 @@ func (lk *Lookup) Order(ctx context.Context, orderID string) (Order, error) {
 	if err != nil {
 		return Order{}, err
 	}
-	return lk.live(ctx, Order{
+	o = Order{
 		OrderID: e.OrderID, RequestID: e.RequestID, UserID: e.UserID, ItemID: e.ItemID,
 		Quantity: e.Quantity, Status: StatusPending, CreatedAt: e.Time, PayBy: e.PayBy,
-	})
+	}
+	if e.Draw {
+		o.Status = StatusRegistered
+	}
+	return lk.live(ctx, o)
 }
 
 // live gives an order placed under a pay-within rule its state in Redis, which is ahead of
 // MySQL (a payment shows at once); a restocked order stays cancelled.
 func (lk *Lookup) live(ctx context.Context, o Order) (Order, error) {
-	if o.PayBy.IsZero() || o.Status == StatusCancelled {
+	entry := o.Status == StatusRegistered || o.Status == StatusWaitlisted
+	if (o.PayBy.IsZero() && !entry) || o.Status == StatusCancelled {
 		return o, nil
 	}
 	r, err := lk.ledger.Reservation(ctx, o.OrderID)
@@ -74,6 +79,9 @@ func (lk *Lookup) live(ctx context.Context, o Order) (Order, error) {
 		return Order{}, err
 	}
 	o.Status = r.State
+	if !r.PayBy.IsZero() {
+		o.PayBy = r.PayBy // a draw entry gets its pay_by when it wins
+	}
 	return o, nil
 }
 

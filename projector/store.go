@@ -65,8 +65,12 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 	}
 	defer tx.Rollback()
 	now := s.now().UTC()
-	var orders, restocks, stocks, closes []ledger.Event
+	var orders, restocks, stocks, closes, draws []ledger.Event
 	for _, e := range events {
+		if isDrawEvent(e) {
+			draws = append(draws, e)
+			continue
+		}
 		switch e.Type {
 		case ledger.EventOrder:
 			orders = append(orders, e)
@@ -79,6 +83,9 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 		}
 	}
 	if err := s.insertOrders(ctx, tx, orders, now); err != nil {
+		return nil, err
+	}
+	if err := applyDraws(ctx, tx, draws, now); err != nil {
 		return nil, err
 	}
 	if err := closeOrders(ctx, tx, closes, now); err != nil {
@@ -108,6 +115,8 @@ func (s *Store) insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Ev
 			status := StatusConfirmed
 			if !e.PayBy.IsZero() {
 				status = StatusReserved
+			} else if e.Draw {
+				status = StatusRegistered
 			}
 			args = append(args, e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status, nullTime(e.PayBy), e.Time.UTC(), now)
 		}

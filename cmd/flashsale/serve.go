@@ -47,6 +47,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	shutdown := f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
 	lf := f.limits()
 	af := f.auth()
+	seedsFlag := f.str("draw-seeds", "FLASHSALE_DRAW_SEEDS", "", "ITEM=FILE pairs, comma separated: draw each ITEM with the seed in FILE when its draw time comes")
 	var dsn *string
 	var pf projectorFlags
 	var sf sweepFlags
@@ -73,6 +74,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		return err
 	}
 	log := logger()
+	seeds, err := drawSeeds(*seedsFlag)
+	if err != nil {
+		return err
+	}
 	auth, err := af.build(ctx, log)
 	if err != nil {
 		return err
@@ -121,6 +126,15 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
+	source := historySource(l, nil)
+	if withMySQL && len(seeds) > 0 {
+		arch, err := openArchiveReader(ctx, *arf.url, e.getenv, l)
+		if err != nil {
+			return err
+		}
+		source = historySource(l, arch)
+	}
+	addDrawer(&g, ctx, l, seeds, source, log)
 	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
 	svc.RequireAuth(auth)
 	{

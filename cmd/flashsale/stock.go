@@ -43,7 +43,7 @@ then, and says so, so that buyers can buy once it has returned.`
 	f := e.flags("stock "+sub, argNames, about)
 	rf := f.redis()
 	rf.create = sub == "set" // add and get need an existing ledger
-	var limit, start, end, payWithin *string
+	var limit, start, end, payWithin, drawAt, drawSeed *string
 	var jsonOut, ifNew *bool
 	switch sub {
 	case "get":
@@ -56,6 +56,8 @@ then, and says so, so that buyers can buy once it has returned.`
 	}
 	if sub == "set" {
 		ifNew = f.Bool("if-new", false, "only for an item that has no stock yet (a restart then never resets a running sale)")
+		drawAt = f.String("draw-at", "", "sell by a draw at this time, RFC 3339: purchases until then register entries (needs -draw-seed-file and -pay-within)")
+		drawSeed = f.String("draw-seed-file", "", "file holding the draw's secret seed; only its SHA-256 is published")
 	}
 	if err := f.parse(args[1:]); err != nil {
 		return err
@@ -99,6 +101,20 @@ then, and says so, so that buyers can buy once it has returned.`
 		}
 		if ch.End, err = parseWindow("end", *end); err != nil {
 			return err
+		}
+		if drawAt != nil && (*drawAt != "" || *drawSeed != "") {
+			if *drawAt == "" {
+				return usageError{"-draw-seed-file needs -draw-at"}
+			}
+			t, err := time.Parse(time.RFC3339, *drawAt)
+			if err != nil {
+				return usageError{fmt.Sprintf("-draw-at %q: want RFC 3339, e.g. 2026-12-01T10:00:00Z", *drawAt)}
+			}
+			seed, err := readSeed(*drawSeed)
+			if err != nil {
+				return err
+			}
+			ch.DrawAt, ch.DrawCommit = &t, ledger.SeedCommitment(seed)
 		}
 	}
 
@@ -145,6 +161,12 @@ then, and says so, so that buyers can buy once it has returned.`
 		}
 		if it.PayWithin > 0 {
 			out["pay_within"] = it.PayWithin.String()
+		}
+		if !it.DrawAt.IsZero() {
+			out["draw_at"], out["draw_commitment"] = it.DrawAt, it.DrawCommit
+			if it.DrawSeed != "" {
+				out["draw_seed"] = it.DrawSeed
+			}
 		}
 		if it.Closed {
 			out["status"] = "closed"
