@@ -66,6 +66,9 @@ func (g *grpcService) Purchase(ctx context.Context, in *pb.PurchaseRequest) (*pb
 	if err != nil {
 		return nil, g.status(ctx, "Purchase", err)
 	}
+	if rc.Registered {
+		return &pb.PurchaseResponse{Success: true, Message: msgRegistered, OrderId: rc.OrderID}, nil
+	}
 	return &pb.PurchaseResponse{Success: true, Message: "order placed successfully", OrderId: rc.OrderID}, nil
 }
 

@@ -152,7 +152,7 @@ func decodeObject(body []byte, field func(key string, dec *json.Decoder) error) 
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return errBody
 	}
-	var seen [8]string
+	var seen [9]string
 	n := 0
 	for dec.More() {
 		tok, err := dec.Token()
@@ -249,6 +249,10 @@ func (s *Service) handlePurchase(w http.ResponseWriter, r *http.Request) {
 		s.writeLedgerError(w, r, err)
 		return
 	}
+	if rc.Registered {
+		writeReply(w, http.StatusAccepted, purchaseReply{Success: true, Message: msgRegistered, OrderID: rc.OrderID})
+		return
+	}
 	writeReply(w, http.StatusOK, purchaseReply{Success: true, Message: "order placed successfully", OrderID: rc.OrderID})
 }
 
@@ -260,6 +264,8 @@ type itemReply struct {
 	StartsAt     *time.Time `json:"starts_at,omitempty"`
 	EndsAt       *time.Time `json:"ends_at,omitempty"`
 	PayWithin    string     `json:"pay_within,omitempty"`
+	// Draw is set for an item sold by a draw.
+	Draw *drawReply `json:"draw,omitempty"`
 	// Status is "closed" once the item's sale was closed for good, absent before.
 	Status string `json:"status,omitempty"`
 }
@@ -284,6 +290,7 @@ func newItemReply(it ledger.Item) itemReply {
 	if it.PayWithin > 0 {
 		reply.PayWithin = it.PayWithin.String()
 	}
+	reply.Draw = newDrawReply(it, time.Now())
 	if it.Closed {
 		reply.Status = "closed"
 	}

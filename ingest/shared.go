@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/flashsale/flashsale/ledger"
 )
@@ -42,3 +43,9 @@ func DecodeObject(body []byte, field func(key string, dec *json.Decoder) error) 
 
 // ErrBody is the error of a body that is not what the route takes.
 var ErrBody = errBody
+
+// DrawReply describes an item's draw, as GET /api/items/{item_id} shows it.
+type DrawReply = drawReply
+
+// NewDrawReply is the draw of it at now; nil for an item not sold by a draw.
+func NewDrawReply(it ledger.Item, now time.Time) *DrawReply { return newDrawReply(it, now) }

@@ -65,6 +65,17 @@ type Event struct {
 	// PayWithinMS is the item's payment deadline after the change (0: no payment needed;
 	// absent in events written before the rule existed).
 	PayWithinMS int64
+	// DrawAtMS and DrawCommit: the item is sold by a draw at that time (0: not a draw), whose
+	// seed has that SHA-256 commitment (hex).
+	DrawAtMS   int64
+	DrawCommit string
+
+	// order: Draw marks an entry in a draw (it took no stock). won, waitlisted, promoted:
+	// Rank is the entry's 0-based position in the draw's rank order.
+	Draw bool
+	Rank int64
+	// waitlisted: the entries waitlisted, in rank order from Rank.
+	Orders []string
 	// Created marks the stock event that created the item (absent in events written before
 	// it was recorded).
 	Created bool
@@ -129,9 +140,12 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		if _, ok := msg.Values["pay_by"]; ok {
 			e.PayBy = time.UnixMilli(f.int("pay_by"))
 		}
+		_, e.Draw = msg.Values["draw"]
 		if e.RequestID == "" || e.UserID == "" || e.Quantity < 1 {
 			f.fail("order", "missing request_id, user_id or quantity")
 		}
+	case EventWon, EventWaitlisted, EventPromoted, EventLost:
+		decodeDraw(&e, f)
 	case EventRestock:
 		e.OrderID, e.Reason = f.str("order_id"), f.str("reason")
 		e.RequestID, e.UserID = f.str("request_id"), f.str("user_id")
@@ -156,6 +170,9 @@ func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
 		e.Limit, e.StartMS, e.EndMS = f.int("limit"), f.int("start_ms"), f.int("end_ms")
 		if _, ok := msg.Values["pay_within_ms"]; ok {
 			e.PayWithinMS = f.int("pay_within_ms")
+		}
+		if _, ok := msg.Values["draw_at_ms"]; ok {
+			e.DrawAtMS, e.DrawCommit = f.int("draw_at_ms"), f.str("draw_commit")
 		}
 		e.Created = f.str("created") == "1"
 		e.Closed = f.str("closed") == "1"

@@ -64,7 +64,10 @@ func (t *Tally) Apply(e Event) {
 			t.Stock = e.Quantity
 		}
 		t.PutOnSale = t.Stock + t.Sold
-	case EventOrder:
+	case EventOrder, EventWon, EventPromoted:
+		if e.Type == EventOrder && e.Draw {
+			break // a draw entry takes no stock until it wins
+		}
 		t.Stock -= e.Quantity
 		t.Sold += e.Quantity
 		t.Orders++

@@ -29,3 +29,12 @@ const (
 	StatusPaid      = "paid"
 	StatusExpired   = "expired"
 )
+
+// The statuses of draw entries. An entry is registered; at the draw it is won (status
+// reserved, then paid, cancelled or expired like any reservation) or waitlisted; a waitlisted
+// entry is promoted (reserved) or, once every unit is paid, lost.
+const (
+	StatusRegistered = "registered"
+	StatusWaitlisted = "waitlisted"
+	StatusLost       = "lost"
+)

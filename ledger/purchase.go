@@ -136,6 +136,8 @@ type Receipt struct {
 	OrderID string
 	// Stock is the number of units left after this purchase.
 	Stock int64
+	// Registered is set for an entry in a draw (no units taken yet; see RunDraw).
+	Registered bool
 }
 
 // Purchase decides req in one script call: on success the stock is decremented and the order
@@ -193,6 +195,8 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 		return Receipt{}, ErrRequestIDTaken
 	case 8:
 		return Receipt{}, ErrItemClosed
+	case 9:
+		return l.enter(ctx, req, stock)
 	}
 	return Receipt{}, fmt.Errorf("purchase script: unknown code %d", code)
 }

@@ -163,6 +163,9 @@ func (l *Ledger) Pay(ctx context.Context, orderID, user, paymentRef string) (Res
 	case 3:
 		return r, ErrPaidOtherwise
 	case 4:
+		if drawWaiting(state) {
+			return r, ErrNotWon
+		}
 		return r, ErrOrderClosed
 	}
 	return Reservation{}, fmt.Errorf("pay script: unknown code %d", code)
@@ -196,6 +199,8 @@ func (l *Ledger) Cancel(ctx context.Context, orderID, user string) (Reservation,
 		return Reservation{}, l.noState(ctx, orderID, user)
 	case code == 2 && state == StatePaid:
 		return r, ErrOrderPaid
+	case code == 2 && drawWaiting(state):
+		return r, ErrNotWon
 	case code == 2:
 		return r, ErrOrderClosed
 	}

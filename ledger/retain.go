@@ -210,6 +210,8 @@ type CheckpointOrder struct {
 	ItemID    string `json:"item_id"`
 	RequestID string `json:"request_id"`
 	Quantity  int64  `json:"quantity"`
+	// State is set for a draw entry that holds no units yet: registered or waitlisted.
+	State string `json:"state,omitempty"`
 }
 
 // CheckpointViolation is one violation found while folding into a checkpoint.

@@ -41,6 +41,11 @@ type StockChange struct {
 	// PayWithin is how long a new order stays reserved waiting for its payment before it
 	// expires and its units go back on sale; 0 means an order needs no payment.
 	PayWithin *time.Duration
+	// DrawAt, with DrawCommit, makes the item a draw item (see RunDraw): entries are taken
+	// until DrawAt, then the stock is drawn among them. DrawCommit is the hex SHA-256 of the
+	// secret seed. Nil keeps the item as it is; a draw needs a pay-within rule.
+	DrawAt     *time.Time
+	DrawCommit string
 }
 
 // Item is an item as the ledger knows it.
@@ -54,6 +59,10 @@ type Item struct {
 	Start, End time.Time
 	// PayWithin is the payment deadline of a new order; 0 means no payment is needed.
 	PayWithin time.Duration
+	// DrawAt is the time of the item's draw (zero: not a draw item); DrawCommit the seed's
+	// commitment; DrawSeed the seed (hex) once the draw has revealed it.
+	DrawAt               time.Time
+	DrawCommit, DrawSeed string
 	// Closed is set once the item's sale was closed for good (Ledger.Close).
 	Closed bool
 }
@@ -124,6 +133,13 @@ func (l *Ledger) setStock(ctx context.Context, item string, ch StockChange) (sto
 	case ch.PayWithin != nil && (*ch.PayWithin < 0 || *ch.PayWithin > MaxPayWithin || *ch.PayWithin%time.Millisecond != 0):
 		return 0, 0, invalid("pay-within must be whole milliseconds between 0 and %s", MaxPayWithin)
 	}
+	drawAt := ""
+	if ch.DrawAt != nil {
+		if err := validateDraw(ch); err != nil {
+			return 0, 0, err
+		}
+		drawAt = strconv.FormatInt(ch.DrawAt.UnixMilli(), 10)
+	}
 	limit, start, end, payWithin := "", windowArg(ch.Start), windowArg(ch.End), ""
 	if ch.Limit != nil {
 		limit = strconv.FormatInt(*ch.Limit, 10)
@@ -138,9 +154,9 @@ func (l *Ledger) setStock(ctx context.Context, item string, ch StockChange) (sto
 	keys := []string{k.Stock(item), k.Rules(item), k.Events(k.Partition(item)), k.Items(k.Partition(item))}
 	var v any
 	if l.repl.min > 0 {
-		v, err = l.repl.scriptWaited(ctx, l.rdb, stockScript, keys, item, string(ch.Op), ch.Quantity, limit, start, end, l.leaseMS, MaxStock, payWithin)
+		v, err = l.repl.scriptWaited(ctx, l.rdb, stockScript, keys, item, string(ch.Op), ch.Quantity, limit, start, end, l.leaseMS, MaxStock, payWithin, drawAt, ch.DrawCommit)
 	} else {
-		v, err = stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, l.leaseMS, MaxStock, payWithin).Result()
+		v, err = stockScript.Run(ctx, l.rdb, keys, item, string(ch.Op), ch.Quantity, limit, start, end, l.leaseMS, MaxStock, payWithin, drawAt, ch.DrawCommit).Result()
 	}
 	if err != nil {
 		return 0, 0, redisErr("set stock", err)
@@ -196,7 +212,7 @@ func (l *Ledger) Item(ctx context.Context, item string) (Item, error) {
 	}
 	pipe := l.rdb.Pipeline()
 	stockCmd := pipe.Get(ctx, l.keys.Stock(item))
-	rulesCmd := pipe.HMGet(ctx, l.keys.Rules(item), "limit", "start_ms", "end_ms", "pay_within_ms", "closed")
+	rulesCmd := pipe.HMGet(ctx, l.keys.Rules(item), "limit", "start_ms", "end_ms", "pay_within_ms", "closed", "draw_at_ms", "draw_commit", "draw_seed")
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Item{}, redisErr("read item", err)
 	}
@@ -215,6 +231,11 @@ func (l *Ledger) Item(ctx context.Context, item string) (Item, error) {
 	if ms := intField(rules[2]); ms > 0 {
 		it.End = time.UnixMilli(ms)
 	}
+	if ms := intField(rules[5]); ms > 0 {
+		it.DrawAt = time.UnixMilli(ms)
+	}
+	it.DrawCommit, _ = rules[6].(string)
+	it.DrawSeed, _ = rules[7].(string)
 	return it, nil
 }
 

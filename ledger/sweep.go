@@ -85,6 +85,12 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 			}
 		}
 	}
+	// Units that came back to a drawn item go to its waitlist, in rank order.
+	if pr, err := s.l.PromoteDraws(ctx, int(s.batch)); err != nil {
+		return n, err
+	} else if pr.Promoted+pr.Lost > 0 || len(pr.Finished) > 0 {
+		s.log.Info("draws moved on", "promoted", pr.Promoted, "lost", pr.Lost, "finished_with_units_left", pr.Finished)
+	}
 	var lag time.Duration
 	var open int64
 	for p := range s.l.keys.Partitions() {

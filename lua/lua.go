@@ -106,6 +106,23 @@ var cancel string
 //go:embed expire.lua
 var expire string
 
+// DrawEnter registers one entry in a draw: an order event with the draw marker, no stock.
+//
+//go:embed draw_enter.lua
+var DrawEnter string
+
+// DrawBatch writes one batch of a draw's result (won or waitlisted), once, at the draw's
+// position.
+//
+//go:embed draw_batch.lua
+var DrawBatch string
+
+// DrawPromote promotes the head of a drawn item's waitlist when units came back, or marks the
+// waitlist lost once every unit is paid.
+//
+//go:embed draw_promote.lua
+var DrawPromote string
+
 // Retain reads what bounds the trimming of one partition: first entry, checkpoint, and the
 // positions the consumer groups have acknowledged through.
 //

@@ -2,7 +2,7 @@
 --
 -- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>     (string, integer units left)
 -- KEYS[2] sale rules         <prefix>:{pN}:rules:<item>     (hash: limit, start_ms, end_ms,
---                                                            reopen_at)
+--                                                            reopen_at, draw_at_ms)
 -- KEYS[3] idempotency key    <prefix>:{pN}:req:<item>:<request_id>
 -- KEYS[4] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
 -- KEYS[5] ledger stream      <prefix>:{pN}:events
@@ -43,13 +43,14 @@
 --                  sold out as of that ledger position
 --   7 taken         '', current stock (the request_id placed another user's order)
 --   8 closed        '', current stock (the item's sale was closed, see close.lua)
+--   9 draw          '', current stock: the item is sold by a draw (draw_enter.lua decides)
 
 local stock = redis.call('GET', KEYS[1])
 if not stock then
   return {1, '', 0}
 end
 stock = tonumber(stock)
-local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'reopen_at', 'closed')
+local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'reopen_at', 'closed', 'draw_at_ms')
 if rules[6] == '1' then
   return {8, '', stock}
 end
@@ -65,6 +66,9 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if (tonumber(rules[7]) or 0) > 0 then
+  return {9, '', stock}
+end
 local limit = tonumber(rules[1]) or 0
 local start_ms = tonumber(rules[2]) or 0
 local end_ms = tonumber(rules[3]) or 0

@@ -17,6 +17,8 @@
 --         than 0 sets the rules' reopen_at to Redis TIME plus it (see purchase.lua)
 -- ARGV[8] most units an item may hold: a change whose result would exceed it is refused
 -- ARGV[9] pay-within, milliseconds (0 = orders need no payment), or '' (or absent) to keep
+-- ARGV[10] draw time, unix milliseconds, and ARGV[11] the SHA-256 commitment (hex) of the
+--         draw's seed: the item is sold by a draw (draw_enter.lua); '' (or absent) to keep
 --
 -- The event carries the op and quantity (so that folding the events gives the counter) and the
 -- rules in force after the change; the event that creates the item also carries created 1.
@@ -78,6 +80,10 @@ if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'start_ms', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'end_ms', ARGV[6]) end
 if (ARGV[9] or '') ~= '' then redis.call('HSET', KEYS[2], 'pay_within_ms', ARGV[9]) end
 local pay_within = redis.call('HGET', KEYS[2], 'pay_within_ms') or '0'
+if (ARGV[10] or '') ~= '' then
+  redis.call('HSET', KEYS[2], 'draw_at_ms', ARGV[10], 'draw_commit', ARGV[11])
+end
+local draw = redis.call('HMGET', KEYS[2], 'draw_at_ms', 'draw_commit')
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -93,7 +99,7 @@ redis.call('SADD', KEYS[4], ARGV[1])
 local event = {'v', '1', 'type', 'stock', 'item_id', ARGV[1],
   'op', op, 'quantity', ARGV[3], 'stock', stock,
   'limit', rules[1] or '0', 'start_ms', rules[2] or '0', 'end_ms', rules[3] or '0',
-  'pay_within_ms', pay_within}
+  'pay_within_ms', pay_within, 'draw_at_ms', draw[1] or '0', 'draw_commit', draw[2] or ''}
 if not current then
   event[#event + 1], event[#event + 2] = 'created', '1'
 end

@@ -241,7 +241,7 @@ func (a *auditor) checkpointRows() {
 		if err != nil || p >= len(a.checkpoints) || a.checkpoints[p] == "" || ledger.CompareIDs(sid, a.checkpoints[p]) > 0 {
 			continue
 		}
-		if r.status != ledger.StatusCancelled && r.status != ledger.StatusExpired {
+		if r.status != ledger.StatusCancelled && r.status != ledger.StatusExpired && !drawWaiting(r.status) {
 			checkpointLive[r.item] += r.quantity
 		}
 		if a.orders[id] == nil {
@@ -423,7 +423,11 @@ func fromCheckpoint(c ledger.Checkpoint) *partAudit {
 			limit:          ci.Limit, startMS: ci.StartMS, endMS: ci.EndMS, payWithinMS: ci.PayWithinMS, orders: ci.Orders}
 	}
 	for id, o := range c.Open {
-		pa.orders[id] = &ledgerOrder{item: o.ItemID, request: o.RequestID, quantity: o.Quantity, state: ledger.StateReserved}
+		state := ledger.StateReserved
+		if o.State != "" {
+			state = o.State // a draw entry waiting
+		}
+		pa.orders[id] = &ledgerOrder{item: o.ItemID, request: o.RequestID, quantity: o.Quantity, state: state}
 	}
 	for _, v := range c.Violations {
 		pa.violations = append(pa.violations, Violation{v.ItemID, v.OrderID, v.What})
@@ -468,6 +472,8 @@ func (pa *partAudit) checkpointAt(p int, id string) ledger.Checkpoint {
 	for oid, o := range pa.orders {
 		if o.state == ledger.StateReserved && !o.restocked && o.returns == 0 {
 			c.Open[oid] = ledger.CheckpointOrder{ItemID: o.item, RequestID: o.request, Quantity: o.quantity}
+		} else if drawWaiting(o.state) && !o.restocked {
+			c.Open[oid] = ledger.CheckpointOrder{ItemID: o.item, RequestID: o.request, Quantity: o.quantity, State: o.state}
 		}
 	}
 	for _, v := range pa.violations {
@@ -565,7 +571,13 @@ func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[strin
 			it.Fold = e.Stock
 		}
 		it.PutOnSale = it.Fold + it.Sold + it.Reserved
+	case ledger.EventWon, ledger.EventWaitlisted, ledger.EventPromoted, ledger.EventLost:
+		foldDraw(rep, it, e, orders, checkpoint)
 	case ledger.EventOrder:
+		if e.Draw {
+			foldDraw(rep, it, e, orders, checkpoint)
+			return
+		}
 		it.Fold -= e.Quantity
 		it.orders++
 		o := &ledgerOrder{item: e.ItemID, request: e.RequestID, quantity: e.Quantity}

@@ -38,16 +38,21 @@ func (lk *Lookup) Order(ctx context.Context, orderID string) (ledger.Order, erro
 	if err != nil {
 		return ledger.Order{}, err
 	}
-	return lk.live(ctx, ledger.Order{
+	o = ledger.Order{
 		OrderID: e.OrderID, RequestID: e.RequestID, UserID: e.UserID, ItemID: e.ItemID,
 		Quantity: e.Quantity, Status: ledger.StatusPending, CreatedAt: e.Time, PayBy: e.PayBy,
-	})
+	}
+	if e.Draw {
+		o.Status = ledger.StatusRegistered
+	}
+	return lk.live(ctx, o)
 }
 
 // live gives an order placed under a pay-within rule its state in Redis, which is ahead of
 // MySQL (a payment shows at once); a restocked order stays cancelled.
 func (lk *Lookup) live(ctx context.Context, o ledger.Order) (ledger.Order, error) {
-	if o.PayBy.IsZero() || o.Status == ledger.StatusCancelled {
+	entry := o.Status == ledger.StatusRegistered || o.Status == ledger.StatusWaitlisted
+	if (o.PayBy.IsZero() && !entry) || o.Status == ledger.StatusCancelled {
 		return o, nil
 	}
 	r, err := lk.ledger.Reservation(ctx, o.OrderID)
@@ -58,6 +63,9 @@ func (lk *Lookup) live(ctx context.Context, o ledger.Order) (ledger.Order, error
 		return ledger.Order{}, err
 	}
 	o.Status = r.State
+	if !r.PayBy.IsZero() {
+		o.PayBy = r.PayBy // a draw entry gets its pay_by when it wins
+	}
 	return o, nil
 }
 

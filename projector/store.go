@@ -54,8 +54,12 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 	}
 	defer tx.Rollback()
 	now := s.now().UTC()
-	var orders, restocks, stocks, closes []ledger.Event
+	var orders, restocks, stocks, closes, draws []ledger.Event
 	for _, e := range events {
+		if isDrawEvent(e) {
+			draws = append(draws, e)
+			continue
+		}
 		switch e.Type {
 		case ledger.EventOrder:
 			orders = append(orders, e)
@@ -68,6 +72,9 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 		}
 	}
 	if err := s.insertOrders(ctx, tx, orders, now); err != nil {
+		return nil, err
+	}
+	if err := applyDraws(ctx, tx, draws, now); err != nil {
 		return nil, err
 	}
 	if err := closeOrders(ctx, tx, closes, now); err != nil {
@@ -97,6 +104,8 @@ func (s *Store) insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Ev
 			status := ledger.StatusConfirmed
 			if !e.PayBy.IsZero() {
 				status = ledger.StatusReserved
+			} else if e.Draw {
+				status = ledger.StatusRegistered
 			}
 			args = append(args, e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status, nullTime(e.PayBy), e.Time.UTC(), now)
 		}

@@ -62,6 +62,7 @@ func commands() []command {
 		{"stock", "set, add to or show an item's stock and sale rules", stock},
 		{"replay", "rebuild the MySQL projection from the ledger", replay},
 		{"pending", "show ledger entries read by the projector and not yet acknowledged", pending},
+		{"draw", "run or verify the draw of an item sold by lottery", draw},
 		{"audit", "check that stock + sold + reserved = put on sale and that MySQL matches the ledger", audit},
 	}
 }

@@ -41,6 +41,10 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 		return err
 	}
 	log := sf.logger()
+	seeds, err := drawSeeds(*sf.seedsFlag)
+	if err != nil {
+		return err
+	}
 	auth, err := sf.af.build(ctx, log)
 	if err != nil {
 		return err
@@ -53,7 +57,7 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	warnDurability(ctx, l, log)
 
 	var g oklog.Group
-	closeDB, err := sf.wire(ctx, &g, l, auth, log)
+	closeDB, err := sf.wire(ctx, &g, l, auth, seeds, log)
 	defer closeDB()
 	if err != nil {
 		return err
@@ -78,6 +82,8 @@ type serveFlags struct {
 	sf                 sweepFlags
 	arf                archiveFlags
 	tf                 retainFlags
+	seedsFlag          *string
+	getenv             func(string) string
 	logger             func() *slog.Logger
 }
 
@@ -88,7 +94,7 @@ func parseServeFlags(e *env, args []string, name string, withMySQL bool) (*serve
 		about = "Sells over HTTP and gRPC and projects the ledger into MySQL, in one process."
 	}
 	f := e.flags(name, "", about)
-	sf := &serveFlags{withMySQL: withMySQL, rf: f.redis()}
+	sf := &serveFlags{withMySQL: withMySQL, rf: f.redis(), getenv: e.getenv}
 	sf.rf.create = true
 	sf.httpAddr = f.str("http", "FLASHSALE_HTTP_ADDR", ":8080", "HTTP listen address")
 	sf.grpcAddr = f.str("grpc", "FLASHSALE_GRPC_ADDR", ":50051", "gRPC listen address")
@@ -97,6 +103,7 @@ func parseServeFlags(e *env, args []string, name string, withMySQL bool) (*serve
 	sf.shutdown = f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
 	lf := f.limits()
 	sf.af = f.auth()
+	sf.seedsFlag = f.str("draw-seeds", "FLASHSALE_DRAW_SEEDS", "", "ITEM=FILE pairs, comma separated: draw each ITEM with the seed in FILE when its draw time comes")
 	if withMySQL {
 		sf.dsn = f.mysqlDSN()
 		sf.pf = f.projector()
@@ -134,9 +141,10 @@ func warnDurability(ctx context.Context, l *ledger.Ledger, log *slog.Logger) {
 }
 
 // wire builds the service on l and adds every actor to g: with MySQL the projector, sweeper,
-// archiver and retainer; the winner tail, the board, the HTTP and the gRPC servers. closeDB
+// archiver and retainer; the drawer of the items in seeds, the winner tail, the board, the
+// HTTP and the gRPC servers. closeDB
 // closes the MySQL pool (a no-op without one); it is set also when err is not nil.
-func (sf *serveFlags) wire(ctx context.Context, g *oklog.Group, l *ledger.Ledger, auth *ingest.Authenticator, log *slog.Logger) (closeDB func(), err error) {
+func (sf *serveFlags) wire(ctx context.Context, g *oklog.Group, l *ledger.Ledger, auth *ingest.Authenticator, seeds map[string][]byte, log *slog.Logger) (closeDB func(), err error) {
 	reg := newRegistry()
 	reg.MustRegister(newRetainCollector(l, *sf.tf.retain))
 	checks := map[string]ingest.Check{"redis": l.Ping}
@@ -156,6 +164,15 @@ func (sf *serveFlags) wire(ctx context.Context, g *oklog.Group, l *ledger.Ledger
 		orders = projector.NewLookup(projector.NewStore(db), l)
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
+	source := historySource(l, nil)
+	if sf.withMySQL && len(seeds) > 0 {
+		arch, err := openArchiveReader(ctx, *sf.arf.url, sf.getenv, l)
+		if err != nil {
+			return closeDB, err
+		}
+		source = historySource(l, arch)
+	}
+	addDrawer(g, ctx, l, seeds, source, log)
 	metrics := ingest.NewMetrics(reg)
 	svc := ingest.NewService(l, orders, checks, metrics, log)
 	svc.RequireAuth(auth)

@@ -95,7 +95,7 @@ func parseStockFlags(e *env, args []string, argNames, about string) (*stockCmd, 
 	f := e.flags("stock "+sub, argNames, about)
 	c := &stockCmd{rf: f.redis()}
 	c.rf.create = sub == "set" // add and get need an existing ledger
-	var limit, start, end, payWithin *string
+	var limit, start, end, payWithin, drawAt, drawSeed *string
 	var ifNew *bool
 	switch sub {
 	case "get":
@@ -108,6 +108,8 @@ func parseStockFlags(e *env, args []string, argNames, about string) (*stockCmd, 
 	}
 	if sub == "set" {
 		ifNew = f.Bool("if-new", false, "only for an item that has no stock yet (a restart then never resets a running sale)")
+		drawAt = f.String("draw-at", "", "sell by a draw at this time, RFC 3339: purchases until then register entries (needs -draw-seed-file and -pay-within)")
+		drawSeed = f.String("draw-seed-file", "", "file holding the draw's secret seed; only its SHA-256 is published")
 	}
 	if err := f.parse(args[1:]); err != nil {
 		return nil, err
@@ -135,7 +137,30 @@ func parseStockFlags(e *env, args []string, argNames, about string) (*stockCmd, 
 	if err := stockRules(&c.ch, *limit, *start, *end, *payWithin); err != nil {
 		return nil, err
 	}
+	if drawAt != nil && (*drawAt != "" || *drawSeed != "") {
+		if err := stockDraw(&c.ch, *drawAt, *drawSeed); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// stockDraw makes ch sell by a draw at drawAt (-draw-at), committed to the seed in the file
+// drawSeed (-draw-seed-file).
+func stockDraw(ch *ledger.StockChange, drawAt, drawSeed string) error {
+	if drawAt == "" {
+		return usageError{"-draw-seed-file needs -draw-at"}
+	}
+	t, err := time.Parse(time.RFC3339, drawAt)
+	if err != nil {
+		return usageError{fmt.Sprintf("-draw-at %q: want RFC 3339, e.g. 2026-12-01T10:00:00Z", drawAt)}
+	}
+	seed, err := readSeed(drawSeed)
+	if err != nil {
+		return err
+	}
+	ch.DrawAt, ch.DrawCommit = &t, ledger.SeedCommitment(seed)
+	return nil
 }
 
 // stockRules sets the rules of ch from the flags -limit, -start, -end and -pay-within (each
@@ -177,6 +202,12 @@ func printItem(e *env, it ledger.Item, asJSON bool) error {
 		}
 		if it.PayWithin > 0 {
 			out["pay_within"] = it.PayWithin.String()
+		}
+		if !it.DrawAt.IsZero() {
+			out["draw_at"], out["draw_commitment"] = it.DrawAt, it.DrawCommit
+			if it.DrawSeed != "" {
+				out["draw_seed"] = it.DrawSeed
+			}
 		}
 		if it.Closed {
 			out["status"] = "closed"

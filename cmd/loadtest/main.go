@@ -64,6 +64,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "bare" {
 		return bare(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "draw" {
+		return drawLoad(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "script" {
 		return printScript(args[1:], stdout)
 	}

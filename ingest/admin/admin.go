@@ -170,6 +170,9 @@ type itemBody struct {
 	StartsAt     *string `json:"starts_at"`
 	EndsAt       *string `json:"ends_at"`
 	PayWithin    *string `json:"pay_within"`
+	// DrawAt and DrawCommitment make the item a draw item (see ledger.StockChange).
+	DrawAt         *string `json:"draw_at"`
+	DrawCommitment *string `json:"draw_commitment"`
 }
 
 func (s *routes) handlePutItem(w http.ResponseWriter, r *http.Request, a Ledger) {
@@ -230,6 +233,10 @@ func decodeItemBody(body []byte) (itemBody, error) {
 			return dec.Decode(&b.EndsAt)
 		case "pay_within":
 			return dec.Decode(&b.PayWithin)
+		case "draw_at":
+			return dec.Decode(&b.DrawAt)
+		case "draw_commitment":
+			return dec.Decode(&b.DrawCommitment)
 		case "close":
 			return dec.Decode(&b.Close)
 		}
@@ -277,6 +284,16 @@ func (b itemBody) change() (ch ledger.StockChange, refusal string) {
 			return ch, "pay_within must be a duration such as 15m, or \"\""
 		}
 		ch.PayWithin = &d
+	}
+	if b.DrawAt != nil || b.DrawCommitment != nil {
+		if b.DrawAt == nil || b.DrawCommitment == nil {
+			return ch, "draw_at and draw_commitment go together"
+		}
+		t, err := time.Parse(time.RFC3339, *b.DrawAt)
+		if err != nil {
+			return ch, "draw_at must be an RFC 3339 time"
+		}
+		ch.DrawAt, ch.DrawCommit = &t, *b.DrawCommitment
 	}
 	return ch, ""
 }

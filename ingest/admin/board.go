@@ -192,7 +192,10 @@ type boardItem struct {
 	StartsAt  *time.Time `json:"starts_at"`
 	EndsAt    *time.Time `json:"ends_at"`
 	SoldOutAt *time.Time `json:"sold_out_at"`
-	// Status is on_sale, sold_out, not_started or ended.
+	// Draw is set for an item sold by a draw (see GET /api/items/{item_id}).
+	Draw *ingest.DrawReply `json:"draw,omitempty"`
+	// Status is on_sale, sold_out, not_started or ended; for a draw item registering,
+	// drawing or drawn until its units are all taken.
 	Status string  `json:"status"`
 	Rate   float64 `json:"orders_per_s"`
 	Chart  []int64 `json:"chart"`
@@ -394,6 +397,9 @@ func (b *Board) itemViews(ctx context.Context, snap *boardSnapshot, now time.Tim
 			v.Status = "not_started"
 		case !it.End.IsZero() && !now.Before(it.End):
 			v.Status = "ended"
+		}
+		if v.Draw = ingest.NewDrawReply(it, now); v.Draw != nil && it.Stock > 0 {
+			v.Status = v.Draw.State
 		}
 		snap.Items = append(snap.Items, v)
 	}

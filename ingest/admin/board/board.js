@@ -189,6 +189,7 @@ function renderItems(snap) {
     if (!it.starts_at && !it.ends_at) win += 'always open';
     else win += (it.starts_at ? fmtDateTime(it.starts_at) : '…') + ' → ' + (it.ends_at ? fmtDateTime(it.ends_at) : '…');
     foot.appendChild(el('span', '', win));
+    if (it.draw) foot.appendChild(el('span', '', it.draw.state + ' · draw at ' + fmtDateTime(it.draw.draw_at)));
     if (it.sold_out_at) {
       const s = el('span', 'soldout-at', 'sold out at ' + fmtTime(it.sold_out_at));
       foot.appendChild(s);
@@ -380,12 +381,18 @@ $('item-form').addEventListener('submit', async (ev) => {
   if ($('f-limit').value !== '') body.per_user_limit = parseInt($('f-limit').value, 10);
   if ($('f-start').value) body.starts_at = localToRFC3339($('f-start').value);
   if ($('f-end').value) body.ends_at = localToRFC3339($('f-end').value);
+  if ($('f-pay').value.trim()) body.pay_within = $('f-pay').value.trim();
+  if ($('f-draw').value) {
+    body.draw_at = localToRFC3339($('f-draw').value);
+    body.draw_commitment = $('f-commit').value.trim();
+  }
   const r = await send('PUT', 'items/' + encodeURIComponent(id), body);
   const m = $('item-message');
   m.hidden = false;
   if (r.ok) {
     m.className = 'message good';
-    m.textContent = `${r.data.item_id}: ${fmtInt(r.data.stock)} left` + (r.data.per_user_limit ? `, limit ${r.data.per_user_limit}/user` : '');
+    m.textContent = `${r.data.item_id}: ${fmtInt(r.data.stock)} left` + (r.data.per_user_limit ? `, limit ${r.data.per_user_limit}/user` : '') +
+      (r.data.draw ? `, ${r.data.draw.state}, draw at ${fmtDateTime(r.data.draw.draw_at)}` : '');
   } else {
     m.className = 'message bad';
     m.textContent = `Refused (${r.status}): ${r.data.message || 'error'}`;

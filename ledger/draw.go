@@ -1,0 +1,485 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/lua"
+)
+
+// A draw item is sold by a lottery instead of first come, first served. Until its draw time,
+// a purchase registers an entry (an order event with the draw marker, no stock, one per
+// user). At the draw, the seed whose SHA-256 was published at creation is revealed; each
+// entry's rank is HMAC-SHA256(seed, user_id), and the entries of the lowest ranks win as many
+// units as the item holds. Winners are reserved until their pay_by like any order under a
+// pay-within rule; the others wait in rank order and are promoted as units come back. Every
+// step is an event, so that anyone holding the seed can check the result (VerifyDraw).
+
+// The event types of draws.
+const (
+	// EventWon: an entry won at the draw; it is reserved until pay_by.
+	EventWon EventType = "won"
+	// EventWaitlisted: entries that did not win at the draw wait at their ranks: one event per
+	// batch lists them (Orders, ranks Rank, Rank+1, ...).
+	EventWaitlisted EventType = "waitlisted"
+	// EventPromoted: a waitlisted entry took units that came back; reserved until pay_by.
+	EventPromoted EventType = "promoted"
+	// EventLost: a waitlisted entry can no longer be promoted (every unit is paid).
+	EventLost EventType = "lost"
+)
+
+// The states of a draw entry before it is reserved (then: paid, cancelled, expired).
+const (
+	StateRegistered = "registered"
+	StateWaitlisted = "waitlisted"
+	StateLost       = "lost"
+)
+
+// Errors of draws.
+var (
+	// ErrRegistrationClosed: the draw time has passed; no more entries.
+	ErrRegistrationClosed = errors.New("registration closed: the draw has taken place")
+	// ErrNotDraw: the item is not sold by a draw.
+	ErrNotDraw = errors.New("item has no draw")
+	// ErrSeedMismatch: the seed's SHA-256 is not the commitment published with the item.
+	ErrSeedMismatch = errors.New("seed does not match the item's commitment")
+	// ErrDrawNotDue: the draw time has not come (by Redis's clock).
+	ErrDrawNotDue = errors.New("draw time has not come")
+	// ErrNotWon: the order is a draw entry that holds no units (registered, waitlisted, lost):
+	// there is nothing to pay or cancel.
+	ErrNotWon = errors.New("draw entry has not won")
+)
+
+var (
+	drawEnterScript   = redis.NewScript(lua.DrawEnter)
+	drawBatchScript   = redis.NewScript(lua.DrawBatch)
+	drawPromoteScript = redis.NewScript(lua.DrawPromote)
+)
+
+// DrawEntriesKey is item's hash of entries: user_id -> order_id.
+func (k Keys) DrawEntries(item string) string { return k.itemKey("draw-entries", item) }
+
+// DrawState is item's draw progress hash: cursor (entries written, in rank order), units,
+// started_at, done, done_at.
+func (k Keys) DrawState(item string) string { return k.itemKey("draw", item) }
+
+// Waitlist is item's sorted set of waitlisted entries: order_id -> rank.
+func (k Keys) Waitlist(item string) string { return k.itemKey("waitlist", item) }
+
+// Held is item's set of winners' orders that may still hold units (reserved or paid).
+func (k Keys) Held(item string) string { return k.itemKey("held", item) }
+
+// Draws is partition p's set of drawn items whose waitlist may still be promoted.
+func (k Keys) Draws(p int) string { return k.tag(p) + "draws" }
+
+// userPrefix is User(item, "") : the draw scripts complete it with each user_id.
+func (k Keys) userPrefix(item string) string { return k.itemSubKey("user", item, "") }
+
+// SeedCommitment returns the commitment published for seed: its SHA-256, in hex.
+func SeedCommitment(seed []byte) string {
+	sum := sha256.Sum256(seed)
+	return hex.EncodeToString(sum[:])
+}
+
+// DrawRank returns user's rank in the draw of seed: HMAC-SHA256(seed, user_id). Lower wins.
+func DrawRank(seed []byte, user string) [32]byte {
+	m := hmac.New(sha256.New, seed)
+	m.Write([]byte(user))
+	var r [32]byte
+	m.Sum(r[:0])
+	return r
+}
+
+// validateDraw checks the draw fields of a stock change.
+func validateDraw(ch StockChange) error {
+	switch {
+	case ch.DrawAt.IsZero() || ch.DrawAt.UnixMilli() <= 0:
+		return invalid("draw time must be after 1970-01-01T00:00:00Z")
+	case len(ch.DrawCommit) != 64 || !isLowerHex(ch.DrawCommit):
+		return invalid("draw commitment must be the SHA-256 of the seed in 64 lowercase hex digits")
+	case ch.PayWithin == nil || *ch.PayWithin <= 0:
+		return invalid("a draw needs a pay-within rule: winners are reserved until they pay")
+	}
+	return nil
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// enter registers req as an entry in the draw of its item (purchase.lua answered code 9).
+func (l *Ledger) enter(ctx context.Context, req PurchaseRequest, stock int64) (Receipt, error) {
+	k := l.keys
+	p := k.Partition(req.ItemID)
+	keys := []string{k.Rules(req.ItemID), k.Request(req.ItemID, req.RequestID), k.DrawEntries(req.ItemID), k.Events(p)}
+	v, err := drawEnterScript.Run(ctx, l.rdb, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p, k.OrderPrefix(p)).Result()
+	if err != nil {
+		return Receipt{}, redisErr("enter draw", err)
+	}
+	a, code, err := scriptReply(v, 2)
+	if err != nil {
+		return Receipt{}, err
+	}
+	orderID, _ := a[1].(string)
+	switch code {
+	case 0:
+		return Receipt{OrderID: orderID, Stock: stock, Registered: true}, nil
+	case 1:
+		return Receipt{}, fmt.Errorf("enter draw: %w", ErrNotDraw) // changed between the calls
+	case 2:
+		return Receipt{}, &DuplicateError{OrderID: orderID}
+	case 3:
+		return Receipt{}, ErrNotStarted
+	case 4:
+		return Receipt{}, ErrEnded
+	case 5:
+		return Receipt{}, ErrLimit
+	case 7:
+		return Receipt{}, ErrRequestIDTaken
+	case 8:
+		return Receipt{}, ErrRegistrationClosed
+	}
+	return Receipt{}, fmt.Errorf("draw enter script: unknown code %d", code)
+}
+
+// Entry is one entry of a draw, as the ledger recorded it.
+type Entry struct {
+	OrderID, UserID, RequestID string
+	Quantity                   int64
+	Placed                     time.Time
+	// StreamID is the entry's order event.
+	StreamID string
+	Rank     [32]byte
+}
+
+// EventSource calls fn with every event of partition p in ledger order (for a ledger whose
+// stream is trimmed: the archived events, then the stream's). fn's error stops it.
+type EventSource func(ctx context.Context, p int, fn func(Event) error) error
+
+// StreamSource reads partition p's stream from its start, in pages of pageSize entries (one
+// XRANGE each, so that Redis is never held long).
+func (l *Ledger) StreamSource(ctx context.Context, p int, fn func(Event) error) error {
+	const pageSize = 1000
+	after := ""
+	for {
+		events, err := l.Range(ctx, p, after, pageSize)
+		if err != nil {
+			return err
+		}
+		for _, e := range events {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if len(events) < pageSize {
+			return nil
+		}
+		after = events[len(events)-1].StreamID
+	}
+}
+
+// RankEntries orders entries by their rank under seed (ties, which HMAC-SHA256 makes
+// practically impossible, by order ID), computing each Rank.
+func RankEntries(seed []byte, entries []Entry) {
+	for i := range entries {
+		entries[i].Rank = DrawRank(seed, entries[i].UserID)
+	}
+	slices.SortFunc(entries, func(a, b Entry) int {
+		if c := bytes.Compare(a.Rank[:], b.Rank[:]); c != 0 {
+			return c
+		}
+		return CompareIDs(a.StreamID, b.StreamID)
+	})
+}
+
+// Winners returns how many of the ranked entries win units: entries win in rank order while
+// their quantity fits in the units left; the first that does not fit, and every entry after
+// it, waits (so the waitlist, like the draw, never lets a later rank pass an earlier one).
+func Winners(ranked []Entry, units int64) int {
+	for i, e := range ranked {
+		if e.Quantity > units {
+			return i
+		}
+		units -= e.Quantity
+	}
+	return len(ranked)
+}
+
+// DrawOptions tune RunDraw.
+type DrawOptions struct {
+	// Batch is the most entries written by one script call (default 200): it bounds how long
+	// Redis is held by each.
+	Batch int
+	// Source reads the ledger (default StreamSource).
+	Source EventSource
+}
+
+// DrawResult reports a draw.
+type DrawResult struct {
+	Entries int
+	Winners int
+	// Units is the stock drawn; WonUnits what the winners took; the rest is left over.
+	Units, WonUnits int64
+	// Batches is the number of script calls this process made that wrote a batch; Longest the
+	// longest of them, round trip included (an upper bound of how long Redis was held).
+	Batches int
+	Longest time.Duration
+	// Resumed is the position this process started writing at (> 0 after a crash, or when
+	// another process was drawing too).
+	Resumed int
+}
+
+// RunDraw draws item with seed, once: the seed must match the item's commitment and the draw
+// time must have come by Redis's clock. The entries are read from the ledger and ranked here;
+// the result is written in batches by draw_batch.lua, each at the position the draw has
+// reached, so that any number of processes may run it at once, and a run killed half way is
+// finished by the next one without writing any entry twice. Running it after the draw is done
+// returns the result without writing anything. Errors: ErrUnknownItem, ErrNotDraw,
+// ErrSeedMismatch, ErrDrawNotDue, ErrUnavailable.
+func (l *Ledger) RunDraw(ctx context.Context, item string, seed []byte, opt DrawOptions) (DrawResult, error) {
+	if opt.Batch <= 0 {
+		opt.Batch = 200
+	}
+	if opt.Source == nil {
+		opt.Source = l.StreamSource
+	}
+	it, err := l.Item(ctx, item)
+	if err != nil {
+		return DrawResult{}, err
+	}
+	if it.DrawAt.IsZero() {
+		return DrawResult{}, ErrNotDraw
+	}
+	if SeedCommitment(seed) != it.DrawCommit {
+		return DrawResult{}, ErrSeedMismatch
+	}
+	now, err := l.RedisTime(ctx)
+	if err != nil {
+		return DrawResult{}, err
+	}
+	if now.Before(it.DrawAt) {
+		return DrawResult{}, fmt.Errorf("%w: draw at %s", ErrDrawNotDue, it.DrawAt.UTC().Format(time.RFC3339))
+	}
+	k := l.keys
+	st, err := l.rdb.HMGet(ctx, k.DrawState(item), "cursor", "units").Result()
+	if err != nil {
+		return DrawResult{}, redisErr("read draw state", err)
+	}
+	units := it.Stock
+	if s, ok := st[1].(string); ok {
+		units, _ = strconv.ParseInt(s, 10, 64)
+	}
+	entries, err := l.DrawEntries(ctx, item, opt.Source)
+	if err != nil {
+		return DrawResult{}, err
+	}
+	RankEntries(seed, entries)
+	won := Winners(entries, units)
+	res := DrawResult{Entries: len(entries), Winners: won, Units: units}
+	for _, e := range entries[:won] {
+		res.WonUnits += e.Quantity
+	}
+	cursor := int(intField(st[0]))
+	res.Resumed = cursor
+	p := k.Partition(item)
+	keys := []string{k.DrawState(item), k.Rules(item), k.Stock(item), k.Events(p), k.Due(p), k.Waitlist(item), k.Held(item), k.Draws(p)}
+	seedHex := hex.EncodeToString(seed)
+	for {
+		end := min(cursor+opt.Batch, len(entries))
+		args := make([]any, 0, 8+7*(end-cursor))
+		last := "0"
+		if end == len(entries) {
+			last = "1"
+		}
+		w := max(0, min(end, won)-cursor)
+		args = append(args, item, cursor, units, it.DrawCommit, seedHex, k.OrderPrefix(p), k.userPrefix(item), last, w, cursor+w)
+		for i := cursor; i < cursor+w; i++ {
+			e := entries[i]
+			args = append(args, e.OrderID, e.UserID, e.RequestID, e.Quantity, e.Placed.UnixMilli(), i)
+		}
+		for i := cursor + w; i < end; i++ {
+			args = append(args, entries[i].OrderID)
+		}
+		start := time.Now()
+		v, err := drawBatchScript.Run(ctx, l.rdb, keys, args...).Result()
+		took := time.Since(start)
+		if err != nil {
+			return res, redisErr("write draw batch", err)
+		}
+		a, code, err := scriptReply(v, 2)
+		if err != nil {
+			return res, err
+		}
+		next, _ := a[1].(int64)
+		switch code {
+		case 0:
+			res.Batches++
+			res.Longest = max(res.Longest, took)
+			cursor = int(next)
+			if cursor >= len(entries) {
+				return res, nil
+			}
+		case 1:
+			return res, nil
+		case 2:
+			if int(next) > len(entries) {
+				return res, fmt.Errorf("draw of %s is at %d of %d entries: the ledger read here is missing entries", item, next, len(entries))
+			}
+			cursor = int(next)
+		case 3:
+			return res, ErrDrawNotDue
+		case 4:
+			return res, fmt.Errorf("draw of %s: %w (or the units changed since the draw began)", item, ErrSeedMismatch)
+		default:
+			return res, fmt.Errorf("draw batch script: unknown code %d", code)
+		}
+	}
+}
+
+// DrawEntries returns the entries of item's draw, in ledger order, read through source.
+func (l *Ledger) DrawEntries(ctx context.Context, item string, source EventSource) ([]Entry, error) {
+	var entries []Entry
+	err := source(ctx, l.keys.Partition(item), func(e Event) error {
+		if e.Malformed == nil && e.Type == EventOrder && e.Draw && e.ItemID == item {
+			entries = append(entries, Entry{OrderID: e.OrderID, UserID: e.UserID, RequestID: e.RequestID,
+				Quantity: e.Quantity, Placed: e.Time, StreamID: e.StreamID})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read draw entries: %w", err)
+	}
+	return entries, nil
+}
+
+// DrawStatus is the progress of an item's draw.
+type DrawStatus struct {
+	// Cursor is how many entries have their outcome written; Done is set once all have.
+	Cursor int64
+	Units  int64
+	Done   bool
+	// Waitlisted is how many entries still wait.
+	Waitlisted int64
+}
+
+// DrawStatus returns the progress of item's draw (zero before it began).
+func (l *Ledger) DrawStatus(ctx context.Context, item string) (DrawStatus, error) {
+	pipe := l.rdb.Pipeline()
+	st := pipe.HMGet(ctx, l.keys.DrawState(item), "cursor", "units", "done")
+	wl := pipe.ZCard(ctx, l.keys.Waitlist(item))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return DrawStatus{}, redisErr("read draw state", err)
+	}
+	v := st.Val()
+	done, _ := v[2].(string)
+	return DrawStatus{Cursor: intField(v[0]), Units: intField(v[1]), Done: done == "1", Waitlisted: wl.Val()}, nil
+}
+
+// PromoteResult counts what PromoteDraws did.
+type PromoteResult struct {
+	Promoted, Lost int
+	// Finished lists the items whose waitlist ran out this round, with the units left over.
+	Finished map[string]int64
+}
+
+// maxPromoteSteps bounds the script calls of one item in one round.
+const maxPromoteSteps = 1000
+
+// PromoteDraws moves every drawn item of every partition on: waitlisted entries are promoted,
+// in rank order, into units that came back, and once every unit is paid the waitlist is
+// marked lost, in batches of lostBatch. Each step is one draw_promote.lua call, decided in
+// Redis, so any number of sweepers may run it at once.
+func (l *Ledger) PromoteDraws(ctx context.Context, lostBatch int) (PromoteResult, error) {
+	var res PromoteResult
+	k := l.keys
+	for p := range k.Partitions() {
+		items, err := l.rdb.SMembers(ctx, k.Draws(p)).Result()
+		if err != nil {
+			return res, redisErr("list drawn items", err)
+		}
+		for _, item := range items {
+			if ValidateItemID(item) != nil || k.Partition(item) != p {
+				continue
+			}
+			keys := []string{k.Rules(item), k.Stock(item), k.Events(p), k.Due(p), k.Waitlist(item), k.Held(item), k.Draws(p)}
+			for range maxPromoteSteps {
+				v, err := drawPromoteScript.Run(ctx, l.rdb, keys, item, k.OrderPrefix(p), k.userPrefix(item), max(lostBatch, 1)).Result()
+				if err != nil {
+					return res, redisErr("promote draw", err)
+				}
+				a, code, err := scriptReply(v, 3)
+				if err != nil {
+					return res, err
+				}
+				if code == 0 {
+					break
+				}
+				if code == 1 {
+					res.Promoted++
+					continue
+				}
+				if code == 2 {
+					n, _ := a[1].(int64)
+					res.Lost += int(n)
+					continue
+				}
+				if code == 3 {
+					if res.Finished == nil {
+						res.Finished = map[string]int64{}
+					}
+					res.Finished[item], _ = a[2].(int64)
+				}
+				break
+			}
+		}
+	}
+	return res, nil
+}
+
+// drawWaiting reports whether state is that of a draw entry holding no units.
+func drawWaiting(state string) bool {
+	return state == StateRegistered || state == StateWaitlisted || state == StateLost
+}
+
+// decodeDraw decodes a won, waitlisted, promoted or lost event.
+func decodeDraw(e *Event, f *fieldReader) {
+	if e.Type == EventWaitlisted {
+		e.Rank = f.int("rank")
+		e.Time = time.UnixMilli(f.int("ts"))
+		if s := f.str("orders"); s != "" {
+			e.Orders = strings.Split(s, ",")
+		} else {
+			f.fail("orders", "missing")
+		}
+		return
+	}
+	e.OrderID, e.UserID, e.RequestID = f.str("order_id"), f.str("user_id"), f.str("request_id")
+	e.Quantity = f.int("quantity")
+	e.Time = time.UnixMilli(f.int("ts"))
+	e.Placed = time.UnixMilli(f.int("order_ts"))
+	if e.Type == EventWon || e.Type == EventPromoted {
+		e.PayBy = time.UnixMilli(f.int("pay_by"))
+	}
+	if e.Type != EventLost {
+		e.Rank = f.int("rank")
+	}
+	if e.OrderID == "" || e.UserID == "" || e.RequestID == "" || e.Quantity < 1 {
+		f.fail(string(e.Type), "missing order_id, user_id, request_id or quantity")
+	}
+}
