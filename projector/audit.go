@@ -589,57 +589,67 @@ func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[strin
 		}
 		orders[e.OrderID] = o
 	case ledger.EventRestock:
-		it.Fold += e.Quantity
-		it.Restocked += e.Quantity
-		if o := orders[e.OrderID]; o != nil {
-			if o.returns == 0 && beforeCheckpoint(e.OrderID, checkpoint) {
-				it.CheckpointLive -= o.quantity
-			}
-			unsell(it, o)
-			o.restocked = true
-			o.reason = e.Reason
-			o.returns++
-		} else {
-			it.Sold -= e.Quantity
-			if beforeCheckpoint(e.OrderID, checkpoint) {
-				it.CheckpointLive -= e.Quantity
-			} else {
-				rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, "restock of an order the ledger does not hold"})
-			}
-		}
+		foldRestock(rep, it, e, orders, checkpoint)
 	case ledger.EventPaid, ledger.EventCancelled, ledger.EventExpired:
-		o := orders[e.OrderID]
-		switch {
-		case o == nil && beforeCheckpoint(e.OrderID, checkpoint):
-			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order not reserved at the checkpoint " + checkpoint})
-			return
-		case o == nil:
-			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order the ledger does not hold"})
-			return
-		case o.state != ledger.StateReserved || o.restocked:
-			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event of an order already %s", e.Type, o.want())})
-			if e.Type == ledger.EventPaid {
-				return
-			}
-		}
-		if e.Type == ledger.EventPaid {
-			it.Reserved -= o.quantity
-			it.Sold += o.quantity
-			o.state = ledger.StatePaid
-			return
-		}
-		if e.Quantity != o.quantity {
-			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event gives back %d units of an order of %d", e.Type, e.Quantity, o.quantity)})
-		}
-		it.Fold += e.Quantity
-		it.Released += e.Quantity
+		foldTransition(rep, it, e, orders, checkpoint)
+	}
+}
+
+// foldRestock folds a restock event: the order's units come back.
+func foldRestock(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder, checkpoint string) {
+	it.Fold += e.Quantity
+	it.Restocked += e.Quantity
+	if o := orders[e.OrderID]; o != nil {
 		if o.returns == 0 && beforeCheckpoint(e.OrderID, checkpoint) {
 			it.CheckpointLive -= o.quantity
 		}
 		unsell(it, o)
-		o.state = string(e.Type)
+		o.restocked = true
+		o.reason = e.Reason
 		o.returns++
+	} else {
+		it.Sold -= e.Quantity
+		if beforeCheckpoint(e.OrderID, checkpoint) {
+			it.CheckpointLive -= e.Quantity
+		} else {
+			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, "restock of an order the ledger does not hold"})
+		}
 	}
+}
+
+// foldTransition folds a paid, cancelled or expired event of a reserved order.
+func foldTransition(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder, checkpoint string) {
+	o := orders[e.OrderID]
+	switch {
+	case o == nil && beforeCheckpoint(e.OrderID, checkpoint):
+		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order not reserved at the checkpoint " + checkpoint})
+		return
+	case o == nil:
+		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order the ledger does not hold"})
+		return
+	case o.state != ledger.StateReserved || o.restocked:
+		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event of an order already %s", e.Type, o.want())})
+		if e.Type == ledger.EventPaid {
+			return
+		}
+	}
+	if e.Type == ledger.EventPaid {
+		it.Reserved -= o.quantity
+		it.Sold += o.quantity
+		o.state = ledger.StatePaid
+		return
+	}
+	if e.Quantity != o.quantity {
+		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event gives back %d units of an order of %d", e.Type, e.Quantity, o.quantity)})
+	}
+	it.Fold += e.Quantity
+	it.Released += e.Quantity
+	if o.returns == 0 && beforeCheckpoint(e.OrderID, checkpoint) {
+		it.CheckpointLive -= o.quantity
+	}
+	unsell(it, o)
+	o.state = string(e.Type)
+	o.returns++
 }
 
 // beforeCheckpoint reports whether orderID is an order at or before the stream ID checkpoint
