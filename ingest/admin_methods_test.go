@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ingest/admin"
 )
 
 // TestAdminMethodNotAllowed: an admin route asked with a method it does not serve answers 405
@@ -14,7 +14,7 @@ func TestAdminMethodNotAllowed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	setStock(t, e.l, "a", stockSet(5))
-	base, c := e.startBoard(t, ingest.AdminOptions{Token: "tok"})
+	base, c := e.startBoard(t, admin.Options{Token: "tok"})
 	tests := []struct {
 		method, path, bearer string
 		want                 int

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ingest/admin"
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/tests/testenv"
 )
@@ -18,13 +19,13 @@ import (
 // startAdmin serves the router with the admin routes behind token ("" mounts none).
 func (e *env) startAdmin(t *testing.T, token string) (string, *http.Client) {
 	t.Helper()
-	return e.startBoard(t, ingest.AdminOptions{Token: token})
+	return e.startBoard(t, admin.Options{Token: token})
 }
 
 // startBoard serves the router with the admin routes and the board of o (its ledger and
 // group default to the env's) on a free port, with the production server settings, until
 // t.Cleanup.
-func (e *env) startBoard(t *testing.T, o ingest.AdminOptions) (string, *http.Client) {
+func (e *env) startBoard(t *testing.T, o admin.Options) (string, *http.Client) {
 	t.Helper()
 	base, _ := e.boardServer(t, "127.0.0.1:0", o)
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
@@ -34,7 +35,7 @@ func (e *env) startBoard(t *testing.T, o ingest.AdminOptions) (string, *http.Cli
 
 // boardServer is startBoard on addr; stop (also run by t.Cleanup) ends the board's streams
 // and shuts the server down, so that another can take the address, as after a restart.
-func (e *env) boardServer(t *testing.T, addr string, o ingest.AdminOptions) (base string, stop func()) {
+func (e *env) boardServer(t *testing.T, addr string, o admin.Options) (base string, stop func()) {
 	t.Helper()
 	if o.Ledger == nil {
 		o.Ledger = e.l
@@ -42,12 +43,18 @@ func (e *env) boardServer(t *testing.T, addr string, o ingest.AdminOptions) (bas
 	if o.Group == "" {
 		o.Group = "projector"
 	}
+	if o.Metrics == nil {
+		o.Metrics = e.metrics
+	}
+	if o.Log == nil {
+		o.Log = e.log
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("listen on %s: %v", addr, err)
 	}
 	r := e.svc.Router(e.reg)
-	b := e.svc.MountAdmin(r, o)
+	b := admin.Mount(r, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	boardDone := make(chan struct{})
 	go func() {

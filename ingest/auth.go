@@ -389,24 +389,24 @@ func (s *Service) orderUser(verified, named string) (string, error) {
 // order returns the order if the caller may read it: only the user who placed it, named by
 // the token or (without verified identity) by named, the request's user_id. Another user's
 // order is ledger.ErrUnknownOrder, as if it did not exist.
-func (s *Service) order(ctx context.Context, authorization []string, named, orderID string) (Order, error) {
+func (s *Service) order(ctx context.Context, authorization []string, named, orderID string) (ledger.Order, error) {
 	verified, err := s.authenticate(authorization)
 	if err != nil {
-		return Order{}, err
+		return ledger.Order{}, err
 	}
 	if _, _, err := ledger.ParseOrderID(orderID); err != nil {
-		return Order{}, err
+		return ledger.Order{}, err
 	}
 	user, err := s.orderUser(verified, named)
 	if err != nil {
-		return Order{}, err
+		return ledger.Order{}, err
 	}
 	o, err := s.orders.Order(ctx, orderID)
 	if err != nil {
-		return Order{}, err
+		return ledger.Order{}, err
 	}
 	if o.UserID != user {
-		return Order{}, ledger.ErrUnknownOrder
+		return ledger.Order{}, ledger.ErrUnknownOrder
 	}
 	return o, nil
 }

@@ -318,12 +318,12 @@ func TestAuthenticatorJWKS(t *testing.T) {
 // ledgerOrders serves order lookups from the ledger alone (every order is pending).
 type ledgerOrders struct{ l *ledger.Ledger }
 
-func (o ledgerOrders) Order(ctx context.Context, id string) (ingest.Order, error) {
+func (o ledgerOrders) Order(ctx context.Context, id string) (ledger.Order, error) {
 	e, err := o.l.Order(ctx, id)
 	if err != nil {
-		return ingest.Order{}, err
+		return ledger.Order{}, err
 	}
-	return ingest.Order{OrderID: e.OrderID, RequestID: e.RequestID, UserID: e.UserID, ItemID: e.ItemID,
+	return ledger.Order{OrderID: e.OrderID, RequestID: e.RequestID, UserID: e.UserID, ItemID: e.ItemID,
 		Quantity: e.Quantity, Status: "pending", CreatedAt: e.Time}, nil
 }
 

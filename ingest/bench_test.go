@@ -3,9 +3,6 @@ package ingest_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"testing"
@@ -13,13 +10,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/internal/barehttp"
 	"github.com/flashsale/flashsale/ledger"
 )
 
 // The HTTP purchase path's own cost, without Redis: the production handler (router behind the
 // in-flight cap, as serve mounts it) over a ledger that answers at once, next to a bare
-// net/http handler that reads, decodes and validates the same body and answers 410 (what
-// `loadtest bare` serves). The difference is what routing, body handling, JSON, metrics and
+// net/http handler that reads, decodes and validates the same body and answers 410 (internal/barehttp,
+// what `loadtest bare` serves). The difference is what routing, body handling, JSON, metrics and
 // error mapping cost per request:
 //
 //	go test -run '^$' -bench HTTPPath -benchmem -count 5 ./ingest
@@ -42,44 +40,6 @@ func (a answerLedger) Purchase(_ context.Context, req ledger.PurchaseRequest) (l
 
 func (a answerLedger) Item(context.Context, string) (ledger.Item, error) {
 	return ledger.Item{}, ledger.ErrUnknownItem
-}
-
-// benchBareHandler is cmd/loadtest's bare handler: net/http's ServeMux, the body under the same
-// limit, ingest.DecodePurchase, Validate and a 410 encoded with encoding/json.
-func benchBareHandler() http.Handler {
-	type bareReply struct {
-		Success bool   `json:"success"`
-		Message string `json:"message"`
-	}
-	write := func(w http.ResponseWriter, status int, msg string) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(bareReply{Success: status == http.StatusOK, Message: msg})
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/purchase", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, ingest.MaxBodyBytes))
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				write(w, http.StatusRequestEntityTooLarge, "request body too large")
-				return
-			}
-			write(w, http.StatusBadRequest, "invalid request body")
-			return
-		}
-		req, err := ingest.DecodePurchase(body)
-		if err != nil {
-			write(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if err := req.Validate(); err != nil {
-			write(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		write(w, http.StatusGone, "sold out")
-	})
-	return mux
 }
 
 // benchWriter is a ResponseWriter that keeps the status and discards the body; its header map
@@ -129,7 +89,7 @@ func BenchmarkHTTPPath(b *testing.B) {
 		svc := ingest.NewService(answerLedger{err}, nil, nil, ingest.NewMetrics(reg), slog.New(slog.DiscardHandler))
 		return ingest.DefaultLimits().LimitInFlight(svc.Router(reg), reg)
 	}
-	b.Run("bare", func(b *testing.B) { benchPurchase(b, benchBareHandler(), http.StatusGone) })
+	b.Run("bare", func(b *testing.B) { benchPurchase(b, barehttp.Handler(), http.StatusGone) })
 	b.Run("soldout", func(b *testing.B) { benchPurchase(b, service(ledger.ErrSoldOut), http.StatusGone) })
 	b.Run("selling", func(b *testing.B) { benchPurchase(b, service(nil), http.StatusOK) })
 	b.Run("duplicate", func(b *testing.B) {

@@ -19,7 +19,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
-	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ingest/admin"
 	"github.com/flashsale/flashsale/ledger"
 )
 
@@ -179,7 +179,7 @@ func TestBoardInBrowser(t *testing.T) {
 	shots := newScreenshots(t)
 	e := newEnv(t)
 	bg := context.Background()
-	opts := ingest.AdminOptions{Token: "board-token", IdleWarn: 2 * time.Second}
+	opts := admin.Options{Token: "board-token", IdleWarn: 2 * time.Second}
 	base, stopServer := e.boardServer(t, "127.0.0.1:0", opts)
 	client := &http.Client{Timeout: 5 * time.Second}
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ingest/admin"
 )
 
 // clock is a settable clock for sessions.
@@ -108,9 +108,9 @@ func TestAdminRefusals(t *testing.T) {
 	setStock(t, e.l, "a", stockSet(5))
 	base0 := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 	clk := &clock{t: base0}
-	base, c := e.startBoard(t, ingest.AdminOptions{Token: "s3cret", Now: clk.now, SessionTTL: 12 * time.Hour})
-	off, offc := e.startBoard(t, ingest.AdminOptions{Token: ""})
-	other, otherc := e.startBoard(t, ingest.AdminOptions{Token: "another-token"})
+	base, c := e.startBoard(t, admin.Options{Token: "s3cret", Now: clk.now, SessionTTL: 12 * time.Hour})
+	off, offc := e.startBoard(t, admin.Options{Token: ""})
+	other, otherc := e.startBoard(t, admin.Options{Token: "another-token"})
 
 	ck, csrf := signIn(t, c, base, "s3cret")
 	if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != "/admin" || ck.Secure {
@@ -214,7 +214,7 @@ func TestAdminSessionSecureOverTLS(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	r := e.svc.Router(e.reg)
-	e.svc.MountAdmin(r, ingest.AdminOptions{Token: "tok", Ledger: e.l, Group: "projector"})
+	admin.Mount(r, admin.Options{Token: "tok", Ledger: e.l, Group: "projector", Metrics: e.metrics, Log: e.log})
 	ts := httptest.NewTLSServer(r)
 	t.Cleanup(ts.Close)
 	ck, _ := signIn(t, ts.Client(), ts.URL, "tok")
@@ -228,7 +228,7 @@ func TestBoardSnapshot(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	base, c := e.startBoard(t, ingest.AdminOptions{Token: "tok", IdleWarn: 50 * time.Millisecond})
+	base, c := e.startBoard(t, admin.Options{Token: "tok", IdleWarn: 50 * time.Millisecond})
 	apiBase, api := e.startHTTP(t)
 	setStock(t, e.l, "hot", stockSet(3))
 	setStock(t, e.l, "calm", stockSet(10))

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ingest/admin"
 )
 
 // clientFrom returns an HTTP client whose connections come from the local address ip.
@@ -32,10 +33,11 @@ func TestAdminAuthBrake(t *testing.T) {
 	e := newEnv(t)
 	logs := &syncBuffer{}
 	e.reg = prometheus.NewRegistry()
-	e.svc = ingest.NewService(e.l, nil, nil, ingest.NewMetrics(e.reg), slog.New(slog.NewTextHandler(logs, nil)))
+	e.metrics, e.log = ingest.NewMetrics(e.reg), slog.New(slog.NewTextHandler(logs, nil))
+	e.svc = ingest.NewService(e.l, nil, nil, e.metrics, e.log)
 	setStock(t, e.l, "x", stockSet(5))
 	clk := &clock{t: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
-	base, _ := e.startBoard(t, ingest.AdminOptions{Token: "the-admin-token", Now: clk.now})
+	base, _ := e.startBoard(t, admin.Options{Token: "the-admin-token", Now: clk.now})
 	attacker, other := clientFrom(t, "127.0.0.1"), clientFrom(t, "127.0.0.2")
 
 	guess := func(i int) adminReq {

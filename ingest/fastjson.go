@@ -40,20 +40,8 @@ func fastPurchase(body []byte) (req ledger.PurchaseRequest, ok bool) {
 		if !ok {
 			return req, false
 		}
-		var field uint8
-		switch string(body[start:end]) {
-		case "request_id":
-			field = 0
-		case "user_id":
-			field = 1
-		case "item_id":
-			field = 2
-		case "quantity":
-			field = 3
-		default:
-			return req, false
-		}
-		if seen&(1<<field) != 0 {
+		field, ok := purchaseField(body[start:end])
+		if !ok || seen&(1<<field) != 0 {
 			return req, false
 		}
 		seen |= 1 << field
@@ -91,6 +79,29 @@ func fastPurchase(body []byte) (req ledger.PurchaseRequest, ok bool) {
 		return req, false
 	}
 	text = string(body)
+	setStrings(&req, text, spans)
+	return req, true
+}
+
+// purchaseField numbers a purchase body's keys: request_id 0, user_id 1, item_id 2, quantity
+// 3; false for any other key.
+func purchaseField(name []byte) (uint8, bool) {
+	switch string(name) {
+	case "request_id":
+		return 0, true
+	case "user_id":
+		return 1, true
+	case "item_id":
+		return 2, true
+	case "quantity":
+		return 3, true
+	}
+	return 0, false
+}
+
+// setStrings sets req's string fields to the substrings of text at spans (by purchaseField's
+// numbers); an empty span is a key that was not sent.
+func setStrings(req *ledger.PurchaseRequest, text string, spans [3][2]int) {
 	for f, s := range spans {
 		if s[1] == 0 {
 			continue
@@ -105,7 +116,6 @@ func fastPurchase(body []byte) (req ledger.PurchaseRequest, ok bool) {
 			req.ItemID = v
 		}
 	}
-	return req, true
 }
 
 func skipSpace(b []byte, i int) int {

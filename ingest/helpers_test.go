@@ -32,6 +32,9 @@ type env struct {
 	l     *ledger.Ledger
 	svc   *ingest.Service
 	reg   *prometheus.Registry
+	// metrics and log are svc's, for the board (admin.Options).
+	metrics *ingest.Metrics
+	log     *slog.Logger
 }
 
 func newEnv(t *testing.T) *env {
@@ -66,9 +69,10 @@ func newEnvWith(t *testing.T, srv *testenv.Redis, rdb *redis.Client, client redi
 		t.Fatalf("open ledger: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	svc := ingest.NewService(l, nil, map[string]ingest.Check{"redis": l.Ping}, ingest.NewMetrics(reg),
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	return &env{redis: srv, rdb: rdb, l: l, svc: svc, reg: reg}
+	m := ingest.NewMetrics(reg)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := ingest.NewService(l, nil, map[string]ingest.Check{"redis": l.Ping}, m, log)
+	return &env{redis: srv, rdb: rdb, l: l, svc: svc, reg: reg, metrics: m, log: log}
 }
 
 // startHTTP serves the router with the production server settings and returns its base URL

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -349,9 +350,13 @@ func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {
 // writeLedgerError answers err through the HTTP error table; internal errors are logged here,
 // once, and answered without their text.
 func (s *Service) writeLedgerError(w http.ResponseWriter, r *http.Request, err error) {
+	writeLedgerError(w, r, s.log, err)
+}
+
+func writeLedgerError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status, msg, ok := httpError(err)
 	if !ok {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	// Only a conflict carries an order and only a 401 a challenge: the common refusals skip
 	// the lookups (errors.As costs an allocation each).

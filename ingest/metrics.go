@@ -133,17 +133,19 @@ func (m *Metrics) transport(name string) transportMetrics {
 	return t
 }
 
-// purchaseTotals are the purchase metrics' values at one moment, summed over transports.
-type purchaseTotals struct {
-	outcomes map[string]float64
-	// bounds are the latency buckets' upper bounds; counts their cumulative counts.
-	bounds []float64
-	counts []uint64
+// Totals are the purchase metrics' values at one moment, summed over transports: purchases by
+// outcome, and the latency histogram.
+type Totals struct {
+	Outcomes map[string]float64
+	// Bounds are the latency buckets' upper bounds (seconds); Counts their cumulative counts,
+	// then the count of every observation.
+	Bounds []float64
+	Counts []uint64
 }
 
-// totals reads the values the purchase metrics hold, as a scrape of /metrics would.
-func (m *Metrics) totals() purchaseTotals {
-	t := purchaseTotals{outcomes: map[string]float64{}}
+// Totals reads the values the purchase metrics hold, as a scrape of /metrics would.
+func (m *Metrics) Totals() Totals {
+	t := Totals{Outcomes: map[string]float64{}}
 	for _, metric := range collect(m.purchases) {
 		var out string
 		for _, l := range metric.GetLabel() {
@@ -151,21 +153,21 @@ func (m *Metrics) totals() purchaseTotals {
 				out = l.GetValue()
 			}
 		}
-		t.outcomes[out] += metric.GetCounter().GetValue()
+		t.Outcomes[out] += metric.GetCounter().GetValue()
 	}
 	for _, metric := range collect(m.latency) {
 		bs := metric.GetHistogram().GetBucket()
-		if t.bounds == nil {
-			t.bounds = make([]float64, len(bs))
-			t.counts = make([]uint64, len(bs)+1)
+		if t.Bounds == nil {
+			t.Bounds = make([]float64, len(bs))
+			t.Counts = make([]uint64, len(bs)+1)
 			for i, b := range bs {
-				t.bounds[i] = b.GetUpperBound()
+				t.Bounds[i] = b.GetUpperBound()
 			}
 		}
 		for i, b := range bs {
-			t.counts[i] += b.GetCumulativeCount()
+			t.Counts[i] += b.GetCumulativeCount()
 		}
-		t.counts[len(bs)] += metric.GetHistogram().GetSampleCount()
+		t.Counts[len(bs)] += metric.GetHistogram().GetSampleCount()
 	}
 	return t
 }
@@ -184,38 +186,4 @@ func collect(c prometheus.Collector) []*dto.Metric {
 		}
 	}
 	return out
-}
-
-// quantile estimates the q-quantile of the observations between two readings of the latency
-// histogram, interpolating inside a bucket as PromQL's histogram_quantile does. ok is false
-// when nothing was observed in between.
-func quantile(q float64, before, after purchaseTotals) (v float64, ok bool) {
-	if len(after.counts) == 0 {
-		return 0, false
-	}
-	count := func(i int) float64 {
-		n := after.counts[i]
-		if len(before.counts) == len(after.counts) {
-			n -= before.counts[i]
-		}
-		return float64(n)
-	}
-	total := count(len(after.counts) - 1)
-	if total == 0 {
-		return 0, false
-	}
-	rank := q * total
-	lower, below := 0.0, 0.0
-	for i, upper := range after.bounds {
-		c := count(i)
-		if c >= rank {
-			if c == below {
-				return upper, true
-			}
-			return lower + (upper-lower)*(rank-below)/(c-below), true
-		}
-		lower, below = upper, c
-	}
-	// Above the last bound: report the last bound, as histogram_quantile does.
-	return after.bounds[len(after.bounds)-1], true
 }

@@ -25,9 +25,9 @@ import (
 // lookup serves ingest's order routes from the projector's Lookup, as serve does.
 type lookup struct{ *projector.Lookup }
 
-func (l lookup) Order(ctx context.Context, id string) (ingest.Order, error) {
+func (l lookup) Order(ctx context.Context, id string) (ledger.Order, error) {
 	o, err := l.Lookup.Order(ctx, id)
-	return ingest.Order(o), err
+	return ledger.Order(o), err
 }
 
 // syncBuffer is a log sink safe for the handlers' goroutines.
@@ -107,8 +107,8 @@ func (f orderFixture) orderIDCases() []orderIDCase {
 		return orderIDCase{name: name, id: id, user: "u1", wantHTTP: http.StatusNotFound, wantGRPC: codes.NotFound}
 	}
 	return []orderIDCase{
-		{name: "cancelled", id: f.cancelled, user: "u1", wantStatus: projector.StatusCancelled, wantHTTP: http.StatusOK, wantGRPC: codes.OK},
-		{name: "pending", id: f.pending, user: "u2", wantStatus: projector.StatusPending, wantHTTP: http.StatusOK, wantGRPC: codes.OK},
+		{name: "cancelled", id: f.cancelled, user: "u1", wantStatus: ledger.StatusCancelled, wantHTTP: http.StatusOK, wantGRPC: codes.OK},
+		{name: "pending", id: f.pending, user: "u2", wantStatus: ledger.StatusPending, wantHTTP: http.StatusOK, wantGRPC: codes.OK},
 		{name: "cancelled, another user", id: f.cancelled, user: "u2", wantHTTP: http.StatusNotFound, wantGRPC: codes.NotFound},
 		{name: "pending, no user", id: f.pending, wantHTTP: http.StatusNotFound, wantGRPC: codes.NotFound},
 		invalid("leading zero in ms", p+"-0"+sid),

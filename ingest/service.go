@@ -17,25 +17,10 @@ type Ledger interface {
 	Item(ctx context.Context, itemID string) (ledger.Item, error)
 }
 
-// Order is an order as clients see it.
-type Order struct {
-	OrderID   string
-	RequestID string
-	UserID    string
-	ItemID    string
-	Quantity  int64
-	// Status is pending (in the ledger, not yet in MySQL), confirmed or cancelled; under a
-	// pay-within rule reserved, paid, expired or cancelled.
-	Status    string
-	CreatedAt time.Time
-	// PayBy is the payment deadline of an order placed under a pay-within rule, else zero.
-	PayBy time.Time
-}
-
 // Orders looks orders up by ID; errors are ledger.ErrUnknownOrder, ledger.ErrInvalid or
 // transient ones.
 type Orders interface {
-	Order(ctx context.Context, orderID string) (Order, error)
+	Order(ctx context.Context, orderID string) (ledger.Order, error)
 }
 
 // Check is a readiness probe of one dependency.

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ingest/admin"
 )
 
 // TestSignOutEndsTheSessionEverywhere: two processes serve the board with one token on one
@@ -17,9 +17,9 @@ func TestSignOutEndsTheSessionEverywhere(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	setStock(t, e.l, "x", stockSet(5))
-	a, stopA := e.boardServer(t, "127.0.0.1:0", ingest.AdminOptions{Token: "tok"})
-	b, _ := e.startBoard(t, ingest.AdminOptions{Token: "tok"})
-	rotated, _ := e.startBoard(t, ingest.AdminOptions{Token: "tok-2"})
+	a, stopA := e.boardServer(t, "127.0.0.1:0", admin.Options{Token: "tok"})
+	b, _ := e.startBoard(t, admin.Options{Token: "tok"})
+	rotated, _ := e.startBoard(t, admin.Options{Token: "tok-2"})
 	c := &http.Client{}
 	t.Cleanup(c.CloseIdleConnections)
 
@@ -51,7 +51,7 @@ func TestSignOutEndsTheSessionEverywhere(t *testing.T) {
 	// A restart keeps the session; signing out there ends it everywhere.
 	stopA()
 	c.CloseIdleConnections() // a restarted server has none of the old connections
-	a2, stopA2 := e.boardServer(t, a[len("http://"):], ingest.AdminOptions{Token: "tok"})
+	a2, stopA2 := e.boardServer(t, a[len("http://"):], admin.Options{Token: "tok"})
 	if got := read(a2, ck.Value); got != http.StatusOK {
 		t.Fatalf("session after a restart: got %d, want 200", got)
 	}
@@ -71,7 +71,7 @@ func TestSignOutEndsTheSessionEverywhere(t *testing.T) {
 	}
 	stopA2()
 	c.CloseIdleConnections()
-	a3, _ := e.boardServer(t, a[len("http://"):], ingest.AdminOptions{Token: "tok"})
+	a3, _ := e.boardServer(t, a[len("http://"):], admin.Options{Token: "tok"})
 	if got := add(a3, ck.Value, csrf); got != http.StatusUnauthorized {
 		t.Errorf("signed-out session after a restart: put got %d, want 401", got)
 	}

@@ -1,9 +1,11 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -285,4 +287,35 @@ func (l *Ledger) GroupStats(ctx context.Context, group string) ([]GroupStat, err
 		}
 	}
 	return stats, nil
+}
+
+// streamPos is a stream ID; the zero value is "before every entry" (Redis never writes 0-0).
+type streamPos struct{ ms, seq uint64 }
+
+// parsePos parses a stream ID "ms-seq"; false (and the zero position) when it does not parse.
+func parsePos(id string) (streamPos, bool) {
+	m, q, found := strings.Cut(id, "-")
+	if !found {
+		return streamPos{}, false
+	}
+	ms, err1 := strconv.ParseUint(m, 10, 64)
+	seq, err2 := strconv.ParseUint(q, 10, 64)
+	if err1 != nil || err2 != nil {
+		return streamPos{}, false
+	}
+	return streamPos{ms, seq}, true
+}
+
+// compare orders positions as Redis orders stream IDs: -1, 0 or +1.
+func (a streamPos) compare(b streamPos) int {
+	if c := cmp.Compare(a.ms, b.ms); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.seq, b.seq)
+}
+
+func (a streamPos) less(b streamPos) bool { return a.compare(b) < 0 }
+
+func (a streamPos) String() string {
+	return strconv.FormatUint(a.ms, 10) + "-" + strconv.FormatUint(a.seq, 10)
 }

@@ -16,8 +16,9 @@
 --         reopen_at to Redis TIME plus it (see purchase.lua)
 --
 -- Only a reserved order is cancelled (also past pay_by, before the sweeper expired it: the
--- units go back either way, once). The state becomes cancelled, the order leaves the due set,
--- INCRBY the stock, the per-user counter loses the units, and a `cancelled` event is appended.
+-- units go back either way, once): release (release.lua, joined in front of this script) makes
+-- the state cancelled, takes the order off the due set, INCRBY the stock, releases the
+-- per-user counter and appends a `cancelled` event.
 --
 -- Returns {code, state, stock}:
 --   0 cancelled now     'cancelled', stock after the units came back
@@ -34,23 +35,4 @@ if state ~= 'reserved' then
 end
 
 local t = redis.call('TIME')
-local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local quantity = tonumber(o[4])
-local units = string.format('%d', quantity)
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'closed_at', now)
-redis.call('ZREM', KEYS[2], ARGV[1])
-local stock = redis.call('INCRBY', KEYS[4], units)
-local bought = tonumber(redis.call('GET', KEYS[5]) or '0')
-if bought > quantity then
-  redis.call('DECRBY', KEYS[5], units)
-elseif bought > 0 then
-  redis.call('DEL', KEYS[5])
-end
-redis.call('XADD', KEYS[3], '*',
-  'v', '1', 'type', 'cancelled', 'order_id', ARGV[1], 'item_id', o[2], 'user_id', o[3],
-  'request_id', o[5], 'quantity', units, 'order_ts', o[7], 'pay_by', o[6], 'ts', now)
-if stock - quantity <= 0 and stock > 0 then
-  local reopen_at = math.max(tonumber(now) + tonumber(ARGV[5]), tonumber(redis.call('HGET', KEYS[6], 'reopen_at') or '0'))
-  redis.call('HSET', KEYS[6], 'reopen_at', string.format('%d', reopen_at))
-end
-return {0, 'cancelled', stock}
+return release(o, 'cancelled', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[5])

@@ -17,8 +17,9 @@
 --         reopen_at to Redis TIME plus it (see purchase.lua)
 --
 -- Only a reserved order whose pay_by is at or before Redis TIME (the clock pay.lua decides
--- by) expires: the state becomes expired, the order leaves the due set, INCRBY the stock, the
--- per-user counter loses the units, and an `expired` event is appended. An order that is no
+-- by) expires: release (release.lua, joined in front of this script) makes the state expired,
+-- takes the order off the due set, INCRBY the stock, releases the per-user counter and appends
+-- an `expired` event. An order that is no
 -- longer reserved (or has no state) just leaves the due set.
 --
 -- Returns {code, state, stock}:
@@ -45,24 +46,4 @@ if now < tonumber(o[6]) then
   return {3, state, 0}
 end
 
--- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
-local ts = string.format('%d', now)
-local quantity = tonumber(o[4])
-local units = string.format('%d', quantity)
-redis.call('HSET', KEYS[1], 'state', 'expired', 'closed_at', ts)
-redis.call('ZREM', KEYS[2], ARGV[1])
-local stock = redis.call('INCRBY', KEYS[4], units)
-local bought = tonumber(redis.call('GET', KEYS[5]) or '0')
-if bought > quantity then
-  redis.call('DECRBY', KEYS[5], units)
-elseif bought > 0 then
-  redis.call('DEL', KEYS[5])
-end
-redis.call('XADD', KEYS[3], '*',
-  'v', '1', 'type', 'expired', 'order_id', ARGV[1], 'item_id', o[2], 'user_id', o[3],
-  'request_id', o[5], 'quantity', units, 'order_ts', o[7], 'pay_by', o[6], 'ts', ts)
-if stock - quantity <= 0 and stock > 0 then
-  local reopen_at = math.max(tonumber(now) + tonumber(ARGV[4]), tonumber(redis.call('HGET', KEYS[6], 'reopen_at') or '0'))
-  redis.call('HSET', KEYS[6], 'reopen_at', string.format('%d', reopen_at))
-end
-return {0, 'expired', stock}
+return release(o, 'expired', now, ARGV[4])

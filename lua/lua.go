@@ -62,9 +62,10 @@ return out
 var Stock string
 
 // Restock cancels an order that cannot be projected: units back, restock event, XACK.
-//
+var Restock = units + restock
+
 //go:embed restock.lua
-var Restock string
+var restock string
 
 // Snapshot reads one partition at one instant for audit: last stream ID, group position and
 // stock counters.
@@ -83,15 +84,27 @@ var Alive string
 var Pay string
 
 // Cancel cancels a reserved order for its buyer: units and per-user count back, cancelled event.
-//
-//go:embed cancel.lua
-var Cancel string
+var Cancel = units + release + cancel
 
 // Expire expires a reserved order past its deadline: units and per-user count back, expired
 // event. Safe to call any number of times from any number of sweepers.
+var Expire = units + release + expire
+
+// units is the give-back of sold units that Restock, Cancel and Expire share, and release the
+// release of a reserved order that Cancel and Expire share: Lua functions, joined in front of
+// each script.
 //
+//go:embed units.lua
+var units string
+
+//go:embed release.lua
+var release string
+
+//go:embed cancel.lua
+var cancel string
+
 //go:embed expire.lua
-var Expire string
+var expire string
 
 // DrawEnter registers one entry in a draw: an order event with the draw marker, no stock.
 //

@@ -1,6 +1,7 @@
 -- restock.lua: cancels one order whose projection failed for good, atomically and at most once:
--- gives its units back, releases the buyer's per-user count, appends a `restock` event and
--- acknowledges the order's stream entry in the projector's consumer group.
+-- gives its units back and releases the buyer's per-user count (give_back, units.lua, joined in
+-- front of this script), appends a `restock` event and acknowledges the order's stream entry in
+-- the projector's consumer group.
 --
 -- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>
 -- KEYS[2] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
@@ -42,23 +43,10 @@ end
 
 -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 local quantity = tonumber(ARGV[6])
-local units = string.format('%d', quantity)
-local stock = redis.call('INCRBY', KEYS[1], units)
-local bought = tonumber(redis.call('GET', KEYS[2]) or '0')
-if bought > quantity then
-  redis.call('DECRBY', KEYS[2], units)
-elseif bought > 0 then
-  redis.call('DEL', KEYS[2])
-end
+local stock = give_back(KEYS[1], KEYS[2], KEYS[7], quantity, nil, ARGV[10])
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'restock', 'order_id', ARGV[1], 'item_id', ARGV[3],
-  'user_id', ARGV[4], 'request_id', ARGV[5], 'quantity', units,
+  'user_id', ARGV[4], 'request_id', ARGV[5], 'quantity', string.format('%d', quantity),
   'reason', ARGV[7], 'ts', ARGV[9])
 redis.call('XACK', KEYS[3], ARGV[8], ARGV[2])
-if stock - quantity <= 0 and stock > 0 then
-  local t = redis.call('TIME')
-  local reopen_at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[10])
-  reopen_at = math.max(reopen_at, tonumber(redis.call('HGET', KEYS[7], 'reopen_at') or '0'))
-  redis.call('HSET', KEYS[7], 'reopen_at', string.format('%d', reopen_at))
-end
 return {0, stock}

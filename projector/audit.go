@@ -83,17 +83,17 @@ type ledgerOrder struct {
 func (o *ledgerOrder) want() string {
 	switch {
 	case o.restocked:
-		return StatusCancelled
+		return ledger.StatusCancelled
 	case o.state != "":
 		return o.state
 	}
-	return StatusConfirmed
+	return ledger.StatusConfirmed
 }
 
 // live reports whether the order holds its request_id (not cancelled nor expired).
 func (o *ledgerOrder) live() bool {
 	w := o.want()
-	return w != StatusCancelled && w != StatusExpired
+	return w != ledger.StatusCancelled && w != ledger.StatusExpired
 }
 
 type mysqlOrder struct {
@@ -112,170 +112,244 @@ type mysqlOrder struct {
 // it are left out. MySQL is compared strictly only when every entry up to the cut had been
 // projected (Pending is 0).
 func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (AuditReport, error) {
-	rep := AuditReport{Items: []ItemAudit{}, Violations: []Violation{}}
-	items := map[string]*ItemAudit{}
-	orders := map[string]*ledgerOrder{}
-	item := func(id string) *ItemAudit {
-		if items[id] == nil {
-			items[id] = &ItemAudit{ItemID: id}
-		}
-		return items[id]
+	a := &auditor{
+		l: l, store: store, group: group,
+		rep:   AuditReport{Items: []ItemAudit{}, Violations: []Violation{}},
+		items: map[string]*ItemAudit{}, orders: map[string]*ledgerOrder{},
 	}
-	keys := l.Keys()
-	cuts := make([]string, keys.Partitions())
-	checkpoints := make([]string, keys.Partitions())
+	if err := a.cut(ctx); err != nil {
+		return a.rep, err
+	}
+	if err := a.readRows(ctx); err != nil {
+		return a.rep, err
+	}
+	a.checkpointRows()
+	a.compareRows()
+	a.liveOrders()
+	a.holders()
+	if err := a.deadEntries(ctx); err != nil {
+		return a.rep, err
+	}
+	return a.report(), nil
+}
+
+// auditor is one run of Audit: what each phase read, and the report the phases fill.
+type auditor struct {
+	l     *ledger.Ledger
+	store *Store
+	group string
+	rep   AuditReport
+
+	items  map[string]*ItemAudit
+	orders map[string]*ledgerOrder // the ledger's orders, by order ID
+	rows   map[string]mysqlOrder   // MySQL's orders up to the cut, by order ID
+	// cuts and checkpoints are each partition's snapshot position and checkpoint.
+	cuts, checkpoints []string
+	settled           bool                 // every entry up to the cut was projected
+	live              map[[2]string]string // (item, request) -> the live order holding it
+}
+
+// item returns the audit of item id, creating it.
+func (a *auditor) item(id string) *ItemAudit {
+	if a.items[id] == nil {
+		a.items[id] = &ItemAudit{ItemID: id}
+	}
+	return a.items[id]
+}
+
+// violation records v.
+func (a *auditor) violation(v Violation) { a.rep.Violations = append(a.rep.Violations, v) }
+
+// flag records a difference between MySQL and the ledger: a violation once settled, else
+// units in flight.
+func (a *auditor) flag(it *ItemAudit, orderID string, quantity int64, what string) {
+	if a.settled {
+		a.violation(Violation{it.ItemID, orderID, what})
+	} else {
+		it.InFlight += quantity
+	}
+}
+
+// cut folds every partition up to one snapshot each (auditPartition), and checks each item's
+// Redis stock counter against its fold.
+func (a *auditor) cut(ctx context.Context) error {
+	keys := a.l.Keys()
+	a.cuts = make([]string, keys.Partitions())
+	a.checkpoints = make([]string, keys.Partitions())
 	for p := range keys.Partitions() {
-		pa, err := auditPartition(ctx, l, p, group)
+		pa, err := auditPartition(ctx, a.l, p, a.group)
 		if err != nil {
-			return rep, err
+			return err
 		}
 		snap := pa.snap
-		cuts[p], checkpoints[p] = snap.LastID, pa.checkpoint
-		rep.Pending += pa.pending
-		rep.Violations = append(rep.Violations, pa.violations...)
-		maps.Copy(orders, pa.orders)
+		a.cuts[p], a.checkpoints[p] = snap.LastID, pa.checkpoint
+		a.rep.Pending += pa.pending
+		a.rep.Violations = append(a.rep.Violations, pa.violations...)
+		maps.Copy(a.orders, pa.orders)
 		for id, it := range pa.items {
-			items[id] = it
+			a.items[id] = it
 			stock, ok := snap.Stock[id]
 			if !ok {
-				rep.Violations = append(rep.Violations, Violation{ItemID: id, What: "redis stock counter missing"})
+				a.violation(Violation{ItemID: id, What: "redis stock counter missing"})
 				continue
 			}
 			it.Stock = stock
 			if it.Stock != it.Fold {
-				rep.Violations = append(rep.Violations, Violation{ItemID: id,
+				a.violation(Violation{ItemID: id,
 					What: fmt.Sprintf("redis stock %d differs from the ledger's %d (put on sale %d, sold %d)", it.Stock, it.Fold, it.PutOnSale, it.Sold)})
 			}
 			if it.Stock < 0 {
-				rep.Violations = append(rep.Violations, Violation{ItemID: id, What: fmt.Sprintf("oversold: stock %d", it.Stock)})
+				a.violation(Violation{ItemID: id, What: fmt.Sprintf("oversold: stock %d", it.Stock)})
 			}
 		}
 	}
+	return nil
+}
 
-	rows, err := store.allOrders(ctx)
+// readRows reads MySQL's orders, less those past the cut.
+func (a *auditor) readRows(ctx context.Context) error {
+	rows, err := a.store.allOrders(ctx)
 	if err != nil {
-		return rep, err
+		return err
 	}
-	if err := dropPastCut(ctx, l, group, rows, cuts); err != nil {
-		return rep, err
+	if err := dropPastCut(ctx, a.l, a.group, rows, a.cuts); err != nil {
+		return err
 	}
-	settled := rep.Pending == 0
-	// Orders at or before their partition's checkpoint are compared in sum per item (their
-	// entries may be trimmed), and one by one only if still reserved there.
+	a.rows = rows
+	a.settled = a.rep.Pending == 0
+	return nil
+}
+
+// countRow adds row r to its item's confirmed or cancelled units.
+func (a *auditor) countRow(r mysqlOrder) {
+	it := a.item(r.item)
+	switch r.status {
+	case ledger.StatusConfirmed, ledger.StatusPaid, ledger.StatusReserved:
+		it.Confirmed += r.quantity
+	case ledger.StatusCancelled, ledger.StatusExpired:
+		it.Cancelled += r.quantity
+	}
+}
+
+// checkpointRows compares the orders at or before their partition's checkpoint in sum per
+// item (their entries may be trimmed), and leaves to compareRows only those the ledger still
+// holds one by one (still reserved there).
+func (a *auditor) checkpointRows() {
 	checkpointLive := map[string]int64{}
-	for id, r := range rows {
+	for id, r := range a.rows {
 		p, sid, err := ledger.ParseOrderID(id)
-		if err != nil || p >= len(checkpoints) || checkpoints[p] == "" || ledger.CompareIDs(sid, checkpoints[p]) > 0 {
+		if err != nil || p >= len(a.checkpoints) || a.checkpoints[p] == "" || ledger.CompareIDs(sid, a.checkpoints[p]) > 0 {
 			continue
 		}
-		if r.status != StatusCancelled && r.status != StatusExpired && !drawWaiting(r.status) {
+		if r.status != ledger.StatusCancelled && r.status != ledger.StatusExpired && !drawWaiting(r.status) {
 			checkpointLive[r.item] += r.quantity
 		}
-		if orders[id] == nil {
-			it := item(r.item)
-			switch r.status {
-			case StatusConfirmed, StatusPaid, StatusReserved:
-				it.Confirmed += r.quantity
-			case StatusCancelled, StatusExpired:
-				it.Cancelled += r.quantity
-			}
-			delete(rows, id)
+		if a.orders[id] == nil {
+			a.countRow(r)
+			delete(a.rows, id)
 		}
 	}
-	for _, it := range items {
-		if got := checkpointLive[it.ItemID]; settled && got != it.CheckpointLive {
-			rep.Violations = append(rep.Violations, Violation{ItemID: it.ItemID,
+	for _, it := range a.items {
+		if got := checkpointLive[it.ItemID]; a.settled && got != it.CheckpointLive {
+			a.violation(Violation{ItemID: it.ItemID,
 				What: fmt.Sprintf("MySQL holds %d live units of orders up to the checkpoint, the ledger %d", got, it.CheckpointLive)})
 		}
 	}
 	for id, got := range checkpointLive {
-		if items[id] == nil && got != 0 {
-			rep.Violations = append(rep.Violations, Violation{ItemID: id,
+		if a.items[id] == nil && got != 0 {
+			a.violation(Violation{ItemID: id,
 				What: fmt.Sprintf("MySQL holds %d live units of orders up to the checkpoint of an item the ledger does not hold", got)})
 		}
 	}
-	flag := func(it *ItemAudit, orderID string, quantity int64, what string) {
-		if settled {
-			rep.Violations = append(rep.Violations, Violation{it.ItemID, orderID, what})
-		} else {
-			it.InFlight += quantity
-		}
-	}
-	for id, r := range rows {
-		it := item(r.item)
-		switch r.status {
-		case StatusConfirmed, StatusPaid, StatusReserved:
-			it.Confirmed += r.quantity
-		case StatusCancelled, StatusExpired:
-			it.Cancelled += r.quantity
-		}
-		o := orders[id]
+}
+
+// compareRows compares each MySQL row with the ledger's order.
+func (a *auditor) compareRows() {
+	for id, r := range a.rows {
+		a.countRow(r)
+		it := a.item(r.item)
+		o := a.orders[id]
 		switch {
 		case o == nil:
-			rep.Violations = append(rep.Violations, Violation{r.item, id, "order in MySQL is not in the ledger"})
+			a.violation(Violation{r.item, id, "order in MySQL is not in the ledger"})
 		case o.item != r.item || o.quantity != r.quantity || o.request != r.request:
-			rep.Violations = append(rep.Violations, Violation{r.item, id, fmt.Sprintf("MySQL row (item %s, request %q, quantity %d) differs from the ledger (item %s, request %q, quantity %d)", r.item, r.request, r.quantity, o.item, o.request, o.quantity)})
-		case o.restocked && r.status != StatusCancelled:
-			flag(it, id, r.quantity, "restocked in the ledger but "+r.status+" in MySQL")
+			a.violation(Violation{r.item, id, fmt.Sprintf("MySQL row (item %s, request %q, quantity %d) differs from the ledger (item %s, request %q, quantity %d)", r.item, r.request, r.quantity, o.item, o.request, o.quantity)})
+		case o.restocked && r.status != ledger.StatusCancelled:
+			a.flag(it, id, r.quantity, "restocked in the ledger but "+r.status+" in MySQL")
 		case !o.restocked && r.status != o.want():
-			flag(it, id, r.quantity, o.want()+" in the ledger but "+r.status+" in MySQL")
+			a.flag(it, id, r.quantity, o.want()+" in the ledger but "+r.status+" in MySQL")
 		}
 	}
-	live := map[[2]string]string{}
-	for id, o := range orders {
-		if _, ok := rows[id]; !ok {
-			flag(item(o.item), id, o.quantity, "in the ledger but not in MySQL")
+}
+
+// liveOrders checks the ledger's orders: each in MySQL, units given back at most once, and
+// one live order per request.
+func (a *auditor) liveOrders() {
+	a.live = map[[2]string]string{}
+	for id, o := range a.orders {
+		if _, ok := a.rows[id]; !ok {
+			a.flag(a.item(o.item), id, o.quantity, "in the ledger but not in MySQL")
 		}
 		if o.returns > 1 {
-			rep.Violations = append(rep.Violations, Violation{o.item, id, fmt.Sprintf("units given back %d times", o.returns)})
+			a.violation(Violation{o.item, id, fmt.Sprintf("units given back %d times", o.returns)})
 		}
 		if !o.live() {
 			continue
 		}
 		key := [2]string{o.item, o.request}
-		if other, ok := live[key]; ok {
-			flag(item(o.item), id, o.quantity, fmt.Sprintf("request %q holds two live orders (%s and %s)", o.request, other, id))
+		if other, ok := a.live[key]; ok {
+			a.flag(a.item(o.item), id, o.quantity, fmt.Sprintf("request %q holds two live orders (%s and %s)", o.request, other, id))
 		}
-		live[key] = id
+		a.live[key] = id
 	}
-	// An order cancelled because its request_id held another live order needs that holder,
-	// byte for byte: MySQL must not have taken two distinct request_ids for one.
+}
+
+// holders checks that an order cancelled because its request_id held another live order has
+// that holder, byte for byte: MySQL must not have taken two distinct request_ids for one.
+func (a *auditor) holders() {
 	holders := map[[2]string]bool{}
-	for key := range live {
+	for key := range a.live {
 		holders[key] = true
 	}
-	for _, r := range rows {
-		if r.status != StatusCancelled && r.status != StatusExpired {
+	for _, r := range a.rows {
+		if r.status != ledger.StatusCancelled && r.status != ledger.StatusExpired {
 			holders[[2]string{r.item, r.request}] = true
 		}
 	}
-	for id, o := range orders {
+	for id, o := range a.orders {
 		if o.restocked && o.reason == ReasonRequestConflict && !holders[[2]string{o.item, o.request}] {
-			rep.Violations = append(rep.Violations, Violation{o.item, id,
+			a.violation(Violation{o.item, id,
 				fmt.Sprintf("conflict-cancel without holder: request %q holds no other live order", o.request)})
 		}
 	}
+}
 
-	dead, err := l.Dead(ctx, "")
+// deadEntries reports every dead ledger entry.
+func (a *auditor) deadEntries(ctx context.Context) error {
+	dead, err := a.l.Dead(ctx, "")
 	if err != nil {
-		return rep, err
+		return err
 	}
 	for _, d := range dead {
-		rep.Violations = append(rep.Violations, Violation{d.ItemID, d.OrderID,
+		a.violation(Violation{d.ItemID, d.OrderID,
 			fmt.Sprintf("dead ledger entry %d/%s, acknowledged without being projected or restocked: %s", d.Partition, d.StreamID, d.Reason)})
 	}
+	return nil
+}
 
-	for _, it := range items {
-		rep.Items = append(rep.Items, *it)
+// report returns the report, items and violations in order.
+func (a *auditor) report() AuditReport {
+	for _, it := range a.items {
+		a.rep.Items = append(a.rep.Items, *it)
 	}
-	slices.SortFunc(rep.Items, func(a, b ItemAudit) int { return strings.Compare(a.ItemID, b.ItemID) })
-	slices.SortFunc(rep.Violations, func(a, b Violation) int {
-		if c := strings.Compare(a.ItemID, b.ItemID); c != 0 {
+	slices.SortFunc(a.rep.Items, func(x, y ItemAudit) int { return strings.Compare(x.ItemID, y.ItemID) })
+	slices.SortFunc(a.rep.Violations, func(x, y Violation) int {
+		if c := strings.Compare(x.ItemID, y.ItemID); c != 0 {
 			return c
 		}
-		return strings.Compare(a.OrderID, b.OrderID)
+		return strings.Compare(x.OrderID, y.OrderID)
 	})
-	return rep, nil
+	return a.rep
 }
 
 // dropPastCut removes from rows the orders appended after their partition's cut: they are in
@@ -515,57 +589,67 @@ func foldEvent(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[strin
 		}
 		orders[e.OrderID] = o
 	case ledger.EventRestock:
-		it.Fold += e.Quantity
-		it.Restocked += e.Quantity
-		if o := orders[e.OrderID]; o != nil {
-			if o.returns == 0 && beforeCheckpoint(e.OrderID, checkpoint) {
-				it.CheckpointLive -= o.quantity
-			}
-			unsell(it, o)
-			o.restocked = true
-			o.reason = e.Reason
-			o.returns++
-		} else {
-			it.Sold -= e.Quantity
-			if beforeCheckpoint(e.OrderID, checkpoint) {
-				it.CheckpointLive -= e.Quantity
-			} else {
-				rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, "restock of an order the ledger does not hold"})
-			}
-		}
+		foldRestock(rep, it, e, orders, checkpoint)
 	case ledger.EventPaid, ledger.EventCancelled, ledger.EventExpired:
-		o := orders[e.OrderID]
-		switch {
-		case o == nil && beforeCheckpoint(e.OrderID, checkpoint):
-			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order not reserved at the checkpoint " + checkpoint})
-			return
-		case o == nil:
-			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order the ledger does not hold"})
-			return
-		case o.state != ledger.StateReserved || o.restocked:
-			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event of an order already %s", e.Type, o.want())})
-			if e.Type == ledger.EventPaid {
-				return
-			}
-		}
-		if e.Type == ledger.EventPaid {
-			it.Reserved -= o.quantity
-			it.Sold += o.quantity
-			o.state = ledger.StatePaid
-			return
-		}
-		if e.Quantity != o.quantity {
-			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event gives back %d units of an order of %d", e.Type, e.Quantity, o.quantity)})
-		}
-		it.Fold += e.Quantity
-		it.Released += e.Quantity
+		foldTransition(rep, it, e, orders, checkpoint)
+	}
+}
+
+// foldRestock folds a restock event: the order's units come back.
+func foldRestock(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder, checkpoint string) {
+	it.Fold += e.Quantity
+	it.Restocked += e.Quantity
+	if o := orders[e.OrderID]; o != nil {
 		if o.returns == 0 && beforeCheckpoint(e.OrderID, checkpoint) {
 			it.CheckpointLive -= o.quantity
 		}
 		unsell(it, o)
-		o.state = string(e.Type)
+		o.restocked = true
+		o.reason = e.Reason
 		o.returns++
+	} else {
+		it.Sold -= e.Quantity
+		if beforeCheckpoint(e.OrderID, checkpoint) {
+			it.CheckpointLive -= e.Quantity
+		} else {
+			rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, "restock of an order the ledger does not hold"})
+		}
 	}
+}
+
+// foldTransition folds a paid, cancelled or expired event of a reserved order.
+func foldTransition(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder, checkpoint string) {
+	o := orders[e.OrderID]
+	switch {
+	case o == nil && beforeCheckpoint(e.OrderID, checkpoint):
+		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order not reserved at the checkpoint " + checkpoint})
+		return
+	case o == nil:
+		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, string(e.Type) + " event of an order the ledger does not hold"})
+		return
+	case o.state != ledger.StateReserved || o.restocked:
+		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event of an order already %s", e.Type, o.want())})
+		if e.Type == ledger.EventPaid {
+			return
+		}
+	}
+	if e.Type == ledger.EventPaid {
+		it.Reserved -= o.quantity
+		it.Sold += o.quantity
+		o.state = ledger.StatePaid
+		return
+	}
+	if e.Quantity != o.quantity {
+		rep.Violations = append(rep.Violations, Violation{e.ItemID, e.OrderID, fmt.Sprintf("%s event gives back %d units of an order of %d", e.Type, e.Quantity, o.quantity)})
+	}
+	it.Fold += e.Quantity
+	it.Released += e.Quantity
+	if o.returns == 0 && beforeCheckpoint(e.OrderID, checkpoint) {
+		it.CheckpointLive -= o.quantity
+	}
+	unsell(it, o)
+	o.state = string(e.Type)
+	o.returns++
 }
 
 // beforeCheckpoint reports whether orderID is an order at or before the stream ID checkpoint

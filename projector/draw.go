@@ -11,15 +11,6 @@ import (
 	"github.com/flashsale/flashsale/ledger"
 )
 
-// The statuses of draw entries. An entry is registered; at the draw it is won (status
-// reserved, then paid, cancelled or expired like any reservation) or waitlisted; a waitlisted
-// entry is promoted (reserved) or, once every unit is paid, lost.
-const (
-	StatusRegistered = "registered"
-	StatusWaitlisted = "waitlisted"
-	StatusLost       = "lost"
-)
-
 // drawSteps are the draw events' transitions, in the order applyDraws applies them: an entry
 // is waitlisted or won from registered, then promoted or lost from waitlisted, so applying
 // one batch's events by type keeps each order's own sequence.
@@ -27,10 +18,10 @@ var drawSteps = []struct {
 	typ      ledger.EventType
 	from, to string
 }{
-	{ledger.EventWaitlisted, StatusRegistered, StatusWaitlisted},
-	{ledger.EventWon, StatusRegistered, StatusReserved},
-	{ledger.EventPromoted, StatusWaitlisted, StatusReserved},
-	{ledger.EventLost, StatusWaitlisted, StatusLost},
+	{ledger.EventWaitlisted, ledger.StatusRegistered, ledger.StatusWaitlisted},
+	{ledger.EventWon, ledger.StatusRegistered, ledger.StatusReserved},
+	{ledger.EventPromoted, ledger.StatusWaitlisted, ledger.StatusReserved},
+	{ledger.EventLost, ledger.StatusWaitlisted, ledger.StatusLost},
 }
 
 // isDrawEvent reports whether e is a won, waitlisted, promoted or lost event.
@@ -137,8 +128,8 @@ func waitlist(ctx context.Context, tx *sql.Tx, events []ledger.Event, now time.T
 	}
 	for len(ids) > 0 {
 		n := min(len(ids), rowsPerStatement)
-		q, args, err := sq.Update("orders").Set("status", StatusWaitlisted).Set("updated_at", now).
-			Where(sq.Eq{"order_id": ids[:n], "status": StatusRegistered}).ToSql()
+		q, args, err := sq.Update("orders").Set("status", ledger.StatusWaitlisted).Set("updated_at", now).
+			Where(sq.Eq{"order_id": ids[:n], "status": ledger.StatusRegistered}).ToSql()
 		if err != nil {
 			return fmt.Errorf("build waitlist: %w", err)
 		}
@@ -152,5 +143,5 @@ func waitlist(ctx context.Context, tx *sql.Tx, events []ledger.Event, now time.T
 
 // drawWaiting reports whether status is that of a draw entry holding no units.
 func drawWaiting(status string) bool {
-	return status == StatusRegistered || status == StatusWaitlisted || status == StatusLost
+	return status == ledger.StatusRegistered || status == ledger.StatusWaitlisted || status == ledger.StatusLost
 }

@@ -26,33 +26,9 @@ func AuditHistory(ctx context.Context, l *ledger.Ledger, arch *archive.Archive) 
 	var out []Violation
 	keys := l.Keys()
 	for p := range keys.Partitions() {
-		stored, err := arch.Checkpoints(ctx, p)
-		if err != nil {
-			return h, nil, fmt.Errorf("audit history of partition %d: %w", p, err)
-		}
-		type want struct {
-			id, where string
-			data      []byte
-		}
-		var checks []want
-		for _, c := range stored {
-			checks = append(checks, want{c.ID, "archive checkpoint " + c.ID, c.Data})
-		}
-		redisCkpt, err := l.LoadCheckpoint(ctx, p)
+		checks, err := historyChecks(ctx, l, arch, p)
 		if err != nil {
 			return h, nil, err
-		}
-		if redisCkpt.ID != "" {
-			data, err := json.Marshal(redisCkpt)
-			if err != nil {
-				return h, nil, fmt.Errorf("encode checkpoint: %w", err)
-			}
-			// In order of ID, the Redis one after an archive one at the same ID.
-			i := 0
-			for i < len(checks) && ledger.CompareIDs(checks[i].id, redisCkpt.ID) <= 0 {
-				i++
-			}
-			checks = append(checks[:i], append([]want{{redisCkpt.ID, "Redis checkpoint " + redisCkpt.ID, data}}, checks[i:]...)...)
 		}
 		pa := fromCheckpoint(ledger.Checkpoint{Partition: p})
 		last := ""
@@ -110,6 +86,42 @@ func AuditHistory(ctx context.Context, l *ledger.Ledger, arch *archive.Archive) 
 		}
 	}
 	return h, out, nil
+}
+
+// historyCheck is a stored checkpoint that AuditHistory compares with the refold: its ID,
+// where it is kept, and its data.
+type historyCheck struct {
+	id, where string
+	data      []byte
+}
+
+// historyChecks returns partition p's checkpoints in order of ID: each one the archive holds,
+// and the one in Redis (after an archive one at the same ID).
+func historyChecks(ctx context.Context, l *ledger.Ledger, arch *archive.Archive, p int) ([]historyCheck, error) {
+	stored, err := arch.Checkpoints(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("audit history of partition %d: %w", p, err)
+	}
+	var checks []historyCheck
+	for _, c := range stored {
+		checks = append(checks, historyCheck{c.ID, "archive checkpoint " + c.ID, c.Data})
+	}
+	redisCkpt, err := l.LoadCheckpoint(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if redisCkpt.ID != "" {
+		data, err := json.Marshal(redisCkpt)
+		if err != nil {
+			return nil, fmt.Errorf("encode checkpoint: %w", err)
+		}
+		i := 0
+		for i < len(checks) && ledger.CompareIDs(checks[i].id, redisCkpt.ID) <= 0 {
+			i++
+		}
+		checks = append(checks[:i], append([]historyCheck{{redisCkpt.ID, "Redis checkpoint " + redisCkpt.ID, data}}, checks[i:]...)...)
+	}
+	return checks, nil
 }
 
 // compareCheckpoint returns what differs between the refold got and the stored checkpoint

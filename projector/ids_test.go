@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/projector"
 	migrations "github.com/flashsale/flashsale/sql"
 	"github.com/flashsale/flashsale/tests/testenv"
@@ -28,7 +29,7 @@ func TestTrailingSpaceRequestIDsAreDistinct(t *testing.T) {
 	e.waitSettled(t)
 	got := e.statuses(t)
 	for _, id := range ids {
-		if got[id] != projector.StatusConfirmed {
+		if got[id] != ledger.StatusConfirmed {
 			t.Errorf("order %s: got %q, want confirmed", id, got[id])
 		}
 	}

@@ -154,7 +154,7 @@ func TestProjectsEveryOrderOnce(t *testing.T) {
 		t.Fatalf("got %d orders in MySQL, want %d", len(got), len(want))
 	}
 	for id := range want {
-		if got[id] != projector.StatusConfirmed {
+		if got[id] != ledger.StatusConfirmed {
 			t.Errorf("order %s: got status %q, want confirmed", id, got[id])
 		}
 	}
@@ -255,7 +255,7 @@ func TestMalformedEntriesDoNotBlock(t *testing.T) {
 	after := e.buy(t, "a", "u", "r1", 1)
 	e.start(t, projector.Config{})
 	e.waitSettled(t)
-	if got := e.statuses(t)[after]; got != projector.StatusConfirmed {
+	if got := e.statuses(t)[after]; got != ledger.StatusConfirmed {
 		t.Fatalf("order behind the bad entries: got %q, want confirmed", got)
 	}
 	// The broken order's 2 units came back (10 - 1 + 2).
@@ -285,7 +285,7 @@ func TestClaimLoopTakesOverIdleEntries(t *testing.T) {
 	e.waitSettled(t)
 	got := e.statuses(t)
 	for _, id := range ids {
-		if got[id] != projector.StatusConfirmed {
+		if got[id] != ledger.StatusConfirmed {
 			t.Errorf("order %s: got %q, want confirmed", id, got[id])
 		}
 	}
@@ -361,7 +361,7 @@ func TestPoisonEntriesAreDeadNotBlocking(t *testing.T) {
 	}
 	st := e.statuses(t)
 	for _, id := range after {
-		if st[id] != projector.StatusConfirmed {
+		if st[id] != ledger.StatusConfirmed {
 			t.Errorf("order %s behind the poison: got %q, want confirmed", id, st[id])
 		}
 	}

@@ -44,21 +44,21 @@ func reservationSale(t *testing.T, e env) map[string]string {
 		id := e.buy(t, "r", fmt.Sprintf("u%d", i), fmt.Sprintf("q%d", i), 2)
 		ids = append(ids, id)
 	}
-	want[e.buy(t, "free", "u0", "q0", 1)] = projector.StatusConfirmed
+	want[e.buy(t, "free", "u0", "q0", 1)] = ledger.StatusConfirmed
 	for i, id := range ids {
 		switch i % 4 {
 		case 0:
 			if _, err := e.l.Pay(ctx, id, fmt.Sprintf("u%d", i), "pay-"+id); err != nil {
 				t.Fatal(err)
 			}
-			want[id] = projector.StatusPaid
+			want[id] = ledger.StatusPaid
 		case 1:
 			if _, err := e.l.Cancel(ctx, id, fmt.Sprintf("u%d", i)); err != nil {
 				t.Fatal(err)
 			}
-			want[id] = projector.StatusCancelled
+			want[id] = ledger.StatusCancelled
 		case 2, 3:
-			want[id] = projector.StatusExpired
+			want[id] = ledger.StatusExpired
 		}
 	}
 	time.Sleep(520 * time.Millisecond)
@@ -68,7 +68,7 @@ func reservationSale(t *testing.T, e env) map[string]string {
 	}
 	// A reservation left open.
 	e.reserveStock(t, "open", 3, time.Hour)
-	want[e.buy(t, "open", "u9", "q9", 1)] = projector.StatusReserved
+	want[e.buy(t, "open", "u9", "q9", 1)] = ledger.StatusReserved
 	return want
 }
 
@@ -172,18 +172,18 @@ func TestLookupShowsTheReservation(t *testing.T) {
 	id := e.buy(t, "r", "u", "q", 1)
 	lk := projector.NewLookup(projector.NewStore(e.db), e.l)
 	o, err := lk.Order(ctx, id)
-	if err != nil || o.Status != projector.StatusReserved || o.PayBy.Sub(o.CreatedAt) != time.Hour {
+	if err != nil || o.Status != ledger.StatusReserved || o.PayBy.Sub(o.CreatedAt) != time.Hour {
 		t.Fatalf("before projection: %+v (%v)", o, err)
 	}
 	if _, err := e.l.Pay(ctx, id, "u", "p"); err != nil {
 		t.Fatal(err)
 	}
-	if o, err = lk.Order(ctx, id); err != nil || o.Status != projector.StatusPaid {
+	if o, err = lk.Order(ctx, id); err != nil || o.Status != ledger.StatusPaid {
 		t.Fatalf("paid, before projection: %+v (%v)", o, err)
 	}
 	e.start(t, projector.Config{})
 	e.waitSettled(t)
-	if o, err = lk.Order(ctx, id); err != nil || o.Status != projector.StatusPaid || o.PayBy.IsZero() {
+	if o, err = lk.Order(ctx, id); err != nil || o.Status != ledger.StatusPaid || o.PayBy.IsZero() {
 		t.Fatalf("paid, projected: %+v (%v)", o, err)
 	}
 }
@@ -206,7 +206,7 @@ func TestPaidEventLeavesAnotherOrderOfItsRequestAlone(t *testing.T) {
 	if _, err := store.Apply(ctx, []ledger.Event{paid}); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.statuses(t); got["0-1-0"] != projector.StatusReserved {
+	if got := e.statuses(t); got["0-1-0"] != ledger.StatusReserved {
 		t.Fatalf("statuses %v: the other order of the request was changed", got)
 	}
 }

@@ -15,17 +15,6 @@ import (
 	"github.com/flashsale/flashsale/ledger"
 )
 
-// Order statuses. An order placed without a pay-within rule is confirmed; one placed with it
-// is reserved, then paid, cancelled (by its buyer) or expired. A restock makes any cancelled.
-const (
-	StatusPending   = "pending"
-	StatusConfirmed = "confirmed"
-	StatusCancelled = "cancelled"
-	StatusReserved  = "reserved"
-	StatusPaid      = "paid"
-	StatusExpired   = "expired"
-)
-
 // ReasonBuyer is the cancel_reason of an order its buyer cancelled.
 const ReasonBuyer = "cancelled by the buyer"
 
@@ -112,11 +101,11 @@ func (s *Store) insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Ev
 		const cols = 9
 		args := make([]any, 0, cols*len(chunk))
 		for _, e := range chunk {
-			status := StatusConfirmed
+			status := ledger.StatusConfirmed
 			if !e.PayBy.IsZero() {
-				status = StatusReserved
+				status = ledger.StatusReserved
 			} else if e.Draw {
-				status = StatusRegistered
+				status = ledger.StatusRegistered
 			}
 			args = append(args, e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status, nullTime(e.PayBy), e.Time.UTC(), now)
 		}
@@ -206,7 +195,7 @@ func cancelOrders(ctx context.Context, tx *sql.Tx, restocks []ledger.Event, now 
 	for chunk := range chunks(restocks) {
 		q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status", "cancel_reason", "created_at", "updated_at")
 		for _, e := range chunk {
-			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, StatusCancelled, truncate(e.Reason, 255), e.Time.UTC(), now)
+			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, ledger.StatusCancelled, truncate(e.Reason, 255), e.Time.UTC(), now)
 		}
 		q = q.Suffix("ON DUPLICATE KEY UPDATE status = VALUES(status), cancel_reason = VALUES(cancel_reason), updated_at = VALUES(updated_at)")
 		if err := exec(ctx, tx, q); err != nil {
@@ -227,14 +216,14 @@ func closeOrders(ctx context.Context, tx *sql.Tx, closes []ledger.Event, now tim
 		for _, e := range chunk {
 			var reason, ref any
 			var paidAt, expiredAt sql.NullTime
-			status := StatusPaid
+			status := ledger.StatusPaid
 			switch e.Type {
 			case ledger.EventPaid:
 				paidAt, ref = nullTime(e.Time), e.PaymentRef
 			case ledger.EventCancelled:
-				status, reason = StatusCancelled, ReasonBuyer
+				status, reason = ledger.StatusCancelled, ReasonBuyer
 			case ledger.EventExpired:
-				status, expiredAt = StatusExpired, nullTime(e.Time)
+				status, expiredAt = ledger.StatusExpired, nullTime(e.Time)
 			}
 			q = q.Values(e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status,
 				reason, nullTime(e.PayBy), paidAt, ref, expiredAt, e.Placed.UTC(), now)

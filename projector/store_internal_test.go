@@ -62,7 +62,7 @@ func TestApplyReusesTheOrdersInsert(t *testing.T) {
 		t.Fatalf("%d prepared inserts, want the cap %d", len(s.inserts), maxInsertStatements)
 	}
 	var count int
-	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM orders WHERE status = ?", StatusConfirmed).Scan(&count); err != nil {
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM orders WHERE status = ?", ledger.StatusConfirmed).Scan(&count); err != nil {
 		t.Fatal(err)
 	}
 	if count != n {

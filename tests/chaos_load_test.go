@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/projector"
 )
 
@@ -409,7 +410,7 @@ func (sl *sale) figures() chaosFigures {
 		if perOrder[id]++; perOrder[id] > 1 {
 			f.duplicated++
 		}
-		if status == projector.StatusConfirmed {
+		if status == ledger.StatusConfirmed {
 			live[item] += qty
 			if perRequest[[2]string{item, req}]++; perRequest[[2]string{item, req}] > 1 {
 				f.duplicated++

@@ -242,8 +242,8 @@ func (s *stack) checkExactlyOnce(t *testing.T, acked []string, initial map[strin
 		if !want[id] {
 			t.Errorf("orders table holds %s (item %s, %s), which was never acknowledged", id, item, status)
 		}
-		if status != projector.StatusConfirmed {
-			t.Errorf("order %s: got status %q, want %q", id, status, projector.StatusConfirmed)
+		if status != ledger.StatusConfirmed {
+			t.Errorf("order %s: got status %q, want %q", id, status, ledger.StatusConfirmed)
 			continue
 		}
 		confirmed[item] += qty

@@ -6,19 +6,19 @@ import (
 
 	oklog "github.com/oklog/run"
 
-	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ingest/admin"
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/projector"
 )
 
 // boardAudit runs `flashsale audit`'s check for the live board and summarises its report.
-func boardAudit(l *ledger.Ledger, store *projector.Store) ingest.AuditFunc {
-	return func(ctx context.Context) (ingest.AuditSummary, error) {
+func boardAudit(l *ledger.Ledger, store *projector.Store) admin.AuditFunc {
+	return func(ctx context.Context) (admin.AuditSummary, error) {
 		rep, err := projector.Audit(ctx, l, store, projector.DefaultGroup)
 		if err != nil {
-			return ingest.AuditSummary{}, err
+			return admin.AuditSummary{}, err
 		}
-		sum := ingest.AuditSummary{
+		sum := admin.AuditSummary{
 			Clean: rep.Clean(), Items: len(rep.Items), Pending: rep.Pending,
 			ViolationCount: len(rep.Violations), Violations: []string{},
 		}
@@ -39,7 +39,7 @@ func boardAudit(l *ledger.Ledger, store *projector.Store) ingest.AuditFunc {
 
 // addBoard adds to g the live board's sampler; interrupted, it also ends the board's open
 // event streams, which would otherwise hold the HTTP server's shutdown until its timeout.
-func addBoard(g *oklog.Group, ctx context.Context, b *ingest.Board) {
+func addBoard(g *oklog.Group, ctx context.Context, b *admin.Board) {
 	bctx, cancel := context.WithCancel(ctx)
 	g.Add(func() error { return b.Run(bctx) }, func(error) { cancel() })
 }

@@ -58,14 +58,6 @@ func addProjector(g *oklog.Group, ctx context.Context, p *projector.Projector) {
 	g.Add(func() error { return p.Run(pctx) }, func(error) { cancel() })
 }
 
-// orderLookup serves ingest's order routes from the projector's Lookup.
-type orderLookup struct{ *projector.Lookup }
-
-func (o orderLookup) Order(ctx context.Context, id string) (ingest.Order, error) {
-	x, err := o.Lookup.Order(ctx, id)
-	return ingest.Order(x), err
-}
-
 func project(ctx context.Context, e *env, args []string) error {
 	f := e.flags("project", "", "Projects the ledger into MySQL only (no purchase API). Run several with distinct -consumer names to share the work.")
 	rf := f.redis()

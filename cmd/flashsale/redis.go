@@ -36,64 +36,11 @@ func parseRedisAddr(s string) (redisTarget, error) {
 	var t redisTarget
 	s = strings.TrimSpace(s)
 	if strings.Contains(s, "://") {
-		scheme, rest, _ := strings.Cut(s, "://")
-		switch strings.ToLower(scheme) {
-		case "redis":
-		case "rediss":
-			t.tls = true
-		default:
-			return t, fmt.Errorf("redis address: scheme %q, want redis:// or rediss://", scheme)
-		}
-		// The host part may list several nodes, which url.Parse refuses: cut it out by hand.
-		hostEnd := strings.IndexAny(rest, "/?")
-		if hostEnd < 0 {
-			hostEnd = len(rest)
-		}
-		authority, tail := rest[:hostEnd], rest[hostEnd:]
-		if at := strings.LastIndex(authority, "@"); at >= 0 {
-			ui, err := url.Parse("x://" + authority[:at] + "@h")
-			if err != nil || ui.User == nil {
-				return t, errors.New("redis address: malformed user or password in the URL")
-			}
-			t.username = ui.User.Username()
-			t.password, _ = ui.User.Password()
-			if _, hasPass := ui.User.Password(); !hasPass {
-				// redis://secret@host: a lone user part is the password, as redis-cli takes it.
-				t.password, t.username = t.username, ""
-			}
-			authority = authority[at+1:]
-		}
-		u, err := url.Parse("x://h" + tail)
+		hosts, err := parseRedisURL(&t, s)
 		if err != nil {
-			return t, errors.New("redis address: malformed path or query in the URL")
+			return t, err
 		}
-		if p := strings.Trim(u.Path, "/"); p != "" {
-			if t.db, err = strconv.Atoi(p); err != nil || t.db < 0 {
-				return t, fmt.Errorf("redis address: database %q, want a number", p)
-			}
-		}
-		q := u.Query()
-		for k := range q {
-			if k != "addr" && k != "db" {
-				return t, fmt.Errorf("redis address: query parameter %q not supported (only db and addr)", k)
-			}
-		}
-		if dbs := q["db"]; len(dbs) > 0 {
-			n, err := strconv.Atoi(dbs[0])
-			switch {
-			case len(dbs) > 1 || err != nil || n < 0:
-				return t, fmt.Errorf("redis address: db=%q, want one number", strings.Join(dbs, ","))
-			case strings.Trim(u.Path, "/") != "" && n != t.db:
-				return t, fmt.Errorf("redis address: database %d in the path and db=%d in the query", t.db, n)
-			}
-			t.db = n
-		}
-		hosts := []string{}
-		if authority != "" {
-			hosts = append(hosts, strings.Split(authority, ",")...)
-		}
-		hosts = append(hosts, q["addr"]...)
-		s = strings.Join(hosts, ",")
+		s = hosts
 	}
 	for _, a := range strings.Split(s, ",") {
 		a = strings.TrimSpace(a)
@@ -118,6 +65,69 @@ func parseRedisAddr(s string) (redisTarget, error) {
 		return t, errors.New("redis address: no host:port given")
 	}
 	return t, nil
+}
+
+// parseRedisURL reads a redis:// or rediss:// URL into t (TLS, user, password, database) and
+// returns its hosts, comma-separated, for parseRedisAddr to check. Errors never quote the URL.
+func parseRedisURL(t *redisTarget, s string) (string, error) {
+	scheme, rest, _ := strings.Cut(s, "://")
+	switch strings.ToLower(scheme) {
+	case "redis":
+	case "rediss":
+		t.tls = true
+	default:
+		return "", fmt.Errorf("redis address: scheme %q, want redis:// or rediss://", scheme)
+	}
+	// The host part may list several nodes, which url.Parse refuses: cut it out by hand.
+	hostEnd := strings.IndexAny(rest, "/?")
+	if hostEnd < 0 {
+		hostEnd = len(rest)
+	}
+	authority, tail := rest[:hostEnd], rest[hostEnd:]
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		ui, err := url.Parse("x://" + authority[:at] + "@h")
+		if err != nil || ui.User == nil {
+			return "", errors.New("redis address: malformed user or password in the URL")
+		}
+		t.username = ui.User.Username()
+		t.password, _ = ui.User.Password()
+		if _, hasPass := ui.User.Password(); !hasPass {
+			// redis://secret@host: a lone user part is the password, as redis-cli takes it.
+			t.password, t.username = t.username, ""
+		}
+		authority = authority[at+1:]
+	}
+	u, err := url.Parse("x://h" + tail)
+	if err != nil {
+		return "", errors.New("redis address: malformed path or query in the URL")
+	}
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		if t.db, err = strconv.Atoi(p); err != nil || t.db < 0 {
+			return "", fmt.Errorf("redis address: database %q, want a number", p)
+		}
+	}
+	q := u.Query()
+	for k := range q {
+		if k != "addr" && k != "db" {
+			return "", fmt.Errorf("redis address: query parameter %q not supported (only db and addr)", k)
+		}
+	}
+	if dbs := q["db"]; len(dbs) > 0 {
+		n, err := strconv.Atoi(dbs[0])
+		switch {
+		case len(dbs) > 1 || err != nil || n < 0:
+			return "", fmt.Errorf("redis address: db=%q, want one number", strings.Join(dbs, ","))
+		case strings.Trim(u.Path, "/") != "" && n != t.db:
+			return "", fmt.Errorf("redis address: database %d in the path and db=%d in the query", t.db, n)
+		}
+		t.db = n
+	}
+	hosts := []string{}
+	if authority != "" {
+		hosts = append(hosts, strings.Split(authority, ",")...)
+	}
+	hosts = append(hosts, q["addr"]...)
+	return strings.Join(hosts, ","), nil
 }
 
 // redactRedisAddr is -redis as usage text shows it: a URL's password replaced by xxxxx, and

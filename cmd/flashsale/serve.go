@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/ingest/admin"
+	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/projector"
 )
 
@@ -33,61 +36,100 @@ func ingestOnly(ctx context.Context, e *env, args []string) error {
 // finish within the shutdown timeout, the projector finishes its batch in hand, and it
 // returns nil.
 func serveWith(ctx context.Context, e *env, args []string, name string, withMySQL bool) error {
+	sf, err := parseServeFlags(e, args, name, withMySQL)
+	if err != nil {
+		return err
+	}
+	log := sf.logger()
+	seeds, err := drawSeeds(*sf.seedsFlag)
+	if err != nil {
+		return err
+	}
+	auth, err := sf.af.build(ctx, log)
+	if err != nil {
+		return err
+	}
+	l, closeLedger, err := sf.rf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeLedger()
+	warnDurability(ctx, l, log)
+
+	var g oklog.Group
+	closeDB, err := sf.wire(ctx, &g, l, auth, seeds, log)
+	defer closeDB()
+	if err != nil {
+		return err
+	}
+	addSignals(&g, ctx, log)
+	err = g.Run()
+	log.Info("stopped")
+	return err
+}
+
+// serveFlags are the flags of serve (withMySQL) and ingest.
+type serveFlags struct {
+	withMySQL          bool
+	rf                 redisFlags
+	httpAddr, grpcAddr *string
+	adminToken         *string
+	idleWarn, shutdown *time.Duration
+	lim                ingest.Limits
+	af                 authFlags
+	dsn                *string
+	pf                 projectorFlags
+	sf                 sweepFlags
+	arf                archiveFlags
+	tf                 retainFlags
+	seedsFlag          *string
+	getenv             func(string) string
+	logger             func() *slog.Logger
+}
+
+// parseServeFlags defines and reads the flags of command name.
+func parseServeFlags(e *env, args []string, name string, withMySQL bool) (*serveFlags, error) {
 	about := "Sells over HTTP and gRPC; the ledger is projected by separate 'flashsale project' processes."
 	if withMySQL {
 		about = "Sells over HTTP and gRPC and projects the ledger into MySQL, in one process."
 	}
 	f := e.flags(name, "", about)
-	rf := f.redis()
-	rf.create = true
-	httpAddr := f.str("http", "FLASHSALE_HTTP_ADDR", ":8080", "HTTP listen address")
-	grpcAddr := f.str("grpc", "FLASHSALE_GRPC_ADDR", ":50051", "gRPC listen address")
-	adminToken := f.secret("admin-token", "FLASHSALE_ADMIN_TOKEN", "", "bearer token of the /admin routes (not mounted when empty)", redacted)
-	idleWarn := f.duration("admin-idle-warn", "FLASHSALE_ADMIN_IDLE_WARN", 30*time.Second, "the live board warns of a projector consumer idle this long while holding entries")
-	shutdown := f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
+	sf := &serveFlags{withMySQL: withMySQL, rf: f.redis(), getenv: e.getenv}
+	sf.rf.create = true
+	sf.httpAddr = f.str("http", "FLASHSALE_HTTP_ADDR", ":8080", "HTTP listen address")
+	sf.grpcAddr = f.str("grpc", "FLASHSALE_GRPC_ADDR", ":50051", "gRPC listen address")
+	sf.adminToken = f.secret("admin-token", "FLASHSALE_ADMIN_TOKEN", "", "bearer token of the /admin routes (not mounted when empty)", redacted)
+	sf.idleWarn = f.duration("admin-idle-warn", "FLASHSALE_ADMIN_IDLE_WARN", 30*time.Second, "the live board warns of a projector consumer idle this long while holding entries")
+	sf.shutdown = f.duration("shutdown-timeout", "FLASHSALE_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may take to finish at shutdown")
 	lf := f.limits()
-	af := f.auth()
-	seedsFlag := f.str("draw-seeds", "FLASHSALE_DRAW_SEEDS", "", "ITEM=FILE pairs, comma separated: draw each ITEM with the seed in FILE when its draw time comes")
-	var dsn *string
-	var pf projectorFlags
-	var sf sweepFlags
-	var arf archiveFlags
+	sf.af = f.auth()
+	sf.seedsFlag = f.str("draw-seeds", "FLASHSALE_DRAW_SEEDS", "", "ITEM=FILE pairs, comma separated: draw each ITEM with the seed in FILE when its draw time comes")
 	if withMySQL {
-		dsn = f.mysqlDSN()
-		pf = f.projector()
-		sf = f.sweeper()
-		arf = f.archive()
+		sf.dsn = f.mysqlDSN()
+		sf.pf = f.projector()
+		sf.sf = f.sweeper()
+		sf.arf = f.archive()
 	}
-	tf := f.retention(withMySQL)
-	logger := f.logger()
+	sf.tf = f.retention(withMySQL)
+	sf.logger = f.logger()
 	if err := f.parse(args); err != nil {
-		return err
+		return nil, err
 	}
 	if f.NArg() > 0 {
-		return usageError{"unexpected arguments: " + fmt.Sprint(f.Args())}
+		return nil, usageError{"unexpected arguments: " + fmt.Sprint(f.Args())}
 	}
-	lim, err := lf.build()
-	if err != nil {
-		return err
+	var err error
+	if sf.lim, err = lf.build(); err != nil {
+		return nil, err
 	}
-	if err := tf.validate(); err != nil {
-		return err
+	if err := sf.tf.validate(); err != nil {
+		return nil, err
 	}
-	log := logger()
-	seeds, err := drawSeeds(*seedsFlag)
-	if err != nil {
-		return err
-	}
-	auth, err := af.build(ctx, log)
-	if err != nil {
-		return err
-	}
+	return sf, nil
+}
 
-	l, closeLedger, err := rf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeLedger()
+// warnDurability logs a warning when Redis would lose acknowledged orders in a restart.
+func warnDurability(ctx context.Context, l *ledger.Ledger, log *slog.Logger) {
 	switch aof, fsync, err := l.Durability(ctx); {
 	case err != nil:
 		log.Warn("cannot tell whether Redis has AOF on", "err", err)
@@ -96,88 +138,102 @@ func serveWith(ctx context.Context, e *env, args []string, name string, withMySQ
 	case fsync != "always":
 		log.Warn("Redis AOF fsyncs "+fsync+": a Redis crash can lose the last seconds of acknowledged orders; --appendfsync always loses none", "appendfsync", fsync)
 	}
+}
 
+// wire builds the service on l and adds every actor to g: with MySQL the projector, sweeper,
+// archiver and retainer; the drawer of the items in seeds, the winner tail, the board, the
+// HTTP and the gRPC servers. closeDB
+// closes the MySQL pool (a no-op without one); it is set also when err is not nil.
+func (sf *serveFlags) wire(ctx context.Context, g *oklog.Group, l *ledger.Ledger, auth *ingest.Authenticator, seeds map[string][]byte, log *slog.Logger) (closeDB func(), err error) {
 	reg := newRegistry()
-	reg.MustRegister(newRetainCollector(l, *tf.retain))
+	reg.MustRegister(newRetainCollector(l, *sf.tf.retain))
 	checks := map[string]ingest.Check{"redis": l.Ping}
-	var g oklog.Group
 	var orders ingest.Orders
-	var auditFn ingest.AuditFunc
-	if withMySQL {
-		db, err := openMySQL(*dsn)
+	var auditFn admin.AuditFunc
+	closeDB = func() {}
+	if sf.withMySQL {
+		db, err := openMySQL(*sf.dsn)
 		if err != nil {
-			return err
+			return closeDB, err
 		}
-		defer db.Close()
+		closeDB = func() { db.Close() }
 		checks["mysql"] = db.PingContext
-		p, err := pf.build(l, db, reg, log)
-		if err != nil {
-			return usageError{err.Error()}
+		if err := sf.addMySQLActors(ctx, g, l, db, reg, log); err != nil {
+			return closeDB, err
 		}
-		addProjector(&g, ctx, p)
-		addSweeper(&g, ctx, l, sf, reg, log)
-		arch, err := arf.addArchiver(&g, ctx, l, *pf.consumer, reg, log)
-		if err != nil {
-			return err
-		}
-		if err := addRetainer(&g, ctx, l, tf, arch, log); err != nil {
-			return err
-		}
-		orders = orderLookup{projector.NewLookup(projector.NewStore(db), l)}
+		orders = projector.NewLookup(projector.NewStore(db), l)
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
 	source := historySource(l, nil)
-	if withMySQL && len(seeds) > 0 {
-		arch, err := openArchiveReader(ctx, *arf.url, e.getenv, l)
+	if sf.withMySQL && len(seeds) > 0 {
+		arch, err := openArchiveReader(ctx, *sf.arf.url, sf.getenv, l)
 		if err != nil {
-			return err
+			return closeDB, err
 		}
 		source = historySource(l, arch)
 	}
-	addDrawer(&g, ctx, l, seeds, source, log)
-	svc := ingest.NewService(l, orders, checks, ingest.NewMetrics(reg), log)
+	addDrawer(g, ctx, l, seeds, source, log)
+	metrics := ingest.NewMetrics(reg)
+	svc := ingest.NewService(l, orders, checks, metrics, log)
 	svc.RequireAuth(auth)
 	{
 		tctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return l.TailWinners(tctx, log) }, func(error) { cancel() })
 	}
 	router := svc.Router(reg)
-	board := svc.MountAdmin(router, ingest.AdminOptions{
-		Token: *adminToken, Ledger: l, Group: projector.DefaultGroup, Audit: auditFn, IdleWarn: *idleWarn, Retain: *tf.retain,
+	board := admin.Mount(router, admin.Options{
+		Token: *sf.adminToken, Ledger: l, Group: projector.DefaultGroup, Audit: auditFn, IdleWarn: *sf.idleWarn, Retain: *sf.tf.retain,
+		Metrics: metrics, Log: log,
 	})
-	addBoard(&g, ctx, board) // before the HTTP server, so that its streams end before shutdown waits
-	if err := addHTTP(&g, ctx, log, "http", *httpAddr, lim.LimitInFlight(router, reg), *shutdown, lim); err != nil {
+	addBoard(g, ctx, board) // before the HTTP server, so that its streams end before shutdown waits
+	if err := addHTTP(g, ctx, log, "http", *sf.httpAddr, sf.lim.LimitInFlight(router, reg), *sf.shutdown, sf.lim); err != nil {
+		return closeDB, err
+	}
+	return closeDB, addGRPC(g, log, *sf.grpcAddr, svc, *sf.shutdown, sf.lim)
+}
+
+// addMySQLActors adds to g serve's projector, sweeper, archiver and retainer.
+func (sf *serveFlags) addMySQLActors(ctx context.Context, g *oklog.Group, l *ledger.Ledger, db *sql.DB, reg *prometheus.Registry, log *slog.Logger) error {
+	p, err := sf.pf.build(l, db, reg, log)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	addProjector(g, ctx, p)
+	addSweeper(g, ctx, l, sf.sf, reg, log)
+	arch, err := sf.arf.addArchiver(g, ctx, l, *sf.pf.consumer, reg, log)
+	if err != nil {
 		return err
 	}
-	{
-		ln, err := net.Listen("tcp", *grpcAddr)
-		if err != nil {
-			return fmt.Errorf("grpc listen: %w", err)
-		}
-		ln = lim.LimitListener(ln)
-		srv, health := ingest.NewGRPCServer(svc, lim.GRPCOptions()...)
-		g.Add(func() error {
-			log.Info("grpc listening", "addr", ln.Addr().String())
-			return srv.Serve(ln)
-		}, func(error) {
-			health.Shutdown()
-			done := make(chan struct{})
-			go func() {
-				srv.GracefulStop()
-				close(done)
-			}()
-			select {
-			case <-done:
-			case <-time.After(*shutdown):
-				srv.Stop()
-				<-done
-			}
-		})
+	return addRetainer(g, ctx, l, sf.tf, arch, log)
+}
+
+// addGRPC listens on addr and adds to g an actor serving svc over gRPC there; interrupted, it
+// stops gracefully within shutdown, then hard.
+func addGRPC(g *oklog.Group, log *slog.Logger, addr string, svc *ingest.Service, shutdown time.Duration, lim ingest.Limits) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("grpc listen: %w", err)
 	}
-	addSignals(&g, ctx, log)
-	err = g.Run()
-	log.Info("stopped")
-	return err
+	ln = lim.LimitListener(ln)
+	srv, health := ingest.NewGRPCServer(svc, lim.GRPCOptions()...)
+	g.Add(func() error {
+		log.Info("grpc listening", "addr", ln.Addr().String())
+		return srv.Serve(ln)
+	}, func(error) {
+		health.Shutdown()
+		done := make(chan struct{})
+		go func() {
+			srv.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(shutdown):
+			srv.Stop()
+			<-done
+		}
+	})
+	return nil
 }
 
 // addSignals adds to g an actor that returns on SIGINT or SIGTERM, which stops the group.

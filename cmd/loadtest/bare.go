@@ -2,19 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/flashsale/flashsale/ingest"
+	"github.com/flashsale/flashsale/internal/barehttp"
 )
 
-// bare serves bareHandler on -addr until ctx ends (SIGINT or SIGTERM in main). It prints the
+// bare serves the bare handler (internal/barehttp) on -addr until ctx ends (SIGINT or SIGTERM in main). It prints the
 // address it listens on, so that -addr 127.0.0.1:0 can be used.
 func bare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadtest bare", flag.ContinueOnError)
@@ -35,7 +34,7 @@ func bare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Sprintf("listen: %v", err)}
 	}
 	// The same server settings (timeouts, header limit) as flashsale's HTTP server.
-	srv := ingest.NewHTTPServer(*addr, bareHandler())
+	srv := ingest.NewHTTPServer(*addr, barehttp.Handler())
 	fmt.Fprintf(stdout, "bare handler listening on %s\n", ln.Addr())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -51,49 +50,4 @@ func bare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	<-served
 	return nil
-}
-
-// bareReply is flashsale's purchase reply shape.
-type bareReply struct {
-	Success bool   `json:"success"`
-	Message string `json:"message"`
-}
-
-// bareHandler does what flashsale's purchase handler does before it asks Redis (read the body
-// under the same size limit, decode it with ingest.DecodePurchase, validate it) and answers
-// 410 sold out, encoding the reply the same way.
-func bareHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/purchase", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, ingest.MaxBodyBytes))
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				writeBare(w, http.StatusRequestEntityTooLarge, "request body too large")
-				return
-			}
-			writeBare(w, http.StatusBadRequest, "invalid request body")
-			return
-		}
-		req, err := ingest.DecodePurchase(body)
-		if err != nil {
-			writeBare(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if err := req.Validate(); err != nil {
-			writeBare(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		writeBare(w, http.StatusGone, "sold out")
-	})
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
-		writeBare(w, http.StatusOK, "ok")
-	})
-	return mux
-}
-
-func writeBare(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(bareReply{Success: status == http.StatusOK, Message: msg})
 }

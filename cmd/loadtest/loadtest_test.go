@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flashsale/flashsale/internal/barehttp"
 	pb "github.com/flashsale/flashsale/proto"
 )
 
@@ -100,7 +101,7 @@ func startShop(t *testing.T, f *fakeShop) string {
 }
 
 func TestBareHandlerCeiling(t *testing.T) {
-	srv := httptest.NewServer(bareHandler())
+	srv := httptest.NewServer(barehttp.Handler())
 	defer srv.Close()
 	s, err := runLoad(t, "-addr", strings.TrimPrefix(srv.URL, "http://"), "-duration", "1s", "-clients", "8", "-verify=false")
 	if err != nil {
@@ -118,7 +119,7 @@ func TestBareHandlerCeiling(t *testing.T) {
 }
 
 func TestBareHandlerRejectsBadBodies(t *testing.T) {
-	srv := httptest.NewServer(bareHandler())
+	srv := httptest.NewServer(barehttp.Handler())
 	defer srv.Close()
 	tests := []struct {
 		body string

@@ -1,8 +1,10 @@
-package ingest
+package admin
 
 import (
 	"math"
 	"testing"
+
+	"github.com/flashsale/flashsale/ingest"
 )
 
 func TestBacklogGrowing(t *testing.T) {
@@ -27,9 +29,9 @@ func TestBacklogGrowing(t *testing.T) {
 
 func TestQuantileOfHistogramDelta(t *testing.T) {
 	bounds := []float64{0.001, 0.01, 0.1}
-	before := purchaseTotals{bounds: bounds, counts: []uint64{100, 100, 100, 100}}
+	before := ingest.Totals{Bounds: bounds, Counts: []uint64{100, 100, 100, 100}}
 	// Since before: 50 observations <= 1 ms, 40 in (1 ms, 10 ms], 10 in (10 ms, 100 ms].
-	after := purchaseTotals{bounds: bounds, counts: []uint64{150, 190, 200, 200}}
+	after := ingest.Totals{Bounds: bounds, Counts: []uint64{150, 190, 200, 200}}
 	tests := []struct{ q, want float64 }{
 		{0.5, 0.001},               // the 50th of 100 is the last of the first bucket
 		{0.7, 0.001 + 0.009*20/40}, // halfway through the second bucket
@@ -46,7 +48,7 @@ func TestQuantileOfHistogramDelta(t *testing.T) {
 		t.Error("quantile with no observations in between reported a value")
 	}
 	// Observations above the last bound report the last bound, as histogram_quantile does.
-	over := purchaseTotals{bounds: bounds, counts: []uint64{100, 100, 100, 110}}
+	over := ingest.Totals{Bounds: bounds, Counts: []uint64{100, 100, 100, 110}}
 	if got, ok := quantile(0.99, before, over); !ok || got != 0.1 {
 		t.Errorf("quantile above the buckets = %v, %v; want 0.1", got, ok)
 	}

@@ -1,4 +1,4 @@
-package ingest
+package admin
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flashsale/flashsale/ingest"
 	"github.com/flashsale/flashsale/ledger"
 )
 
@@ -49,8 +50,7 @@ const (
 // Board keeps the live board's snapshot: it samples the ledger, the projector group and the
 // purchase metrics once a second while someone watches (GET /admin/events or /admin/board).
 type Board struct {
-	s    *Service
-	o    AdminOptions
+	o    Options
 	auth *adminAuth
 	log  *slog.Logger
 
@@ -108,13 +108,13 @@ func (st *itemState) chart(now int64) []int64 {
 
 type timedTotals struct {
 	at      time.Time
-	t       purchaseTotals
+	t       ingest.Totals
 	soldOut ledger.WinnerStats
 }
 
-func newBoard(s *Service, o AdminOptions, auth *adminAuth) *Board {
+func newBoard(o Options, auth *adminAuth) *Board {
 	return &Board{
-		s: s, o: o, auth: auth, log: s.log.With("component", "board"),
+		o: o, auth: auth, log: o.Log.With("component", "board"),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), changed: make(chan struct{}),
 		cursors:  make([]string, o.Ledger.Keys().Partitions()),
 		items:    map[string]*itemState{},
@@ -193,7 +193,7 @@ type boardItem struct {
 	EndsAt    *time.Time `json:"ends_at"`
 	SoldOutAt *time.Time `json:"sold_out_at"`
 	// Draw is set for an item sold by a draw (see GET /api/items/{item_id}).
-	Draw *drawReply `json:"draw,omitempty"`
+	Draw *ingest.DrawReply `json:"draw,omitempty"`
 	// Status is on_sale, sold_out, not_started or ended; for a draw item registering,
 	// drawing or drawn until its units are all taken.
 	Status string  `json:"status"`
@@ -398,7 +398,7 @@ func (b *Board) itemViews(ctx context.Context, snap *boardSnapshot, now time.Tim
 		case !it.End.IsZero() && !now.Before(it.End):
 			v.Status = "ended"
 		}
-		if v.Draw = newDrawReply(it, now); v.Draw != nil && it.Stock > 0 {
+		if v.Draw = ingest.NewDrawReply(it, now); v.Draw != nil && it.Stock > 0 {
 			v.Status = v.Draw.State
 		}
 		snap.Items = append(snap.Items, v)
@@ -408,12 +408,12 @@ func (b *Board) itemViews(ctx context.Context, snap *boardSnapshot, now time.Tim
 // purchaseView reads the purchase metrics (the values /metrics serves): rates by outcome over
 // the last few seconds and the latency quantiles of the last ten.
 func (b *Board) purchaseView(snap *boardSnapshot, now time.Time) {
-	cur := timedTotals{at: now, t: b.s.metrics.totals(), soldOut: b.o.Ledger.WinnerStats()}
+	cur := timedTotals{at: now, t: b.o.Metrics.Totals(), soldOut: b.o.Ledger.WinnerStats()}
 	b.totals = append(b.totals, cur)
 	if len(b.totals) > backlogWindow+1 {
 		b.totals = b.totals[1:]
 	}
-	p := boardPurchases{PerSecond: map[string]float64{}, Total: cur.t.outcomes}
+	p := boardPurchases{PerSecond: map[string]float64{}, Total: cur.t.Outcomes}
 	// Rates over about three seconds: steady enough to read.
 	prev := b.totals[max(len(b.totals)-4, 0)]
 	dt := now.Sub(prev.at).Seconds()
@@ -427,10 +427,10 @@ func (b *Board) purchaseView(snap *boardSnapshot, now time.Time) {
 	}
 	snap.SoldOut = so
 	var all, ok float64
-	for o, v := range cur.t.outcomes {
+	for o, v := range cur.t.Outcomes {
 		r := 0.0
 		if dt > 0 {
-			r = (v - prev.t.outcomes[o]) / dt
+			r = (v - prev.t.Outcomes[o]) / dt
 		}
 		p.PerSecond[o] = r
 		all += r
@@ -551,7 +551,7 @@ func (b *Board) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	snap, _, _ := b.current()
 	if snap == nil {
-		writeError(w, http.StatusServiceUnavailable, "board not ready", "")
+		ingest.WriteError(w, http.StatusServiceUnavailable, "board not ready")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -606,11 +606,11 @@ func (b *Board) handleEvents(w http.ResponseWriter, r *http.Request) {
 // board.
 func (b *Board) handleAudit(w http.ResponseWriter, r *http.Request) {
 	if b.o.Audit == nil {
-		writeError(w, http.StatusServiceUnavailable, "audit unavailable: this process has no MySQL (run it in serve or with flashsale audit)", "")
+		ingest.WriteError(w, http.StatusServiceUnavailable, "audit unavailable: this process has no MySQL (run it in serve or with flashsale audit)")
 		return
 	}
 	if !b.auditMu.TryLock() {
-		writeError(w, http.StatusConflict, "an audit is already running", "")
+		ingest.WriteError(w, http.StatusConflict, "an audit is already running")
 		return
 	}
 	defer b.auditMu.Unlock()
@@ -627,11 +627,11 @@ func (b *Board) handleAudit(w http.ResponseWriter, r *http.Request) {
 		b.log.Error("audit could not run", "err", err)
 		sum = AuditSummary{At: start, TookMS: sum.TookMS, Violations: []string{}, Error: "audit could not run: " + err.Error()}
 		b.setAudit(&sum, false)
-		writeJSON(w, http.StatusServiceUnavailable, sum)
+		ingest.WriteJSON(w, http.StatusServiceUnavailable, sum)
 		return
 	}
 	b.setAudit(&sum, false)
-	writeJSON(w, http.StatusOK, sum)
+	ingest.WriteJSON(w, http.StatusOK, sum)
 }
 
 func (b *Board) setAudit(sum *AuditSummary, running bool) {
@@ -673,4 +673,38 @@ func servePage(name string) http.HandlerFunc {
 		h.Set("Cache-Control", "no-cache")
 		w.Write(data)
 	}
+}
+
+// quantile estimates the q-quantile of the observations between two readings of the latency
+// histogram, interpolating inside a bucket as PromQL's histogram_quantile does. ok is false
+// when nothing was observed in between.
+func quantile(q float64, before, after ingest.Totals) (v float64, ok bool) {
+	if len(after.Counts) == 0 {
+		return 0, false
+	}
+	count := func(i int) float64 {
+		n := after.Counts[i]
+		if len(before.Counts) == len(after.Counts) {
+			n -= before.Counts[i]
+		}
+		return float64(n)
+	}
+	total := count(len(after.Counts) - 1)
+	if total == 0 {
+		return 0, false
+	}
+	rank := q * total
+	lower, below := 0.0, 0.0
+	for i, upper := range after.Bounds {
+		c := count(i)
+		if c >= rank {
+			if c == below {
+				return upper, true
+			}
+			return lower + (upper-lower)*(rank-below)/(c-below), true
+		}
+		lower, below = upper, c
+	}
+	// Above the last bound: report the last bound, as histogram_quantile does.
+	return after.Bounds[len(after.Bounds)-1], true
 }

@@ -1,19 +1,21 @@
-package ingest
+package admin
 
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/gorilla/mux"
 
+	"github.com/flashsale/flashsale/ingest"
 	"github.com/flashsale/flashsale/ledger"
 )
 
-// Admin is what the admin routes and the live board need from the ledger.
-type Admin interface {
+// Ledger is what the admin routes and the live board need from the ledger.
+type Ledger interface {
 	ChangeStock(ctx context.Context, item string, ch ledger.StockChange) (ledger.StockResult, error)
 	WinnerStats() ledger.WinnerStats
 	CloseItem(ctx context.Context, item string) (string, error)
@@ -30,13 +32,13 @@ type Admin interface {
 	Sessions
 }
 
-// AdminOptions configure the admin routes and the live board.
-type AdminOptions struct {
+// Options configure the admin routes and the live board.
+type Options struct {
 	// Token is the admin token: the bearer token of scripts and the password of the board's
 	// sign-in. Empty mounts nothing.
 	Token string
 	// Ledger is the ledger administered; Group the projector's consumer group.
-	Ledger Admin
+	Ledger Ledger
 	Group  string
 	// Audit runs the books' audit (projector.Audit); nil where there is no MySQL (ingest): the
 	// board then shows the audit as unavailable.
@@ -59,9 +61,13 @@ type AdminOptions struct {
 	AuthWindow   time.Duration
 	// Now is the clock of sessions and of the brake on failed attempts (default time.Now).
 	Now func() time.Time
+	// Metrics are the purchase path's metrics, which the board shows (ingest.NewMetrics).
+	Metrics *ingest.Metrics
+	// Log is where the routes and the board log (default: nowhere).
+	Log *slog.Logger
 }
 
-// MountAdmin adds the operator routes under /admin. Scripts authenticate with
+// Mount adds the operator routes under /admin. Scripts authenticate with
 // `Authorization: Bearer <token>`; the board's page (GET /admin/) signs in with the same
 // token and then holds a session cookie. Routes: GET /admin/pending (the projector group's
 // pending entries), PUT /admin/items/{item_id} (stock and sale rules, recorded as a stock
@@ -69,7 +75,7 @@ type AdminOptions struct {
 // second as Server-Sent Events), POST /admin/audit, and the session's /admin/login,
 // /admin/logout and /admin/session. With an empty token nothing is mounted and it returns
 // nil. The returned Board must be Run for the snapshots to be taken.
-func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
+func Mount(r *mux.Router, o Options) *Board {
 	if o.Token == "" {
 		return nil
 	}
@@ -88,8 +94,12 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	if o.AuthWindow <= 0 {
 		o.AuthWindow = time.Minute
 	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &routes{log: o.Log.With("component", "admin")}
 	auth := newAdminAuth(o, s.log)
-	b := newBoard(s, o, auth)
+	b := newBoard(o, auth)
 	// The page and its assets hold no data; they are public so that the sign-in form shows.
 	r.Handle("/admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently)).Methods(http.MethodGet)
 	r.HandleFunc("/admin/", servePage("index.html")).Methods(http.MethodGet)
@@ -113,13 +123,21 @@ func (s *Service) MountAdmin(r *mux.Router, o AdminOptions) *Board {
 	return b
 }
 
-func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin, group string, retain time.Duration) {
+// routes holds what the admin routes' handlers share.
+type routes struct{ log *slog.Logger }
+
+// writeLedgerError answers err as the purchase path does (ingest.WriteLedgerError).
+func (s *routes) writeLedgerError(w http.ResponseWriter, r *http.Request, err error) {
+	ingest.WriteLedgerError(w, r, s.log, err)
+}
+
+func (s *routes) handlePending(w http.ResponseWriter, r *http.Request, a Ledger, group string, retain time.Duration) {
 	q := r.URL.Query()
 	f := ledger.PendingFilter{ItemID: q.Get("item"), Consumer: q.Get("consumer")}
 	if v := q.Get("min_idle"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, "min_idle must be a duration such as 30s", "")
+			ingest.WriteError(w, http.StatusBadRequest, "min_idle must be a duration such as 30s")
 			return
 		}
 		f.MinIdle = d
@@ -127,7 +145,7 @@ func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin,
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "limit must be 1..10000", "")
+			ingest.WriteError(w, http.StatusBadRequest, "limit must be 1..10000")
 			return
 		}
 		f.Limit = n
@@ -138,7 +156,7 @@ func (s *Service) handlePending(w http.ResponseWriter, r *http.Request, a Admin,
 		s.writeLedgerError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	ingest.WriteJSON(w, http.StatusOK, rep)
 }
 
 // itemBody is the JSON body of PUT /admin/items/{item_id}. Stock sets the stock, Add changes
@@ -157,13 +175,51 @@ type itemBody struct {
 	DrawCommitment *string `json:"draw_commitment"`
 }
 
-func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin) {
-	body, ok := readBody(w, r)
+func (s *routes) handlePutItem(w http.ResponseWriter, r *http.Request, a Ledger) {
+	body, ok := ingest.ReadBody(w, r)
 	if !ok {
 		return
 	}
+	b, err := decodeItemBody(body)
+	if err != nil {
+		ingest.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if b.Close != nil {
+		if !*b.Close || b.Stock != nil || b.Add != nil || b.PerUserLimit != nil || b.StartsAt != nil || b.EndsAt != nil || b.PayWithin != nil {
+			ingest.WriteError(w, http.StatusBadRequest, "close must be true and alone")
+			return
+		}
+		s.closeItem(w, r, a, mux.Vars(r)["item_id"])
+		return
+	}
+	ch, msg := b.change()
+	if msg != "" {
+		ingest.WriteError(w, http.StatusBadRequest, msg)
+		return
+	}
+	item := mux.Vars(r)["item_id"]
+	res, err := a.ChangeStock(r.Context(), item, ch)
+	if err != nil {
+		s.writeLedgerError(w, r, err)
+		return
+	}
+	it, err := a.Item(r.Context(), item)
+	if err != nil {
+		s.writeLedgerError(w, r, err)
+		return
+	}
+	reply := changeReply{ItemReply: ingest.NewItemReply(it)}
+	if !res.ReopenAt.IsZero() {
+		reply.ReopenedAt = &res.ReopenAt
+	}
+	ingest.WriteJSON(w, http.StatusOK, reply)
+}
+
+// decodeItemBody reads the body of PUT /admin/items/{item_id} strictly (ingest.DecodeObject).
+func decodeItemBody(body []byte) (itemBody, error) {
 	var b itemBody
-	err := decodeObject(body, func(key string, dec *json.Decoder) error {
+	err := ingest.DecodeObject(body, func(key string, dec *json.Decoder) error {
 		switch key {
 		case "stock":
 			return dec.Decode(&b.Stock)
@@ -184,35 +240,17 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 		case "close":
 			return dec.Decode(&b.Close)
 		}
-		return errBody
+		return ingest.ErrBody
 	})
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), "")
-		return
-	}
-	if b.Close != nil {
-		if !*b.Close || b.Stock != nil || b.Add != nil || b.PerUserLimit != nil || b.StartsAt != nil || b.EndsAt != nil || b.PayWithin != nil {
-			writeError(w, http.StatusBadRequest, "close must be true and alone", "")
-			return
-		}
-		item := mux.Vars(r)["item_id"]
-		if _, err := a.CloseItem(r.Context(), item); err != nil {
-			s.writeLedgerError(w, r, err)
-			return
-		}
-		it, err := a.Item(r.Context(), item)
-		if err != nil {
-			s.writeLedgerError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, newItemReply(it))
-		return
-	}
-	ch := ledger.StockChange{Op: ledger.StockAdd, Limit: b.PerUserLimit}
+	return b, err
+}
+
+// change is the stock change b asks for, or the message of a 400 when b is not one.
+func (b itemBody) change() (ch ledger.StockChange, refusal string) {
+	ch = ledger.StockChange{Op: ledger.StockAdd, Limit: b.PerUserLimit}
 	switch {
 	case b.Stock != nil && b.Add != nil:
-		writeError(w, http.StatusBadRequest, "give stock or add, not both", "")
-		return
+		return ch, "give stock or add, not both"
 	case b.Stock != nil:
 		ch.Op, ch.Quantity = ledger.StockSet, *b.Stock
 	case b.Add != nil:
@@ -229,12 +267,10 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 		if *bound.v != "" {
 			var err error
 			if t, err = time.Parse(time.RFC3339, *bound.v); err != nil {
-				writeError(w, http.StatusBadRequest, "starts_at and ends_at must be RFC 3339 times or \"\"", "")
-				return
+				return ch, "starts_at and ends_at must be RFC 3339 times or \"\""
 			}
 			if t.UnixMilli() <= 0 {
-				writeError(w, http.StatusBadRequest, "starts_at and ends_at must be after 1970-01-01T00:00:00Z", "")
-				return
+				return ch, "starts_at and ends_at must be after 1970-01-01T00:00:00Z"
 			}
 		}
 		*bound.dst = &t
@@ -245,26 +281,26 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 			d, err = 0, nil
 		}
 		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, "pay_within must be a duration such as 15m, or \"\"", "")
-			return
+			return ch, "pay_within must be a duration such as 15m, or \"\""
 		}
 		ch.PayWithin = &d
 	}
 	if b.DrawAt != nil || b.DrawCommitment != nil {
 		if b.DrawAt == nil || b.DrawCommitment == nil {
-			writeError(w, http.StatusBadRequest, "draw_at and draw_commitment go together", "")
-			return
+			return ch, "draw_at and draw_commitment go together"
 		}
 		t, err := time.Parse(time.RFC3339, *b.DrawAt)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "draw_at must be an RFC 3339 time", "")
-			return
+			return ch, "draw_at must be an RFC 3339 time"
 		}
 		ch.DrawAt, ch.DrawCommit = &t, *b.DrawCommitment
 	}
-	item := mux.Vars(r)["item_id"]
-	res, err := a.ChangeStock(r.Context(), item, ch)
-	if err != nil {
+	return ch, ""
+}
+
+// closeItem closes item's sale for good and answers the item.
+func (s *routes) closeItem(w http.ResponseWriter, r *http.Request, a Ledger, item string) {
+	if _, err := a.CloseItem(r.Context(), item); err != nil {
 		s.writeLedgerError(w, r, err)
 		return
 	}
@@ -273,16 +309,12 @@ func (s *Service) handlePutItem(w http.ResponseWriter, r *http.Request, a Admin)
 		s.writeLedgerError(w, r, err)
 		return
 	}
-	reply := changeReply{itemReply: newItemReply(it)}
-	if !res.ReopenAt.IsZero() {
-		reply.ReopenedAt = &res.ReopenAt
-	}
-	writeJSON(w, http.StatusOK, reply)
+	ingest.WriteJSON(w, http.StatusOK, ingest.NewItemReply(it))
 }
 
 // changeReply is the reply of PUT /admin/items/{item_id}: the item, and when it came back on
 // sale if the change gave units to an item that had none (the reply waits for that moment).
 type changeReply struct {
-	itemReply
+	ingest.ItemReply
 	ReopenedAt *time.Time `json:"reopened_at,omitempty"`
 }

@@ -1,4 +1,4 @@
-package ingest
+package admin
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/flashsale/flashsale/ingest"
 )
 
 // sessionCookie is the board's session cookie. Its value is `<expiry>.<nonce>.<mac>`: the
@@ -56,7 +58,7 @@ type adminAuth struct {
 	log       *slog.Logger
 }
 
-func newAdminAuth(o AdminOptions, log *slog.Logger) *adminAuth {
+func newAdminAuth(o Options, log *slog.Logger) *adminAuth {
 	mac := hmac.New(sha256.New, []byte(o.Token))
 	mac.Write([]byte("flashsale admin session key v1"))
 	return &adminAuth{
@@ -187,13 +189,13 @@ func (a *adminAuth) require(next http.Handler) http.Handler {
 		}
 		safe := safeMethod(r.Method)
 		if !sameOrigin(r, safe) {
-			writeError(w, http.StatusForbidden, "cross-origin request refused", "")
+			ingest.WriteError(w, http.StatusForbidden, "cross-origin request refused")
 			return
 		}
 		if !safe {
 			got := r.Header.Get(csrfHeader)
 			if !hmac.Equal([]byte(got), []byte(a.csrfToken(s))) {
-				writeError(w, http.StatusForbidden, "missing or wrong CSRF token", "")
+				ingest.WriteError(w, http.StatusForbidden, "missing or wrong CSRF token")
 				return
 			}
 		}
@@ -205,12 +207,12 @@ func (a *adminAuth) require(next http.Handler) http.Handler {
 // unavailable answers 503 when the sessions cannot be read or written, and logs why once.
 func (a *adminAuth) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 	a.log.Error("admin session", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusServiceUnavailable, "service unavailable, retry later", "")
+	ingest.WriteError(w, http.StatusServiceUnavailable, "service unavailable, retry later")
 }
 
 func unauthorized(w http.ResponseWriter) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="flashsale admin"`)
-	writeError(w, http.StatusUnauthorized, "unauthorized", "")
+	ingest.WriteError(w, http.StatusUnauthorized, "unauthorized")
 }
 
 func (a *adminAuth) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
@@ -224,16 +226,16 @@ func (a *adminAuth) cookie(r *http.Request, value string, maxAge int) *http.Cook
 // Failed sign-ins go through the brake.
 func (a *adminAuth) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !sameOrigin(r, true) {
-		writeError(w, http.StatusForbidden, "cross-origin request refused", "")
+		ingest.WriteError(w, http.StatusForbidden, "cross-origin request refused")
 		return
 	}
 	if a.brake.refuse(w, r) {
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	r.Body = http.MaxBytesReader(w, r.Body, ingest.MaxBodyBytes)
 	if err := r.ParseForm(); err != nil || !a.tokenOK(r.PostForm.Get("token")) {
 		a.brake.fail(r)
-		writeError(w, http.StatusUnauthorized, "wrong admin token", "")
+		ingest.WriteError(w, http.StatusUnauthorized, "wrong admin token")
 		return
 	}
 	a.brake.succeed(r)
@@ -244,17 +246,17 @@ func (a *adminAuth) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, a.cookie(r, value, int(a.ttl.Seconds())))
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]any{"csrf_token": a.csrfToken(s), "expires_at": s.expires})
+	ingest.WriteJSON(w, http.StatusOK, map[string]any{"csrf_token": a.csrfToken(s), "expires_at": s.expires})
 }
 
 // handleSession tells the page its CSRF token (the cookie is HttpOnly).
 func (a *adminAuth) handleSession(w http.ResponseWriter, r *http.Request) {
 	s, ok := r.Context().Value(sessionKey{}).(session)
 	if !ok {
-		writeJSON(w, http.StatusOK, map[string]any{"bearer": true})
+		ingest.WriteJSON(w, http.StatusOK, map[string]any{"bearer": true})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"csrf_token": a.csrfToken(s), "expires_at": s.expires})
+	ingest.WriteJSON(w, http.StatusOK, map[string]any{"csrf_token": a.csrfToken(s), "expires_at": s.expires})
 }
 
 // handleLogout ends the session: it leaves Sessions, so that every process refuses its
@@ -267,5 +269,5 @@ func (a *adminAuth) handleLogout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	http.SetCookie(w, a.cookie(r, "", -1))
-	writeJSON(w, http.StatusOK, map[string]any{"signed_out": true})
+	ingest.WriteJSON(w, http.StatusOK, map[string]any{"signed_out": true})
 }

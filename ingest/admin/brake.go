@@ -1,4 +1,4 @@
-package ingest
+package admin
 
 import (
 	"log/slog"
@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/flashsale/flashsale/ingest"
 )
 
 // brake limits failed admin sign-ins and bearer attempts per client address: after max
@@ -89,7 +91,7 @@ func (b *brake) refuse(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-	writeError(w, http.StatusTooManyRequests, "too many failed attempts, retry later", "")
+	ingest.WriteError(w, http.StatusTooManyRequests, "too many failed attempts, retry later")
 	return true
 }
 
