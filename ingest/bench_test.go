@@ -10,13 +10,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flashsale/flashsale/ingest"
-	"github.com/flashsale/flashsale/internal/barehttp"
+	"github.com/flashsale/flashsale/ingest/barehttp"
 	"github.com/flashsale/flashsale/ledger"
 )
 
 // The HTTP purchase path's own cost, without Redis: the production handler (router behind the
 // in-flight cap, as serve mounts it) over a ledger that answers at once, next to a bare
-// net/http handler that reads, decodes and validates the same body and answers 410 (internal/barehttp,
+// net/http handler that reads, decodes and validates the same body and answers 410 (ingest/barehttp,
 // what `loadtest bare` serves). The difference is what routing, body handling, JSON, metrics and
 // error mapping cost per request:
 //

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/ingest"
-	"github.com/flashsale/flashsale/internal/barehttp"
+	"github.com/flashsale/flashsale/ingest/barehttp"
 )
 
-// bare serves the bare handler (internal/barehttp) on -addr until ctx ends (SIGINT or SIGTERM in main). It prints the
+// bare serves the bare handler (ingest/barehttp) on -addr until ctx ends (SIGINT or SIGTERM in main). It prints the
 // address it listens on, so that -addr 127.0.0.1:0 can be used.
 func bare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadtest bare", flag.ContinueOnError)

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/flashsale/flashsale/internal/barehttp"
+	"github.com/flashsale/flashsale/ingest/barehttp"
 	pb "github.com/flashsale/flashsale/proto"
 )
 
