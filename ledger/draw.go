@@ -259,22 +259,9 @@ func (l *Ledger) RunDraw(ctx context.Context, item string, seed []byte, opt Draw
 	if opt.Source == nil {
 		opt.Source = l.StreamSource
 	}
-	it, err := l.Item(ctx, item)
+	it, err := l.dueDraw(ctx, item, seed)
 	if err != nil {
 		return DrawResult{}, err
-	}
-	if it.DrawAt.IsZero() {
-		return DrawResult{}, ErrNotDraw
-	}
-	if SeedCommitment(seed) != it.DrawCommit {
-		return DrawResult{}, ErrSeedMismatch
-	}
-	now, err := l.RedisTime(ctx)
-	if err != nil {
-		return DrawResult{}, err
-	}
-	if now.Before(it.DrawAt) {
-		return DrawResult{}, fmt.Errorf("%w: draw at %s", ErrDrawNotDue, it.DrawAt.UTC().Format(time.RFC3339))
 	}
 	k := l.keys
 	st, err := l.rdb.HMGet(ctx, k.DrawState(item), "cursor", "units").Result()
@@ -302,20 +289,14 @@ func (l *Ledger) RunDraw(ctx context.Context, item string, seed []byte, opt Draw
 	seedHex := hex.EncodeToString(seed)
 	for {
 		end := min(cursor+opt.Batch, len(entries))
-		args := make([]any, 0, 8+7*(end-cursor))
 		last := "0"
 		if end == len(entries) {
 			last = "1"
 		}
 		w := max(0, min(end, won)-cursor)
-		args = append(args, item, cursor, units, it.DrawCommit, seedHex, k.OrderPrefix(p), k.userPrefix(item), last, w, cursor+w)
-		for i := cursor; i < cursor+w; i++ {
-			e := entries[i]
-			args = append(args, e.OrderID, e.UserID, e.RequestID, e.Quantity, e.Placed.UnixMilli(), i)
-		}
-		for i := cursor + w; i < end; i++ {
-			args = append(args, entries[i].OrderID)
-		}
+		args := append(make([]any, 0, 10+6*w+(end-cursor-w)),
+			item, cursor, units, it.DrawCommit, seedHex, k.OrderPrefix(p), k.userPrefix(item), last, w, cursor+w)
+		args = appendDrawBatch(args, entries, cursor, cursor+w, end)
 		start := time.Now()
 		v, err := drawBatchScript.Run(ctx, l.rdb, keys, args...).Result()
 		took := time.Since(start)
@@ -350,6 +331,42 @@ func (l *Ledger) RunDraw(ctx context.Context, item string, seed []byte, opt Draw
 			return res, fmt.Errorf("draw batch script: unknown code %d", code)
 		}
 	}
+}
+
+// dueDraw returns item if it is a draw whose commitment seed matches and whose time has come
+// by Redis TIME: ErrNotDraw, ErrSeedMismatch or ErrDrawNotDue otherwise.
+func (l *Ledger) dueDraw(ctx context.Context, item string, seed []byte) (Item, error) {
+	it, err := l.Item(ctx, item)
+	if err != nil {
+		return Item{}, err
+	}
+	if it.DrawAt.IsZero() {
+		return Item{}, ErrNotDraw
+	}
+	if SeedCommitment(seed) != it.DrawCommit {
+		return Item{}, ErrSeedMismatch
+	}
+	now, err := l.RedisTime(ctx)
+	if err != nil {
+		return Item{}, err
+	}
+	if now.Before(it.DrawAt) {
+		return Item{}, fmt.Errorf("%w: draw at %s", ErrDrawNotDue, it.DrawAt.UTC().Format(time.RFC3339))
+	}
+	return it, nil
+}
+
+// appendDrawBatch appends to args the draw batch's entries: the winners from..won-1 with their
+// order, user, request, quantity, time and rank, then the order IDs of the waitlisted won..end-1.
+func appendDrawBatch(args []any, entries []Entry, from, won, end int) []any {
+	for i := from; i < won; i++ {
+		e := entries[i]
+		args = append(args, e.OrderID, e.UserID, e.RequestID, e.Quantity, e.Placed.UnixMilli(), i)
+	}
+	for i := won; i < end; i++ {
+		args = append(args, entries[i].OrderID)
+	}
+	return args
 }
 
 // DrawEntries returns the entries of item's draw, in ledger order, read through source.

@@ -38,9 +38,31 @@ func drawLoad(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case *users < 1 || *clients < 1 || *pay < 0 || *pay > 1:
 		return usageError{"-users and -clients must be at least 1, -pay within 0..1"}
 	}
-	base := "http://" + *addr
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *clients}}
-	orders := make([]string, *users)
+	d := drawCrowd{
+		c:    &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *clients}},
+		base: "http://" + *addr, item: *item, users: *users, clients: *clients,
+	}
+	orders := d.register(ctx, stdout)
+	if *pay == 0 {
+		return nil
+	}
+	if err := d.waitDrawn(ctx, *wait); err != nil {
+		return err
+	}
+	d.pay(ctx, orders, *pay, stdout)
+	return nil
+}
+
+// drawCrowd is the crowd of `loadtest draw`: users u0..u(users-1) over clients connections.
+type drawCrowd struct {
+	c              *http.Client
+	base, item     string
+	users, clients int
+}
+
+// register registers every user once and returns the order ID each got (202 or 409).
+func (d drawCrowd) register(ctx context.Context, stdout io.Writer) []string {
+	orders := make([]string, d.users)
 	var codes sync.Map // status -> *atomic.Int64
 	count := func(code int) {
 		v, _ := codes.LoadOrStore(code, new(atomic.Int64))
@@ -48,15 +70,15 @@ func drawLoad(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
-	for w := range *clients {
+	for w := range d.clients {
 		wg.Go(func() {
-			for i := w; i < *users && ctx.Err() == nil; i += *clients {
+			for i := w; i < d.users && ctx.Err() == nil; i += d.clients {
 				u := fmt.Sprintf("u%d", i)
-				body := fmt.Sprintf(`{"request_id":"draw-%s","user_id":%q,"item_id":%q,"quantity":1}`, u, u, *item)
+				body := fmt.Sprintf(`{"request_id":"draw-%s","user_id":%q,"item_id":%q,"quantity":1}`, u, u, d.item)
 				var out struct {
 					OrderID string `json:"order_id"`
 				}
-				code, err := call(ctx, c, http.MethodPost, base+"/api/purchase", body, &out)
+				code, err := call(ctx, d.c, http.MethodPost, d.base+"/api/purchase", body, &out)
 				if err != nil {
 					count(0)
 					continue
@@ -76,37 +98,43 @@ func drawLoad(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return true
 	})
 	fmt.Fprintf(stdout, "registered %d users in %s: %.0f entries/s (HTTP status: %s)\n",
-		*users, took.Round(time.Millisecond), float64(*users)/took.Seconds(), strings.Join(summary, ", "))
-	if *pay == 0 {
-		return nil
-	}
-	deadline := time.Now().Add(*wait)
+		d.users, took.Round(time.Millisecond), float64(d.users)/took.Seconds(), strings.Join(summary, ", "))
+	return orders
+}
+
+// waitDrawn waits until the item reports its draw drawn, for at most wait.
+func (d drawCrowd) waitDrawn(ctx context.Context, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
 	for {
 		var it struct {
 			Draw *struct {
 				State string `json:"state"`
 			} `json:"draw"`
 		}
-		if _, err := call(ctx, c, http.MethodGet, base+"/api/items/"+*item, "", &it); err == nil && it.Draw != nil && it.Draw.State == "drawn" {
-			break
+		if _, err := call(ctx, d.c, http.MethodGet, d.base+"/api/items/"+d.item, "", &it); err == nil && it.Draw != nil && it.Draw.State == "drawn" {
+			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s was not drawn within %s", *item, *wait)
+			return fmt.Errorf("%s was not drawn within %s", d.item, wait)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// Each user in the paying fraction tries to pay: a winner's payment succeeds, anyone else
-	// is told the entry has not won (409); the others never pay, and their units go down the
-	// waitlist when their reservations expire.
+}
+
+// pay makes the fraction of the users pay: a winner's payment succeeds, anyone else is told
+// the entry has not won (409); the others never pay, and their units go down the waitlist
+// when their reservations expire.
+func (d drawCrowd) pay(ctx context.Context, orders []string, fraction float64, stdout io.Writer) {
 	var paid, notWon, other atomic.Int64
-	payers := int(float64(*users) * *pay)
-	for w := range *clients {
+	payers := int(float64(d.users) * fraction)
+	var wg sync.WaitGroup
+	for w := range d.clients {
 		wg.Go(func() {
-			for i := w; i < *users && ctx.Err() == nil; i += *clients {
-				if orders[i] == "" || (i*7919)%*users >= payers {
+			for i := w; i < d.users && ctx.Err() == nil; i += d.clients {
+				if orders[i] == "" || (i*7919)%d.users >= payers {
 					continue
 				}
-				code, err := call(ctx, c, http.MethodPost, fmt.Sprintf("%s/api/orders/%s/pay", base, orders[i]),
+				code, err := call(ctx, d.c, http.MethodPost, fmt.Sprintf("%s/api/orders/%s/pay", d.base, orders[i]),
 					fmt.Sprintf(`{"user_id":"u%d","payment_ref":"pay-u%d"}`, i, i), nil)
 				switch {
 				case err == nil && code == http.StatusOK:
@@ -121,8 +149,7 @@ func drawLoad(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	wg.Wait()
 	fmt.Fprintf(stdout, "drawn: %d of %d users tried to pay: %d winners paid, %d had not won, %d other answers\n",
-		paid.Load()+notWon.Load()+other.Load(), *users, paid.Load(), notWon.Load(), other.Load())
-	return nil
+		paid.Load()+notWon.Load()+other.Load(), d.users, paid.Load(), notWon.Load(), other.Load())
 }
 
 // call sends one JSON request and decodes the reply into out (when not nil).
