@@ -67,25 +67,6 @@ var (
 	drawPromoteScript = redis.NewScript(lua.DrawPromote)
 )
 
-// DrawEntriesKey is item's hash of entries: user_id -> order_id.
-func (k Keys) DrawEntries(item string) string { return k.itemKey("draw-entries", item) }
-
-// DrawState is item's draw progress hash: cursor (entries written, in rank order), units,
-// started_at, done, done_at.
-func (k Keys) DrawState(item string) string { return k.itemKey("draw", item) }
-
-// Waitlist is item's sorted set of waitlisted entries: order_id -> rank.
-func (k Keys) Waitlist(item string) string { return k.itemKey("waitlist", item) }
-
-// Held is item's set of winners' orders that may still hold units (reserved or paid).
-func (k Keys) Held(item string) string { return k.itemKey("held", item) }
-
-// Draws is partition p's set of drawn items whose waitlist may still be promoted.
-func (k Keys) Draws(p int) string { return k.tag(p) + "draws" }
-
-// userPrefix is User(item, "") : the draw scripts complete it with each user_id.
-func (k Keys) userPrefix(item string) string { return k.itemSubKey("user", item, "") }
-
 // SeedCommitment returns the commitment published for seed: its SHA-256, in hex.
 func SeedCommitment(seed []byte) string {
 	sum := sha256.Sum256(seed)
@@ -142,16 +123,8 @@ func (l *Ledger) enter(ctx context.Context, req PurchaseRequest, stock int64) (R
 		return Receipt{OrderID: orderID, Stock: stock, Registered: true}, nil
 	case 1:
 		return Receipt{}, fmt.Errorf("enter draw: %w", ErrNotDraw) // changed between the calls
-	case 2:
-		return Receipt{}, &DuplicateError{OrderID: orderID}
-	case 3:
-		return Receipt{}, ErrNotStarted
-	case 4:
-		return Receipt{}, ErrEnded
-	case 5:
-		return Receipt{}, ErrLimit
-	case 7:
-		return Receipt{}, ErrRequestIDTaken
+	case 2, 3, 4, 5, 7:
+		return Receipt{}, refusal(code, orderID)
 	case 8:
 		return Receipt{}, ErrRegistrationClosed
 	}

@@ -135,3 +135,22 @@ func (k Keys) AdminSession(id string) string { return k.prefix + ":admin-session
 // Checkpoint is partition p's latest checkpoint: a hash of id (the stream ID it folded
 // through) and data (the folded state, see Checkpoint).
 func (k Keys) Checkpoint(p int) string { return k.tag(p) + "checkpoint" }
+
+// DrawEntries is a draw item's hash of entries: user_id -> order_id.
+func (k Keys) DrawEntries(item string) string { return k.itemKey("draw-entries", item) }
+
+// DrawState is item's draw progress hash: cursor (entries written, in rank order), units,
+// started_at, done, done_at.
+func (k Keys) DrawState(item string) string { return k.itemKey("draw", item) }
+
+// Waitlist is item's sorted set of waitlisted entries: order_id -> rank.
+func (k Keys) Waitlist(item string) string { return k.itemKey("waitlist", item) }
+
+// Held is item's set of winners' orders that may still hold units (reserved or paid).
+func (k Keys) Held(item string) string { return k.itemKey("held", item) }
+
+// Draws is partition p's set of drawn items whose waitlist may still be promoted.
+func (k Keys) Draws(p int) string { return k.tag(p) + "draws" }
+
+// userPrefix is User(item, "") : the draw scripts complete it with each user_id.
+func (k Keys) userPrefix(item string) string { return k.itemSubKey("user", item, "") }

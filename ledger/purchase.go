@@ -176,14 +176,8 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 		return Receipt{OrderID: orderID, Stock: stock}, nil
 	case 1:
 		return Receipt{}, ErrUnknownItem
-	case 2:
-		return Receipt{}, &DuplicateError{OrderID: orderID}
-	case 3:
-		return Receipt{}, ErrNotStarted
-	case 4:
-		return Receipt{}, ErrEnded
-	case 5:
-		return Receipt{}, ErrLimit
+	case 2, 3, 4, 5, 7:
+		return Receipt{}, refusal(code, orderID)
 	case 6:
 		l.soldOutRedis.Add(1)
 		if stock == 0 && len(a) > 3 {
@@ -191,14 +185,30 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 			l.winners.soldOut(p, req.ItemID, last)
 		}
 		return Receipt{}, ErrSoldOut
-	case 7:
-		return Receipt{}, ErrRequestIDTaken
 	case 8:
 		return Receipt{}, ErrItemClosed
 	case 9:
 		return l.enter(ctx, req, stock)
 	}
 	return Receipt{}, fmt.Errorf("purchase script: unknown code %d", code)
+}
+
+// refusal is the error of a refusal that purchase.lua and draw_enter.lua answer alike: 2
+// duplicate (of orderID), 3 not started, 4 ended, 5 over the limit, 7 request_id taken.
+func refusal(code int64, orderID string) error {
+	switch code {
+	case 2:
+		return &DuplicateError{OrderID: orderID}
+	case 3:
+		return ErrNotStarted
+	case 4:
+		return ErrEnded
+	case 5:
+		return ErrLimit
+	case 7:
+		return ErrRequestIDTaken
+	}
+	return fmt.Errorf("purchase script: unknown code %d", code)
 }
 
 // purchaseCall is the KEYS and ARGV of purchase.lua for req, of partition p.
