@@ -177,7 +177,6 @@ func printAudit(w io.Writer, rep projector.AuditReport) {
 	if rep.Pending > 0 {
 		fmt.Fprintf(w, "\n%d ledger entries not yet projected: MySQL differences of their orders count as in flight.\n", rep.Pending)
 	}
-	fmt.Fprintf(w, "\n%d MySQL order rows read.\n", rep.OrderRows)
 	if rep.Clean() {
 		fmt.Fprintln(w, "\nclean: stock + sold + reserved = put on sale for every item, and MySQL matches the ledger")
 		return
