@@ -52,8 +52,11 @@ type ClosedItem struct {
 }
 
 // Cleanup deletes the per-order keys of the closed item: its per-user counters, idempotency
-// keys, restock markers and order state hashes. It does so only once the item's sale is
-// settled: no order of it is still reserved, and projectedThrough (the stream ID through
+// keys, restock markers and order state hashes, and a draw item's entries, waitlist and held
+// set (its draw state hash, one per item, stays: it records that the draw is done, so that the
+// draw is never run again). It does so only once the item's sale is settled: no order of it is
+// still reserved, no draw entry still registered or waitlisted nor the item among the drawn
+// items whose waitlist may still move (Keys.Draws), and projectedThrough (the stream ID through
 // which the projector has acknowledged everything, see RetainState) is at or past the close
 // event, so that no restock of its orders can come after the cleanup. It returns false,
 // nothing deleted, when the sale is not settled yet; a cleaned item is marked (rules field
@@ -80,8 +83,14 @@ func (l *Ledger) Cleanup(ctx context.Context, item, projectedThrough string) (bo
 	}
 	p := k.Partition(item)
 	tag := k.tag(p)
+	if drawing, err := l.rdb.SIsMember(ctx, k.Draws(p), item).Result(); err != nil {
+		return false, redisErr("read drawn items", err)
+	} else if drawing {
+		return false, nil
+	}
 	// Order state hashes name their item in a field: read them all, delete only settled ones
-	// of this item, and give up (to come back later) while one is still reserved.
+	// of this item, and give up (to come back later) while one is still reserved, or a draw
+	// entry still waits for its outcome.
 	var orders []string
 	err = l.scan(ctx, tag+"order:*", func(keys []string) error {
 		pipe := l.rdb.Pipeline()
@@ -97,7 +106,8 @@ func (l *Ledger) Cleanup(ctx context.Context, item, projectedThrough string) (bo
 			if s, _ := v[0].(string); s != item {
 				continue
 			}
-			if s, _ := v[1].(string); s == StateReserved {
+			switch s, _ := v[1].(string); s {
+			case StateReserved, StateRegistered, StateWaitlisted:
 				return errNotSettled
 			}
 			orders = append(orders, keys[i])
@@ -110,7 +120,7 @@ func (l *Ledger) Cleanup(ctx context.Context, item, projectedThrough string) (bo
 	if err != nil {
 		return false, err
 	}
-	if err := l.del(ctx, orders); err != nil {
+	if err := l.del(ctx, append(orders, k.DrawEntries(item), k.Waitlist(item), k.Held(item))); err != nil {
 		return false, err
 	}
 	// Item IDs hold no ':' and no glob character, so each pattern matches this item's keys only.

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	sq "github.com/Masterminds/squirrel"
-
 	"github.com/flashsale/flashsale/ledger"
 )
 
@@ -61,6 +59,10 @@ type AuditReport struct {
 	// Pending counts ledger entries not yet projected (undelivered or unacknowledged); MySQL
 	// is compared strictly only when it is 0.
 	Pending int64 `json:"pending"`
+	// OrderRows counts the MySQL order rows the audit read: every row with AuditAll; with
+	// Audit, those after each partition's checkpoint and those of the orders the retained
+	// ledger names (see readBounded), never the whole table.
+	OrderRows int64 `json:"mysql_order_rows_read"`
 }
 
 // Clean reports whether the audit found no violation.
@@ -99,12 +101,16 @@ func (o *ledgerOrder) live() bool {
 type mysqlOrder struct {
 	item, request, status string
 	quantity              int64
+	// tally is the status item_totals counts the row under, "" for none.
+	tally string
 }
 
 // Audit checks the books of every item the ledger has events for: the ledger fold against
-// the Redis stock counter, and MySQL against the ledger (orders missing, extra, with another
-// status or quantity, and live duplicates of one request); every dead entry (Ledger.Dead) is
-// a violation too.
+// the Redis stock counter, and MySQL against the ledger (per item, item_totals against the
+// fold; one by one, the rows of the orders the retained ledger holds: missing, extra, with
+// another status or quantity, and live duplicates of one request); every dead entry
+// (Ledger.Dead) is a violation too. Its MySQL reads are bounded by live work: it never reads
+// the whole orders table (AuditAll does).
 //
 // It reads one consistent cut, so that it can run while a sale goes on: per partition, one
 // script call (Ledger.Snapshot) returns the stream's last ID with the stock counters and the
@@ -112,18 +118,37 @@ type mysqlOrder struct {
 // it are left out. MySQL is compared strictly only when every entry up to the cut had been
 // projected (Pending is 0).
 func Audit(ctx context.Context, l *ledger.Ledger, store *Store, group string) (AuditReport, error) {
+	return runAudit(ctx, l, store, group, false)
+}
+
+// AuditAll is Audit reading every MySQL order row: the rows at or before each partition's
+// checkpoint are compared in sum per item with the checkpoint, and item_totals with the rows
+// (a row that item_totals counts under another status than its own, or does not count, was
+// changed or written by hand). `flashsale audit -full` runs it.
+func AuditAll(ctx context.Context, l *ledger.Ledger, store *Store, group string) (AuditReport, error) {
+	return runAudit(ctx, l, store, group, true)
+}
+
+func runAudit(ctx context.Context, l *ledger.Ledger, store *Store, group string, all bool) (AuditReport, error) {
 	a := &auditor{
-		l: l, store: store, group: group,
+		l: l, store: store, group: group, all: all,
 		rep:   AuditReport{Items: []ItemAudit{}, Violations: []Violation{}},
 		items: map[string]*ItemAudit{}, orders: map[string]*ledgerOrder{},
 	}
 	if err := a.cut(ctx); err != nil {
 		return a.rep, err
 	}
-	if err := a.readRows(ctx); err != nil {
+	read := a.readBounded
+	if all {
+		read = a.readAll
+	}
+	if err := read(ctx); err != nil {
 		return a.rep, err
 	}
-	a.checkpointRows()
+	if all {
+		a.checkpointRows()
+	}
+	a.compareTotals()
 	a.compareRows()
 	a.liveOrders()
 	a.holders()
@@ -138,6 +163,7 @@ type auditor struct {
 	l     *ledger.Ledger
 	store *Store
 	group string
+	all   bool // AuditAll: every order row is read
 	rep   AuditReport
 
 	items  map[string]*ItemAudit
@@ -147,6 +173,10 @@ type auditor struct {
 	cuts, checkpoints []string
 	settled           bool                 // every entry up to the cut was projected
 	live              map[[2]string]string // (item, request) -> the live order holding it
+	// totals is item_totals less the rows past the cut; held are the (item, request) pairs
+	// of conflict-cancelled orders that a live MySQL row holds.
+	totals totals
+	held   map[[2]string]bool
 }
 
 // item returns the audit of item id, creating it.
@@ -206,20 +236,6 @@ func (a *auditor) cut(ctx context.Context) error {
 	return nil
 }
 
-// readRows reads MySQL's orders, less those past the cut.
-func (a *auditor) readRows(ctx context.Context) error {
-	rows, err := a.store.allOrders(ctx)
-	if err != nil {
-		return err
-	}
-	if err := dropPastCut(ctx, a.l, a.group, rows, a.cuts); err != nil {
-		return err
-	}
-	a.rows = rows
-	a.settled = a.rep.Pending == 0
-	return nil
-}
-
 // countRow adds row r to its item's confirmed or cancelled units.
 func (a *auditor) countRow(r mysqlOrder) {
 	it := a.item(r.item)
@@ -266,7 +282,9 @@ func (a *auditor) checkpointRows() {
 // compareRows compares each MySQL row with the ledger's order.
 func (a *auditor) compareRows() {
 	for id, r := range a.rows {
-		a.countRow(r)
+		if a.all {
+			a.countRow(r)
+		}
 		it := a.item(r.item)
 		o := a.orders[id]
 		switch {
@@ -307,7 +325,10 @@ func (a *auditor) liveOrders() {
 // holders checks that an order cancelled because its request_id held another live order has
 // that holder, byte for byte: MySQL must not have taken two distinct request_ids for one.
 func (a *auditor) holders() {
-	holders := map[[2]string]bool{}
+	holders := maps.Clone(a.held)
+	if holders == nil {
+		holders = map[[2]string]bool{}
+	}
 	for key := range a.live {
 		holders[key] = true
 	}
@@ -352,12 +373,14 @@ func (a *auditor) report() AuditReport {
 	return a.rep
 }
 
-// dropPastCut removes from rows the orders appended after their partition's cut: they are in
-// flight, not in the books read. A row past the stream's end as read after MySQL, though, was
-// never in the ledger (Redis lost it, or it was written by hand) and stays, to be reported.
-func dropPastCut(ctx context.Context, l *ledger.Ledger, group string, rows map[string]mysqlOrder, cuts []string) error {
+// dropPastCut removes from rows the orders appended after their partition's cut, and returns
+// them: they are in flight, not in the books read. A row past the stream's end as read after
+// MySQL, though, was never in the ledger (Redis lost it, or it was written by hand) and stays,
+// to be reported.
+func dropPastCut(ctx context.Context, l *ledger.Ledger, group string, rows map[string]mysqlOrder, cuts []string) ([]mysqlOrder, error) {
 	tops := map[int]string{}
-	for id := range rows {
+	var dropped []mysqlOrder
+	for id, r := range rows {
 		p, sid, err := ledger.ParseOrderID(id)
 		if err != nil || p >= len(cuts) || ledger.CompareIDs(sid, cuts[p]) <= 0 {
 			continue
@@ -366,15 +389,16 @@ func dropPastCut(ctx context.Context, l *ledger.Ledger, group string, rows map[s
 		if !ok {
 			snap, err := l.Snapshot(ctx, p, group, nil)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			top, tops[p] = snap.LastID, snap.LastID
 		}
 		if ledger.CompareIDs(sid, top) <= 0 {
 			delete(rows, id)
+			dropped = append(dropped, r)
 		}
 	}
-	return nil
+	return dropped, nil
 }
 
 // partAudit is one partition's fold: its items, its orders (those after the checkpoint and
@@ -671,27 +695,4 @@ func unsell(it *ItemAudit, o *ledgerOrder) {
 	default:
 		it.Sold -= o.quantity
 	}
-}
-
-// allOrders reads every order row, by order_id.
-func (s *Store) allOrders(ctx context.Context) (map[string]mysqlOrder, error) {
-	q, args := sq.Select("order_id", "item_id", "request_id", "quantity", "status").From("orders").MustSql()
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("read orders: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]mysqlOrder{}
-	for rows.Next() {
-		var id string
-		var o mysqlOrder
-		if err := rows.Scan(&id, &o.item, &o.request, &o.quantity, &o.status); err != nil {
-			return nil, fmt.Errorf("read orders: %w", err)
-		}
-		out[id] = o
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read orders: %w", err)
-	}
-	return out, nil
 }

@@ -113,6 +113,23 @@ func TestMigrateConvertsIDsToBinary(t *testing.T) {
 	if got := dump(); got != before {
 		t.Fatalf("rows changed by the migration:\n got %s\nwant %s", got, before)
 	}
+	// 0005 counted the rows already there into item_totals.
+	var totals []string
+	trows, err := db.Query("SELECT CONCAT_WS(' ', item_id, status, units, orders) FROM item_totals ORDER BY status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for trows.Next() {
+		var s string
+		if err := trows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		totals = append(totals, s)
+	}
+	trows.Close()
+	if got := strings.Join(totals, ", "); got != "a cancelled 2 1, a confirmed 4 2" {
+		t.Errorf("item_totals after the migration: got %q, want the rows' a cancelled 2 1, a confirmed 4 2", got)
+	}
 	rows, err := db.Query(`SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS
 		WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME IN ('order_id', 'request_id', 'user_id', 'item_id', 'active_request_id', 'ledger_id')`)
 	if err != nil {
@@ -130,8 +147,8 @@ func TestMigrateConvertsIDsToBinary(t *testing.T) {
 		n++
 	}
 	rows.Close()
-	if n != 7 {
-		t.Errorf("got %d ID columns, want 7", n)
+	if n != 8 { // 7, and item_totals.item_id (0005)
+		t.Errorf("got %d ID columns, want 8", n)
 	}
 	// "pad-1 " can now hold a live order beside "pad-1"; before, the unique key took them as one.
 	if _, err := db.Exec("UPDATE orders SET status = 'confirmed' WHERE order_id = '0-2-0'"); err != nil {

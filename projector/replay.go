@@ -44,7 +44,8 @@ func (e *LiveError) Error() string {
 
 // Replay rebuilds the MySQL projection from the whole ledger, every partition from its first
 // entry (in the archive, with opt.Archive, then in the stream), through the same idempotent Store.Apply the projector uses: running it twice, or
-// while projectors run, changes nothing more. It never acknowledges or restocks: orders that
+// while projectors run, changes nothing more. Without opt.Fresh it ends with Store.Recount, so
+// that item_totals agree with the rows again after rows were deleted or changed by hand. It never acknowledges or restocks: orders that
 // conflict in MySQL are left to the projector, whose restock events a later replay applies.
 func Replay(ctx context.Context, l *ledger.Ledger, store *Store, opt ReplayOptions) (ReplayStats, error) {
 	start := time.Now()
@@ -114,6 +115,12 @@ func Replay(ctx context.Context, l *ledger.Ledger, store *Store, opt ReplayOptio
 			return st, err
 		}
 	}
+	if !opt.Fresh {
+		// Rows deleted or changed by hand, then written again, put item_totals out of step.
+		if err := store.Recount(ctx); err != nil {
+			return st, err
+		}
+	}
 	st.Elapsed = time.Since(start)
 	return st, nil
 }
@@ -168,9 +175,9 @@ func (pg *pager) flush(ctx context.Context) error {
 	return nil
 }
 
-// Truncate empties the projection tables (orders, items); the schema stays.
+// Truncate empties the projection tables (orders, items, item_totals); the schema stays.
 func (s *Store) Truncate(ctx context.Context) error {
-	for _, table := range []string{"orders", "items"} {
+	for _, table := range []string{"orders", "items", "item_totals"} {
 		if _, err := s.db.ExecContext(ctx, "TRUNCATE TABLE "+table); err != nil {
 			return fmt.Errorf("truncate %s: %w", table, err)
 		}

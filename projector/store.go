@@ -71,7 +71,9 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 			closes = append(closes, e)
 		}
 	}
-	if err := s.insertOrders(ctx, tx, orders, now); err != nil {
+	t := totals{}
+	redone, err := s.insertOrders(ctx, tx, orders, now, t)
+	if err != nil {
 		return nil, err
 	}
 	if err := applyDraws(ctx, tx, draws, now); err != nil {
@@ -83,11 +85,21 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 	if err := cancelOrders(ctx, tx, restocks, now); err != nil {
 		return nil, err
 	}
+	moved := settledIDs(redone)
+	for _, es := range [][]ledger.Event{draws, closes, restocks} {
+		moved = append(moved, settledIDs(es)...)
+	}
+	if err := settle(ctx, tx, moved, t); err != nil {
+		return nil, err
+	}
 	if err := upsertItems(ctx, tx, stocks, now); err != nil {
 		return nil, err
 	}
-	conflicts, err := missingOrders(ctx, tx, orders)
+	conflicts, err := missingOrders(ctx, tx, redone)
 	if err != nil {
+		return nil, err
+	}
+	if err := writeTotals(ctx, tx, t); err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -96,41 +108,78 @@ func (s *Store) Apply(ctx context.Context, events []ledger.Event) ([]ledger.Even
 	return conflicts, nil
 }
 
-func (s *Store) insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Event, now time.Time) error {
+// insertOrders inserts the order events' rows. A chunk of new orders (the usual case) goes in
+// with one plain INSERT that sets each row's tally, and is counted in t at once. A chunk that
+// meets an existing row (a redelivery, or a request_id holding another live order) fails whole
+// on the duplicate key (MySQL rolls back that statement only) and goes in again with an
+// upsert that leaves existing rows as they are; its events are returned, for their rows to be
+// settled and their conflicts found (missingOrders).
+func (s *Store) insertOrders(ctx context.Context, tx *sql.Tx, orders []ledger.Event, now time.Time, t totals) ([]ledger.Event, error) {
+	var redone []ledger.Event
 	for chunk := range chunks(orders) {
-		const cols = 9
+		const cols = 10
 		args := make([]any, 0, cols*len(chunk))
 		for _, e := range chunk {
-			status := ledger.StatusConfirmed
-			if !e.PayBy.IsZero() {
-				status = ledger.StatusReserved
-			} else if e.Draw {
-				status = ledger.StatusRegistered
-			}
-			args = append(args, e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status, nullTime(e.PayBy), e.Time.UTC(), now)
+			status := orderStatus(e)
+			args = append(args, e.OrderID, e.RequestID, e.UserID, e.ItemID, e.Quantity, status, nullTime(e.PayBy), e.Time.UTC(), now, status)
 		}
-		// A row that exists (redelivery, or already cancelled) stays as it is; a row whose
-		// (item_id, request_id) holds another live order is skipped and found by missingOrders.
 		// Built by hand rather than with squirrel, whose builder costs more Go CPU per row
 		// than the rest of the projection: this statement carries every order.
 		var err error
 		if st := s.insertStatement(ctx, len(chunk)); st != nil {
-			if _, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+			if _, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil && !duplicate(err) {
 				s.dropStatement(len(chunk), st) // prepared anew on the retry
 			}
 		} else {
-			_, err = tx.ExecContext(ctx, insertOrdersSQL(len(chunk)), args...)
+			_, err = tx.ExecContext(ctx, insertOrdersSQL(len(chunk), false), args...)
 		}
-		if err != nil {
-			return fmt.Errorf("insert orders: %w", err)
+		switch {
+		case err == nil:
+			for _, e := range chunk {
+				t.add(e.ItemID, orderStatus(e), e.Quantity, 1)
+			}
+			continue
+		case !duplicate(err):
+			return nil, fmt.Errorf("insert orders: %w", err)
 		}
+		// A row that exists (redelivery, or already cancelled) stays as it is; a row whose
+		// (item_id, request_id) holds another live order is skipped and found by missingOrders.
+		for i := range chunk {
+			args[i*cols+cols-1] = nil // no tally: settle counts the rows written
+		}
+		if _, err := tx.ExecContext(ctx, insertOrdersSQL(len(chunk), true), args...); err != nil {
+			return nil, fmt.Errorf("insert orders: %w", err)
+		}
+		redone = append(redone, chunk...)
 	}
-	return nil
+	return redone, nil
 }
 
-func insertOrdersSQL(rows int) string {
-	return insertRows("INSERT INTO orders (order_id,request_id,user_id,item_id,quantity,status,pay_by,created_at,updated_at) VALUES ",
-		9, rows, " ON DUPLICATE KEY UPDATE order_id = order_id")
+// orderStatus is the status an order event writes.
+func orderStatus(e ledger.Event) string {
+	switch {
+	case !e.PayBy.IsZero():
+		return ledger.StatusReserved
+	case e.Draw:
+		return ledger.StatusRegistered
+	}
+	return ledger.StatusConfirmed
+}
+
+// duplicate reports whether err is MySQL's duplicate key error.
+func duplicate(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1062
+}
+
+// insertOrdersSQL is the orders INSERT of rows rows; upsert leaves existing rows alone.
+func insertOrdersSQL(rows int, upsert bool) string {
+	tail := ""
+	if upsert {
+		tail = " ON DUPLICATE KEY UPDATE order_id = order_id"
+	}
+	return insertRows("INSERT INTO orders (order_id,request_id,user_id,item_id,quantity,status,pay_by,created_at,updated_at,tally) VALUES ",
+		10, rows, tail)
 }
 
 // insertStatement returns the orders INSERT of rows rows prepared once for the Store, or nil
@@ -147,7 +196,7 @@ func (s *Store) insertStatement(ctx context.Context, rows int) *sql.Stmt {
 	if len(s.inserts) >= maxInsertStatements {
 		return nil
 	}
-	st, err := s.db.PrepareContext(ctx, insertOrdersSQL(rows))
+	st, err := s.db.PrepareContext(ctx, insertOrdersSQL(rows, false))
 	if err != nil {
 		return nil
 	}

@@ -141,12 +141,12 @@ func (s *stack) placeOrdersTagged(t *testing.T, tag string, items []string, n, w
 	}
 }
 
-// dumpTables returns every row of orders and items, every column but updated_at (the wall
-// clock of the write, which no two runs share), in key order.
+// dumpTables returns every row of orders, items and item_totals, every column but updated_at
+// (the wall clock of the write, which no two runs share), in key order.
 func dumpTables(t *testing.T, db *sql.DB) string {
 	t.Helper()
 	var out bytes.Buffer
-	for _, tb := range []struct{ name, key string }{{"orders", "order_id"}, {"items", "item_id"}} {
+	for _, tb := range []struct{ name, key string }{{"orders", "order_id"}, {"items", "item_id"}, {"item_totals", "item_id, status"}} {
 		rows, err := db.Query("SELECT * FROM " + tb.name + " ORDER BY " + tb.key)
 		if err != nil {
 			t.Fatal(err)

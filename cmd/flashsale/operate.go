@@ -111,11 +111,11 @@ func printDead(w io.Writer, dead []ledger.DeadEntry) {
 }
 
 func audit(ctx context.Context, e *env, args []string) error {
-	f := e.flags("audit", "", "Checks the books: per item, the ledger's events folded in order (from each partition's latest\ncheckpoint) against the Redis stock counter, and MySQL against the ledger. With -full, also\nrefolds the whole history from the archive and checks every checkpoint against it. Exit 0 when\nclean, 1 on any violation, 2 when it could not run.")
+	f := e.flags("audit", "", "Checks the books: per item, the ledger's events folded in order (from each partition's latest\ncheckpoint) against the Redis stock counter, and MySQL against the ledger (per item the\nprojector's item_totals; one by one the orders of the retained ledger). With -full, also reads\nevery MySQL order row (checked in sum up to the checkpoints, and against item_totals) and\nrefolds the whole history from the archive, checking every checkpoint against it. Exit 0 when\nclean, 1 on any violation, 2 when it could not run.")
 	rf := f.redis()
 	dsn := f.mysqlDSN()
 	asJSON := f.Bool("json", false, "print the report as JSON")
-	full := f.Bool("full", false, "also refold the whole history from the archive and check every checkpoint against it")
+	full := f.Bool("full", false, "also read every MySQL order row, and refold the whole history from the archive and check every checkpoint against it")
 	archiveURL := f.archiveURL(" (read with -full)")
 	if err := f.parse(args); err != nil {
 		return err
@@ -129,7 +129,11 @@ func audit(ctx context.Context, e *env, args []string) error {
 	if err := projector.CheckLedger(ctx, db, *rf.prefix); err != nil {
 		return cannot(err)
 	}
-	rep, err := projector.Audit(ctx, l, projector.NewStore(db), projector.DefaultGroup)
+	run := projector.Audit
+	if *full {
+		run = projector.AuditAll
+	}
+	rep, err := run(ctx, l, projector.NewStore(db), projector.DefaultGroup)
 	if err != nil {
 		return cannot(err)
 	}
