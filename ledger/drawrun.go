@@ -26,7 +26,7 @@ var drawBatchScript = redis.NewScript(lua.DrawBatch)
 // log (docs/PERFORMANCE.md, "Draws"): a call of DefaultDrawBatch waitlisted entries, or of
 // DefaultWinnerBatch winners, holds Redis for a few milliseconds.
 const (
-	DefaultDrawBatch   = 5000
+	DefaultDrawBatch   = 2000
 	DefaultWinnerBatch = 200
 )
 

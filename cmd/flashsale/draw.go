@@ -66,6 +66,9 @@ verify exits 1 naming the first event the ranks do not explain.`
 		f.Usage()
 		return usageError{"draw " + sub + ": want ITEM"}
 	}
+	if *batch < 1 || *winnerBatch < 1 {
+		return usageError{"draw " + sub + ": -batch and -winner-batch must be at least 1"}
+	}
 	item := f.Arg(0)
 	seed, err := readSeed(*seedFile)
 	if err != nil {
