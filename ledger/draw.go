@@ -100,29 +100,37 @@ func isLowerHex(s string) bool {
 	return true
 }
 
-// enter registers req as an entry in the draw of its item (purchase.lua answered code 9).
-func (l *Ledger) enter(ctx context.Context, req PurchaseRequest, stock int64) (Receipt, error) {
+// errNoDraw: draw_enter.lua found the item not a draw (or unknown): purchase.lua decides.
+var errNoDraw = errors.New("not a draw item")
+
+// enter registers req as an entry in the draw of its item: called once purchase.lua answered
+// code 9 for the item. Errors: errNoDraw, the refusals of Purchase, ErrItemClosed,
+// ErrRegistrationClosed, ErrUnavailable.
+func (l *Ledger) enter(ctx context.Context, req PurchaseRequest) (Receipt, error) {
 	k := l.keys
 	p := k.Partition(req.ItemID)
-	keys := []string{k.Rules(req.ItemID), k.Request(req.ItemID, req.RequestID), k.DrawEntries(req.ItemID), k.Events(p)}
+	keys := []string{k.Rules(req.ItemID), k.Request(req.ItemID, req.RequestID), k.DrawEntries(req.ItemID), k.Events(p), k.Stock(req.ItemID)}
 	v, err := drawEnterScript.Run(ctx, l.rdb, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p, k.OrderPrefix(p)).Result()
 	if err != nil {
 		return Receipt{}, redisErr("enter draw", err)
 	}
-	a, code, err := scriptReply(v, 2)
+	a, code, err := scriptReply(v, 3)
 	if err != nil {
 		return Receipt{}, err
 	}
 	orderID, _ := a[1].(string)
+	stock, _ := a[2].(int64)
 	switch code {
 	case 0:
 		return Receipt{OrderID: orderID, Stock: stock, Registered: true}, nil
 	case 1:
-		return Receipt{}, fmt.Errorf("enter draw: %w", ErrNotDraw) // changed between the calls
+		return Receipt{}, errNoDraw
 	case 2, 3, 4, 5, 7:
 		return Receipt{}, refusal(code, orderID)
 	case 8:
 		return Receipt{}, ErrRegistrationClosed
+	case 9:
+		return Receipt{}, ErrItemClosed
 	}
 	return Receipt{}, fmt.Errorf("draw enter script: unknown code %d", code)
 }

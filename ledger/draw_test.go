@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -357,5 +359,62 @@ func TestDrawOversellRace(t *testing.T) {
 	t.Logf("%d promoted, %d lost; at most %d units held", check.Promoted, check.Lost, most)
 	if check.Promoted == 0 {
 		t.Fatalf("no promotion happened: the race was not run")
+	}
+}
+
+// scriptCalls returns how many scripts rdb's server has run (EVALSHA and EVAL calls).
+func scriptCalls(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	stats, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, line := range strings.Split(stats, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd+"calls="); ok {
+				calls, _, _ := strings.Cut(rest, ",")
+				c, _ := strconv.ParseInt(calls, 10, 64)
+				n += c
+			}
+		}
+	}
+	return n
+}
+
+// Once purchase.lua has named an item a draw, its entries are one script call each
+// (draw_enter.lua alone), with the same answers: a duplicate gets the entry, and once the
+// sale is closed an entry is refused as closed, by this process and by a new one.
+func TestDrawEntryOneScriptCall(t *testing.T) {
+	l, rdb := newLedger(t)
+	ctx := context.Background()
+	newDraw(t, l, "lot", 5, time.Hour, time.Hour)
+	first := enterAll(t, l, "lot", 1)
+	before := scriptCalls(t, rdb)
+	for i := 1; i <= 10; i++ {
+		user := fmt.Sprintf("user-%d", i)
+		if rc, err := l.Purchase(ctx, ledger.PurchaseRequest{RequestID: "r-" + user, UserID: user, ItemID: "lot", Quantity: 1}); err != nil || !rc.Registered || rc.Stock != 5 {
+			t.Fatalf("enter %s: %+v %v", user, rc, err)
+		}
+	}
+	if n := scriptCalls(t, rdb) - before; n != 10 {
+		t.Fatalf("10 entries took %d script calls, want 10", n)
+	}
+	_, err := l.Purchase(ctx, ledger.PurchaseRequest{RequestID: "again", UserID: "user-0", ItemID: "lot", Quantity: 1})
+	var dup *ledger.DuplicateError
+	if !errors.As(err, &dup) || dup.OrderID != first["user-0"] {
+		t.Fatalf("second entry of user-0: %v, want its entry %s", err, first["user-0"])
+	}
+	if _, err := l.CloseItem(ctx, "lot"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := ledger.Open(ctx, rdb, ledger.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*ledger.Ledger{l, other} {
+		if _, err := h.Purchase(ctx, ledger.PurchaseRequest{RequestID: "late", UserID: "late", ItemID: "lot", Quantity: 1}); !errors.Is(err, ledger.ErrItemClosed) {
+			t.Fatalf("entry into a closed sale: %v, want closed", err)
+		}
 	}
 }
