@@ -217,7 +217,8 @@ func TestDrawTwentyUnitsOverHundredUsers(t *testing.T) {
 	}
 }
 
-// Several processes drawing at once write each entry's outcome once.
+// Several processes drawing at once, with batches of different sizes, write each entry's
+// outcome once.
 func TestDrawConcurrentRunsWriteOnce(t *testing.T) {
 	l, rdb := newLedger(t)
 	ctx := context.Background()
@@ -228,7 +229,7 @@ func TestDrawConcurrentRunsWriteOnce(t *testing.T) {
 	errs := make([]error, 4)
 	for i := range errs {
 		wg.Go(func() {
-			_, errs[i] = l.RunDraw(ctx, "lot", drawSeed, ledger.DrawOptions{Batch: 3})
+			_, errs[i] = l.RunDraw(ctx, "lot", drawSeed, ledger.DrawOptions{Batch: 3 + 4*i, WinnerBatch: 1 + i})
 		})
 	}
 	wg.Wait()
