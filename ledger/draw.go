@@ -32,7 +32,8 @@ const (
 	EventWaitlisted EventType = "waitlisted"
 	// EventPromoted: a waitlisted entry took units that came back; reserved until pay_by.
 	EventPromoted EventType = "promoted"
-	// EventLost: a waitlisted entry can no longer be promoted (every unit is paid).
+	// EventLost: waitlisted entries can no longer be promoted (every unit is paid): one event
+	// lists them (Orders); a ledger written before that has one event per entry (OrderID).
 	EventLost EventType = "lost"
 )
 
@@ -262,8 +263,10 @@ func drawWaiting(state string) bool {
 
 // decodeDraw decodes a won, waitlisted, promoted or lost event.
 func decodeDraw(e *Event, f *fieldReader) {
-	if e.Type == EventWaitlisted {
-		e.Rank = f.int("rank")
+	if e.Type == EventWaitlisted || e.Type == EventLost && f.str("order_id") == "" {
+		if e.Type == EventWaitlisted {
+			e.Rank = f.int("rank")
+		}
 		e.Time = time.UnixMilli(f.int("ts"))
 		if s := f.str("orders"); s != "" {
 			e.Orders = strings.Split(s, ",")

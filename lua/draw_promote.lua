@@ -25,7 +25,7 @@
 -- new pay_by, due set, per-user counter, held set, units taken, `promoted` event. If it does
 -- not fit and no winner is still reserved (every held order is paid or closed; closed ones
 -- leave the held set here), the units can no longer come back: up to ARGV[4] entries of the
--- waitlist get state lost and a `lost` event. An empty waitlist takes the item out of the
+-- waitlist get state lost, and one `lost` event lists them (orders, comma separated). An empty waitlist takes the item out of the
 -- drawn set: what stock is left then is the draw's leftover.
 --
 -- Returns {code, order_id_or_count, stock}:
@@ -78,18 +78,18 @@ for _, held in ipairs(redis.call('SMEMBERS', KEYS[6])) do
     redis.call('SREM', KEYS[6], held)
   end
 end
-local n = 0
 local lost = redis.call('LPOP', KEYS[5], tonumber(ARGV[4]))
 redis.call('HINCRBY', KEYS[8], 'head_rank', #lost)
+local ids = {}
 for _, lid in ipairs(lost) do
   local lkey = ARGV[2] .. lid
-  local l = redis.call('HMGET', lkey, 'state', 'user_id', 'request_id', 'quantity', 'ts')
-  if l[1] == 'registered' then
+  if redis.call('HGET', lkey, 'state') == 'registered' then
     redis.call('HSET', lkey, 'state', 'lost', 'closed_at', ts)
-    redis.call('XADD', KEYS[3], '*', 'v', '1', 'type', 'lost', 'order_id', lid,
-      'item_id', ARGV[1], 'user_id', l[2], 'request_id', l[3], 'quantity', l[4],
-      'order_ts', l[5], 'ts', ts)
-    n = n + 1
+    ids[#ids + 1] = lid
   end
 end
-return {2, n, stock}
+if #ids > 0 then
+  redis.call('XADD', KEYS[3], '*', 'v', '1', 'type', 'lost', 'item_id', ARGV[1],
+    'orders', table.concat(ids, ','), 'ts', ts)
+end
+return {2, #ids, stock}
