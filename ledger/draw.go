@@ -1,15 +1,12 @@
 package ledger
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -35,7 +32,8 @@ const (
 	EventWaitlisted EventType = "waitlisted"
 	// EventPromoted: a waitlisted entry took units that came back; reserved until pay_by.
 	EventPromoted EventType = "promoted"
-	// EventLost: a waitlisted entry can no longer be promoted (every unit is paid).
+	// EventLost: waitlisted entries can no longer be promoted (every unit is paid): one event
+	// lists them (Orders); a ledger written before that has one event per entry (OrderID).
 	EventLost EventType = "lost"
 )
 
@@ -63,7 +61,6 @@ var (
 
 var (
 	drawEnterScript   = redis.NewScript(lua.DrawEnter)
-	drawBatchScript   = redis.NewScript(lua.DrawBatch)
 	drawPromoteScript = redis.NewScript(lua.DrawPromote)
 )
 
@@ -104,29 +101,37 @@ func isLowerHex(s string) bool {
 	return true
 }
 
-// enter registers req as an entry in the draw of its item (purchase.lua answered code 9).
-func (l *Ledger) enter(ctx context.Context, req PurchaseRequest, stock int64) (Receipt, error) {
+// errNoDraw: draw_enter.lua found the item not a draw (or unknown): purchase.lua decides.
+var errNoDraw = errors.New("not a draw item")
+
+// enter registers req as an entry in the draw of its item: called once purchase.lua answered
+// code 9 for the item. Errors: errNoDraw, the refusals of Purchase, ErrItemClosed,
+// ErrRegistrationClosed, ErrUnavailable.
+func (l *Ledger) enter(ctx context.Context, req PurchaseRequest) (Receipt, error) {
 	k := l.keys
 	p := k.Partition(req.ItemID)
-	keys := []string{k.Rules(req.ItemID), k.Request(req.ItemID, req.RequestID), k.DrawEntries(req.ItemID), k.Events(p)}
+	keys := []string{k.Rules(req.ItemID), k.Request(req.ItemID, req.RequestID), k.DrawEntries(req.ItemID), k.Events(p), k.Stock(req.ItemID)}
 	v, err := drawEnterScript.Run(ctx, l.rdb, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p, k.OrderPrefix(p)).Result()
 	if err != nil {
 		return Receipt{}, redisErr("enter draw", err)
 	}
-	a, code, err := scriptReply(v, 2)
+	a, code, err := scriptReply(v, 3)
 	if err != nil {
 		return Receipt{}, err
 	}
 	orderID, _ := a[1].(string)
+	stock, _ := a[2].(int64)
 	switch code {
 	case 0:
 		return Receipt{OrderID: orderID, Stock: stock, Registered: true}, nil
 	case 1:
-		return Receipt{}, fmt.Errorf("enter draw: %w", ErrNotDraw) // changed between the calls
+		return Receipt{}, errNoDraw
 	case 2, 3, 4, 5, 7:
 		return Receipt{}, refusal(code, orderID)
 	case 8:
 		return Receipt{}, ErrRegistrationClosed
+	case 9:
+		return Receipt{}, ErrItemClosed
 	}
 	return Receipt{}, fmt.Errorf("draw enter script: unknown code %d", code)
 }
@@ -167,197 +172,6 @@ func (l *Ledger) StreamSource(ctx context.Context, p int, fn func(Event) error) 
 	}
 }
 
-// RankEntries orders entries by their rank under seed (ties, which HMAC-SHA256 makes
-// practically impossible, by order ID), computing each Rank.
-func RankEntries(seed []byte, entries []Entry) {
-	for i := range entries {
-		entries[i].Rank = DrawRank(seed, entries[i].UserID)
-	}
-	slices.SortFunc(entries, func(a, b Entry) int {
-		if c := bytes.Compare(a.Rank[:], b.Rank[:]); c != 0 {
-			return c
-		}
-		return CompareIDs(a.StreamID, b.StreamID)
-	})
-}
-
-// Winners returns how many of the ranked entries win units: entries win in rank order while
-// their quantity fits in the units left; the first that does not fit, and every entry after
-// it, waits (so the waitlist, like the draw, never lets a later rank pass an earlier one).
-func Winners(ranked []Entry, units int64) int {
-	for i, e := range ranked {
-		if e.Quantity > units {
-			return i
-		}
-		units -= e.Quantity
-	}
-	return len(ranked)
-}
-
-// DrawOptions tune RunDraw.
-type DrawOptions struct {
-	// Batch is the most entries written by one script call (default 200): it bounds how long
-	// Redis is held by each.
-	Batch int
-	// Source reads the ledger (default StreamSource).
-	Source EventSource
-}
-
-// DrawResult reports a draw.
-type DrawResult struct {
-	Entries int
-	Winners int
-	// Units is the stock drawn; WonUnits what the winners took; the rest is left over.
-	Units, WonUnits int64
-	// Batches is the number of script calls this process made that wrote a batch; Longest the
-	// longest of them, round trip included (an upper bound of how long Redis was held).
-	Batches int
-	Longest time.Duration
-	// Resumed is the position this process started writing at (> 0 after a crash, or when
-	// another process was drawing too).
-	Resumed int
-}
-
-// RunDraw draws item with seed, once: the seed must match the item's commitment and the draw
-// time must have come by Redis's clock. The entries are read from the ledger and ranked here;
-// the result is written in batches by draw_batch.lua, each at the position the draw has
-// reached, so that any number of processes may run it at once, and a run killed half way is
-// finished by the next one without writing any entry twice. Running it after the draw is done
-// returns the result without writing anything. Errors: ErrUnknownItem, ErrNotDraw,
-// ErrSeedMismatch, ErrDrawNotDue, ErrUnavailable.
-func (l *Ledger) RunDraw(ctx context.Context, item string, seed []byte, opt DrawOptions) (DrawResult, error) {
-	if opt.Batch <= 0 {
-		opt.Batch = 200
-	}
-	if opt.Source == nil {
-		opt.Source = l.StreamSource
-	}
-	it, err := l.dueDraw(ctx, item, seed)
-	if err != nil {
-		return DrawResult{}, err
-	}
-	k := l.keys
-	st, err := l.rdb.HMGet(ctx, k.DrawState(item), "cursor", "units").Result()
-	if err != nil {
-		return DrawResult{}, redisErr("read draw state", err)
-	}
-	units := it.Stock
-	if s, ok := st[1].(string); ok {
-		units, _ = strconv.ParseInt(s, 10, 64)
-	}
-	entries, err := l.DrawEntries(ctx, item, opt.Source)
-	if err != nil {
-		return DrawResult{}, err
-	}
-	RankEntries(seed, entries)
-	won := Winners(entries, units)
-	res := DrawResult{Entries: len(entries), Winners: won, Units: units}
-	for _, e := range entries[:won] {
-		res.WonUnits += e.Quantity
-	}
-	cursor := int(intField(st[0]))
-	res.Resumed = cursor
-	p := k.Partition(item)
-	keys := []string{k.DrawState(item), k.Rules(item), k.Stock(item), k.Events(p), k.Due(p), k.Waitlist(item), k.Held(item), k.Draws(p)}
-	seedHex := hex.EncodeToString(seed)
-	for {
-		end := min(cursor+opt.Batch, len(entries))
-		last := "0"
-		if end == len(entries) {
-			last = "1"
-		}
-		w := max(0, min(end, won)-cursor)
-		args := append(make([]any, 0, 10+6*w+(end-cursor-w)),
-			item, cursor, units, it.DrawCommit, seedHex, k.OrderPrefix(p), k.userPrefix(item), last, w, cursor+w)
-		args = appendDrawBatch(args, entries, cursor, cursor+w, end)
-		start := time.Now()
-		v, err := drawBatchScript.Run(ctx, l.rdb, keys, args...).Result()
-		took := time.Since(start)
-		if err != nil {
-			return res, redisErr("write draw batch", err)
-		}
-		a, code, err := scriptReply(v, 2)
-		if err != nil {
-			return res, err
-		}
-		next, _ := a[1].(int64)
-		switch code {
-		case 0:
-			res.Batches++
-			res.Longest = max(res.Longest, took)
-			cursor = int(next)
-			if cursor >= len(entries) {
-				return res, nil
-			}
-		case 1:
-			return res, nil
-		case 2:
-			if int(next) > len(entries) {
-				return res, fmt.Errorf("draw of %s is at %d of %d entries: the ledger read here is missing entries", item, next, len(entries))
-			}
-			cursor = int(next)
-		case 3:
-			return res, ErrDrawNotDue
-		case 4:
-			return res, fmt.Errorf("draw of %s: %w (or the units changed since the draw began)", item, ErrSeedMismatch)
-		default:
-			return res, fmt.Errorf("draw batch script: unknown code %d", code)
-		}
-	}
-}
-
-// dueDraw returns item if it is a draw whose commitment seed matches and whose time has come
-// by Redis TIME: ErrNotDraw, ErrSeedMismatch or ErrDrawNotDue otherwise.
-func (l *Ledger) dueDraw(ctx context.Context, item string, seed []byte) (Item, error) {
-	it, err := l.Item(ctx, item)
-	if err != nil {
-		return Item{}, err
-	}
-	if it.DrawAt.IsZero() {
-		return Item{}, ErrNotDraw
-	}
-	if SeedCommitment(seed) != it.DrawCommit {
-		return Item{}, ErrSeedMismatch
-	}
-	now, err := l.RedisTime(ctx)
-	if err != nil {
-		return Item{}, err
-	}
-	if now.Before(it.DrawAt) {
-		return Item{}, fmt.Errorf("%w: draw at %s", ErrDrawNotDue, it.DrawAt.UTC().Format(time.RFC3339))
-	}
-	return it, nil
-}
-
-// appendDrawBatch appends to args the draw batch's entries: the winners from..won-1 with their
-// order, user, request, quantity, time and rank, then the order IDs of the waitlisted won..end-1.
-func appendDrawBatch(args []any, entries []Entry, from, won, end int) []any {
-	for i := from; i < won; i++ {
-		e := entries[i]
-		args = append(args, e.OrderID, e.UserID, e.RequestID, e.Quantity, e.Placed.UnixMilli(), i)
-	}
-	for i := won; i < end; i++ {
-		args = append(args, entries[i].OrderID)
-	}
-	return args
-}
-
-// DrawEntries returns the entries of item's draw, in ledger order, read through source.
-func (l *Ledger) DrawEntries(ctx context.Context, item string, source EventSource) ([]Entry, error) {
-	var entries []Entry
-	err := source(ctx, l.keys.Partition(item), func(e Event) error {
-		if e.Malformed == nil && e.Type == EventOrder && e.Draw && e.ItemID == item {
-			entries = append(entries, Entry{OrderID: e.OrderID, UserID: e.UserID, RequestID: e.RequestID,
-				Quantity: e.Quantity, Placed: e.Time, StreamID: e.StreamID})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read draw entries: %w", err)
-	}
-	return entries, nil
-}
-
 // DrawStatus is the progress of an item's draw.
 type DrawStatus struct {
 	// Cursor is how many entries have their outcome written; Done is set once all have.
@@ -372,7 +186,7 @@ type DrawStatus struct {
 func (l *Ledger) DrawStatus(ctx context.Context, item string) (DrawStatus, error) {
 	pipe := l.rdb.Pipeline()
 	st := pipe.HMGet(ctx, l.keys.DrawState(item), "cursor", "units", "done")
-	wl := pipe.ZCard(ctx, l.keys.Waitlist(item))
+	wl := pipe.LLen(ctx, l.keys.Waitlist(item))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return DrawStatus{}, redisErr("read draw state", err)
 	}
@@ -407,7 +221,7 @@ func (l *Ledger) PromoteDraws(ctx context.Context, lostBatch int) (PromoteResult
 			if ValidateItemID(item) != nil || k.Partition(item) != p {
 				continue
 			}
-			keys := []string{k.Rules(item), k.Stock(item), k.Events(p), k.Due(p), k.Waitlist(item), k.Held(item), k.Draws(p)}
+			keys := []string{k.Rules(item), k.Stock(item), k.Events(p), k.Due(p), k.Waitlist(item), k.Held(item), k.Draws(p), k.DrawState(item)}
 			for range maxPromoteSteps {
 				v, err := drawPromoteScript.Run(ctx, l.rdb, keys, item, k.OrderPrefix(p), k.userPrefix(item), max(lostBatch, 1)).Result()
 				if err != nil {
@@ -449,8 +263,10 @@ func drawWaiting(state string) bool {
 
 // decodeDraw decodes a won, waitlisted, promoted or lost event.
 func decodeDraw(e *Event, f *fieldReader) {
-	if e.Type == EventWaitlisted {
-		e.Rank = f.int("rank")
+	if e.Type == EventWaitlisted || e.Type == EventLost && f.str("order_id") == "" {
+		if e.Type == EventWaitlisted {
+			e.Rank = f.int("rank")
+		}
 		e.Time = time.UnixMilli(f.int("ts"))
 		if s := f.str("orders"); s != "" {
 			e.Orders = strings.Split(s, ",")

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -215,7 +217,8 @@ func TestDrawTwentyUnitsOverHundredUsers(t *testing.T) {
 	}
 }
 
-// Several processes drawing at once write each entry's outcome once.
+// Several processes drawing at once, with batches of different sizes, write each entry's
+// outcome once.
 func TestDrawConcurrentRunsWriteOnce(t *testing.T) {
 	l, rdb := newLedger(t)
 	ctx := context.Background()
@@ -226,7 +229,7 @@ func TestDrawConcurrentRunsWriteOnce(t *testing.T) {
 	errs := make([]error, 4)
 	for i := range errs {
 		wg.Go(func() {
-			_, errs[i] = l.RunDraw(ctx, "lot", drawSeed, ledger.DrawOptions{Batch: 3})
+			_, errs[i] = l.RunDraw(ctx, "lot", drawSeed, ledger.DrawOptions{Batch: 3 + 4*i, WinnerBatch: 1 + i})
 		})
 	}
 	wg.Wait()
@@ -357,5 +360,81 @@ func TestDrawOversellRace(t *testing.T) {
 	t.Logf("%d promoted, %d lost; at most %d units held", check.Promoted, check.Lost, most)
 	if check.Promoted == 0 {
 		t.Fatalf("no promotion happened: the race was not run")
+	}
+}
+
+// scriptCalls returns how many scripts rdb's server has run (EVALSHA and EVAL calls).
+func scriptCalls(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	stats, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, line := range strings.Split(stats, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd+"calls="); ok {
+				calls, _, _ := strings.Cut(rest, ",")
+				c, _ := strconv.ParseInt(calls, 10, 64)
+				n += c
+			}
+		}
+	}
+	return n
+}
+
+// Once purchase.lua has named an item a draw, its entries are one script call each
+// (draw_enter.lua alone), with the same answers: a duplicate gets the entry, and once the
+// sale is closed an entry is refused as closed, by this process and by a new one.
+func TestDrawEntryOneScriptCall(t *testing.T) {
+	l, rdb := newLedger(t)
+	ctx := context.Background()
+	newDraw(t, l, "lot", 5, time.Hour, time.Hour)
+	first := enterAll(t, l, "lot", 1)
+	before := scriptCalls(t, rdb)
+	for i := 1; i <= 10; i++ {
+		user := fmt.Sprintf("user-%d", i)
+		if rc, err := l.Purchase(ctx, ledger.PurchaseRequest{RequestID: "r-" + user, UserID: user, ItemID: "lot", Quantity: 1}); err != nil || !rc.Registered || rc.Stock != 5 {
+			t.Fatalf("enter %s: %+v %v", user, rc, err)
+		}
+	}
+	if n := scriptCalls(t, rdb) - before; n != 10 {
+		t.Fatalf("10 entries took %d script calls, want 10", n)
+	}
+	_, err := l.Purchase(ctx, ledger.PurchaseRequest{RequestID: "again", UserID: "user-0", ItemID: "lot", Quantity: 1})
+	var dup *ledger.DuplicateError
+	if !errors.As(err, &dup) || dup.OrderID != first["user-0"] {
+		t.Fatalf("second entry of user-0: %v, want its entry %s", err, first["user-0"])
+	}
+	if _, err := l.CloseItem(ctx, "lot"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := ledger.Open(ctx, rdb, ledger.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*ledger.Ledger{l, other} {
+		if _, err := h.Purchase(ctx, ledger.PurchaseRequest{RequestID: "late", UserID: "late", ItemID: "lot", Quantity: 1}); !errors.Is(err, ledger.ErrItemClosed) {
+			t.Fatalf("entry into a closed sale: %v, want closed", err)
+		}
+	}
+}
+
+// A lost event lists its entries; one of a ledger written before that names its one entry;
+// one with neither is malformed.
+func TestDecodeLostEvents(t *testing.T) {
+	l, _ := newLedger(t)
+	p := l.Keys().Partition("lot")
+	listed := l.DecodeEntry(p, "5-0", map[string]string{"v": "1", "type": "lost", "item_id": "lot", "orders": "1-2-0,1-3-0", "ts": "7"})
+	if listed.Malformed != nil || !slices.Equal(listed.Orders, []string{"1-2-0", "1-3-0"}) || listed.OrderID != "" {
+		t.Fatalf("listed lost event: %+v", listed)
+	}
+	one := l.DecodeEntry(p, "6-0", map[string]string{"v": "1", "type": "lost", "order_id": "1-2-0", "item_id": "lot", "user_id": "u",
+		"request_id": "r", "quantity": "1", "order_ts": "1", "ts": "7"})
+	if one.Malformed != nil || one.OrderID != "1-2-0" || one.Orders != nil || one.UserID != "u" {
+		t.Fatalf("lost event of one entry: %+v", one)
+	}
+	if bad := l.DecodeEntry(p, "7-0", map[string]string{"v": "1", "type": "lost", "item_id": "lot", "ts": "7"}); bad.Malformed == nil {
+		t.Fatalf("lost event naming no entry decoded: %+v", bad)
 	}
 }

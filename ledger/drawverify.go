@@ -62,7 +62,7 @@ func (l *Ledger) VerifyDraw(ctx context.Context, item string, seed []byte, sourc
 		if e.Malformed != nil || e.ItemID != item {
 			return nil
 		}
-		if e.Type == EventWaitlisted {
+		if len(e.Orders) > 0 { // waitlisted (ranks from Rank) or lost
 			for j, id := range e.Orders {
 				one := e
 				one.OrderID, one.Rank, one.Orders = id, e.Rank+int64(j), nil

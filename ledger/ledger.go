@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -126,6 +127,9 @@ type Ledger struct {
 	soldOutLocal, soldOutRedis atomic.Int64
 	calls                      calls
 	repl                       replication
+	// drawItems holds the items purchase.lua answered "draw" for (code 9): their purchases go
+	// to draw_enter.lua first, one script call instead of two.
+	drawItems sync.Map
 }
 
 // Open returns the ledger under cfg.Prefix, creating it with cfg.Partitions partitions if it

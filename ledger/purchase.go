@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode"
@@ -152,6 +153,12 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	if err := req.Validate(); err != nil {
 		return Receipt{}, err
 	}
+	if _, ok := l.drawItems.Load(req.ItemID); ok {
+		if rc, err := l.enter(ctx, req); !errors.Is(err, errNoDraw) {
+			return rc, err
+		}
+		l.drawItems.Delete(req.ItemID) // no longer a draw: purchase.lua decides
+	}
 	k := l.keys
 	p := k.Partition(req.ItemID)
 	if err, ok := l.winners.answer(p, req); ok {
@@ -188,7 +195,12 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	case 8:
 		return Receipt{}, ErrItemClosed
 	case 9:
-		return l.enter(ctx, req, stock)
+		l.drawItems.Store(req.ItemID, struct{}{})
+		rc, err := l.enter(ctx, req)
+		if errors.Is(err, errNoDraw) {
+			return Receipt{}, fmt.Errorf("enter draw: %w", ErrNotDraw) // changed between the calls
+		}
+		return rc, err
 	}
 	return Receipt{}, fmt.Errorf("purchase script: unknown code %d", code)
 }

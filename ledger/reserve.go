@@ -260,19 +260,29 @@ func (l *Ledger) release(ctx context.Context, s *redis.Script, orderID, user str
 }
 
 // Reservation returns the state of orderID, or ErrUnknownOrder for an order without one
-// (unknown, or placed without a pay-within rule).
+// (unknown, or placed without a pay-within rule). A draw entry still registered once its
+// item's draw is done is waitlisted (the draw writes no state for its waitlisted entries).
 func (l *Ledger) Reservation(ctx context.Context, orderID string) (Reservation, error) {
 	p, err := l.orderPartition(orderID)
 	if err != nil {
 		return Reservation{}, err
 	}
-	h, err := l.rdb.HMGet(ctx, l.keys.Order(p, orderID), "state", "pay_by", "payment_ref", "paid_at").Result()
+	h, err := l.rdb.HMGet(ctx, l.keys.Order(p, orderID), "state", "pay_by", "payment_ref", "paid_at", "item_id").Result()
 	if err != nil {
 		return Reservation{}, redisErr("read order state", err)
 	}
 	state, _ := h[0].(string)
 	if state == "" {
 		return Reservation{}, ErrUnknownOrder
+	}
+	if item, _ := h[4].(string); state == StateRegistered && ValidateItemID(item) == nil {
+		done, err := l.rdb.HGet(ctx, l.keys.DrawState(item), "done").Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return Reservation{}, redisErr("read draw state", err)
+		}
+		if done == "1" {
+			state = StateWaitlisted
+		}
 	}
 	ref, _ := h[2].(string)
 	return Reservation{OrderID: orderID, State: state, PayBy: msField(h[1]), PaymentRef: ref, PaidAt: msField(h[3])}, nil

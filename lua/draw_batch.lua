@@ -4,12 +4,12 @@
 -- so that any number of drawing processes, and a process restarted after a crash, write each
 -- entry's outcome once.
 --
--- KEYS[1] draw state         <prefix>:{pN}:draw:<item>      (hash: cursor, units, done)
+-- KEYS[1] draw state         <prefix>:{pN}:draw:<item>      (hash: cursor, units, done, head_rank)
 -- KEYS[2] sale rules         <prefix>:{pN}:rules:<item>
 -- KEYS[3] stock counter      <prefix>:{pN}:stock:<item>
 -- KEYS[4] ledger stream      <prefix>:{pN}:events
 -- KEYS[5] payment deadlines  <prefix>:{pN}:due
--- KEYS[6] waitlist           <prefix>:{pN}:waitlist:<item>  (sorted set: order_id -> rank)
+-- KEYS[6] waitlist           <prefix>:{pN}:waitlist:<item>  (list: order_ids in rank order)
 -- KEYS[7] held               <prefix>:{pN}:held:<item>      (set of the reserved winners)
 -- KEYS[8] drawn items        <prefix>:{pN}:draws            (set of the items drawn)
 --
@@ -28,8 +28,13 @@
 --
 -- A won entry: its units are taken from the stock, its state becomes reserved with pay_by
 -- (Redis TIME + the item's pay_within_ms), it joins the due set, the per-user counter and the
--- held set, and a `won` event is appended. A waitlisted one: state waitlisted, waitlist score
--- = rank; one `waitlisted` event per batch lists them (orders, comma separated, from rank).
+-- held set, and a `won` event is appended. A waitlisted one is appended to the waitlist and
+-- nothing else: its state hash keeps state registered, which once the draw is done means
+-- waitlisted (ledger.Reservation, draw_promote.lua), so that a call costs one list element
+-- per waitlisted entry, not a write of its own. The waitlist is a list in rank order (the
+-- batches come in rank order); head_rank in the draw state is the rank of its head, set by
+-- the first batch that waitlists. One `waitlisted` event per batch lists the batch's waitlisted
+-- entries (orders, comma separated, from rank).
 --
 -- Returns {code, cursor}:
 --   0 written        the cursor after the batch
@@ -77,22 +82,18 @@ for i = 11, last_winner, 6 do
     'order_ts', ots, 'pay_by', pay_by, 'rank', rank, 'ts', ts)
 end
 -- The waitlisted entries of a batch have consecutive ranks (every winner ranks before every
--- waitlisted entry): one ZADD and one event carry them all.
-local first = tonumber(ARGV[10])
-local waiting, members = {}, {}
-for i = last_winner + 1, #ARGV do
-  local id = ARGV[i]
-  redis.call('HSET', ARGV[6] .. id, 'state', 'waitlisted')
-  waiting[#waiting + 1] = id
-  members[#members + 1] = first + #waiting - 1
-  members[#members + 1] = id
+-- waitlisted entry): RPUSHes of up to 1000 (unpack is bounded by Lua's C stack) and one event
+-- carry them all.
+local waiting = #ARGV - last_winner
+for i = last_winner + 1, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[6], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-if #waiting > 0 then
-  redis.call('ZADD', KEYS[6], unpack(members))
+if waiting > 0 then
+  redis.call('HSETNX', KEYS[1], 'head_rank', ARGV[10])
   redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'waitlisted', 'item_id', ARGV[1],
-    'rank', ARGV[10], 'orders', table.concat(waiting, ','), 'ts', ts)
+    'rank', ARGV[10], 'orders', table.concat(ARGV, ',', last_winner + 1, #ARGV), 'ts', ts)
 end
-local n = winners + #waiting
+local n = winners + waiting
 cursor = cursor + n
 redis.call('HSET', KEYS[1], 'cursor', string.format('%d', cursor))
 if ARGV[8] == '1' then

@@ -44,11 +44,9 @@ func applyDraws(ctx context.Context, tx *sql.Tx, draws []ledger.Event, now time.
 				these = append(these, e)
 			}
 		}
-		if step.typ == ledger.EventWaitlisted {
-			if err := waitlist(ctx, tx, these, now); err != nil {
-				return err
-			}
-			continue
+		these, listed := splitListed(these)
+		if err := moveListed(ctx, tx, listed, step.from, step.to, now); err != nil {
+			return fmt.Errorf("apply %s events: %w", step.typ, err)
 		}
 		for chunk := range chunks(these) {
 			q := sq.Insert("orders").Columns("order_id", "request_id", "user_id", "item_id", "quantity", "status", "pay_by", "created_at", "updated_at")
@@ -73,7 +71,7 @@ func applyDraws(ctx context.Context, tx *sql.Tx, draws []ledger.Event, now time.
 // that each event finds the entry in the state it moves it from, and that the units reserved
 // plus paid never exceed the units put on sale.
 func foldDraw(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string]*ledgerOrder, checkpoint string) {
-	if e.Type == ledger.EventWaitlisted && len(e.Orders) > 0 {
+	if len(e.Orders) > 0 { // waitlisted or lost: one event for several entries
 		for _, id := range e.Orders {
 			one := e
 			one.OrderID, one.Orders = id, nil
@@ -118,23 +116,36 @@ func foldDraw(rep *AuditReport, it *ItemAudit, e ledger.Event, orders map[string
 	}
 }
 
-// waitlist applies waitlisted events, each of which lists the entries of one batch of a draw:
-// their rows move from registered to waitlisted. (An entry's order event comes before the
-// draw in its partition's stream, so its row is there.)
-func waitlist(ctx context.Context, tx *sql.Tx, events []ledger.Event, now time.Time) error {
+// splitListed splits events into those of one entry and those listing several (Orders):
+// waitlisted events, and lost events since they list their entries.
+func splitListed(events []ledger.Event) (one, listed []ledger.Event) {
+	for _, e := range events {
+		if len(e.Orders) > 0 {
+			listed = append(listed, e)
+		} else {
+			one = append(one, e)
+		}
+	}
+	return one, listed
+}
+
+// moveListed applies events that list their entries: the rows move from status from to to.
+// (An entry's order event comes before the draw in its partition's stream, so its row is
+// there.)
+func moveListed(ctx context.Context, tx *sql.Tx, events []ledger.Event, from, to string, now time.Time) error {
 	var ids []string
 	for _, e := range events {
 		ids = append(ids, e.Orders...)
 	}
 	for len(ids) > 0 {
 		n := min(len(ids), rowsPerStatement)
-		q, args, err := sq.Update("orders").Set("status", ledger.StatusWaitlisted).Set("updated_at", now).
-			Where(sq.Eq{"order_id": ids[:n], "status": ledger.StatusRegistered}).ToSql()
+		q, args, err := sq.Update("orders").Set("status", to).Set("updated_at", now).
+			Where(sq.Eq{"order_id": ids[:n], "status": from}).ToSql()
 		if err != nil {
-			return fmt.Errorf("build waitlist: %w", err)
+			return fmt.Errorf("build update: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("apply waitlisted events: %w", err)
+			return err
 		}
 		ids = ids[n:]
 	}

@@ -62,7 +62,11 @@ func (lk *Lookup) live(ctx context.Context, o ledger.Order) (ledger.Order, error
 	case err != nil:
 		return ledger.Order{}, err
 	}
-	o.Status = r.State
+	// While a draw is being written, Redis says registered for every entry not won (the draw
+	// writes no state for its waitlisted entries): a row already waitlisted stays so.
+	if r.State != ledger.StateRegistered || o.Status != ledger.StatusWaitlisted {
+		o.Status = r.State
+	}
 	if !r.PayBy.IsZero() {
 		o.PayBy = r.PayBy // a draw entry gets its pay_by when it wins
 	}

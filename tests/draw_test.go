@@ -335,3 +335,70 @@ func TestDrawAfterTrim(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// Every winner pays: the waitlist is lost. GET /api/orders answers waitlisted after the draw
+// (the draw writes no state for waitlisted entries) and lost at the end; the projection ends
+// with the winners paid and every other entry lost, and a replay into an empty database gives
+// the same statuses.
+func TestDrawWaitlistLostProjected(t *testing.T) {
+	s := newStack(t)
+	const units, entries = 5, 40
+	seedFile, at := drawSetup(t, s, "all-paid", units, 4*time.Second, time.Hour)
+	srv := startServe(t, s, s.dsn, "-sweep-interval", "50ms")
+	enterDraw(t, s, "all-paid", entries)
+	time.Sleep(time.Until(at) + 20*time.Millisecond)
+	runCmd(t, s.env(s.dsn), "draw", "run", "-seed-file", seedFile, "all-paid")
+	ctx := context.Background()
+	var won []ledger.Event
+	var waiting []string
+	for _, e := range testenv.Events(t, s.l) {
+		switch e.Type {
+		case ledger.EventWon:
+			won = append(won, e)
+		case ledger.EventWaitlisted:
+			waiting = append(waiting, e.Orders...)
+		}
+	}
+	if len(won) != units || len(waiting) != entries-units {
+		t.Fatalf("%d winners and %d waitlisted, want %d and %d", len(won), len(waiting), units, entries-units)
+	}
+	o, err := s.l.Order(ctx, waiting[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/api/orders/%s?user_id=%s", waiting[0], o.UserID)
+	if got := getMap(t, srv, path); got["status"] != "waitlisted" {
+		t.Fatalf("a waitlisted entry's order: %v", got)
+	}
+	for _, e := range won {
+		if _, err := s.l.Pay(ctx, e.OrderID, e.UserID, "pay-"+e.UserID); err != nil {
+			t.Fatalf("pay winner %s: %v", e.OrderID, err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		count := map[string]int{}
+		for _, st := range statuses(t, s.db) {
+			count[st]++
+		}
+		if count["paid"] == units && count["lost"] == entries-units {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("projected statuses %v, want %d paid and %d lost", count, units, entries-units)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := getMap(t, srv, path); got["status"] != "lost" {
+		t.Fatalf("a lost entry's order: %v", got)
+	}
+	live := statuses(t, s.db)
+	dsn2, db2 := testenv.MySQL(t)
+	runCmd(t, s.env(dsn2), "migrate")
+	runCmd(t, s.env(dsn2), "replay")
+	for id, st := range statuses(t, db2) {
+		if live[id] != st {
+			t.Fatalf("order %s is %s live but %s replayed", id, live[id], st)
+		}
+	}
+}

@@ -56,14 +56,18 @@ verify exits 1 naming the first event the ranks do not explain.`
 	f := e.flags("draw "+sub, "ITEM", about)
 	rf := f.redis()
 	seedFile := f.String("seed-file", "", "file holding the draw's secret seed")
-	batch := f.Int("batch", 200, "entries written per script call (bounds how long Redis is held)")
-	archiveURL := f.archiveURL(", read before the stream; none: the stream only")
+	batch := f.Int("batch", ledger.DefaultDrawBatch, "run: most entries written per script call (bounds how long Redis is held)")
+	winnerBatch := f.Int("winner-batch", ledger.DefaultWinnerBatch, "run: most winners written per script call")
+	archiveURL := f.archiveURL(", read by verify before the stream; none: the stream only")
 	if err := f.parse(args[1:]); err != nil {
 		return err
 	}
 	if f.NArg() != 1 {
 		f.Usage()
 		return usageError{"draw " + sub + ": want ITEM"}
+	}
+	if *batch < 1 || *winnerBatch < 1 {
+		return usageError{"draw " + sub + ": -batch and -winner-batch must be at least 1"}
 	}
 	item := f.Arg(0)
 	seed, err := readSeed(*seedFile)
@@ -75,13 +79,8 @@ verify exits 1 naming the first event the ranks do not explain.`
 		return err
 	}
 	defer closeLedger()
-	arch, err := openArchiveReader(ctx, *archiveURL, e.getenv, l)
-	if err != nil {
-		return err
-	}
-	source := historySource(l, arch)
 	if sub == "run" {
-		res, err := l.RunDraw(ctx, item, seed, ledger.DrawOptions{Batch: *batch, Source: source})
+		res, err := l.RunDraw(ctx, item, seed, ledger.DrawOptions{Batch: *batch, WinnerBatch: *winnerBatch})
 		if err != nil {
 			return fmt.Errorf("draw run %s: %w", item, err)
 		}
@@ -89,7 +88,11 @@ verify exits 1 naming the first event the ranks do not explain.`
 			item, res.Entries, res.Winners, res.WonUnits, res.Units, res.Units-res.WonUnits, res.Entries-res.Winners, res.Batches, res.Longest.Round(time.Microsecond))
 		return nil
 	}
-	check, err := l.VerifyDraw(ctx, item, seed, source)
+	arch, err := openArchiveReader(ctx, *archiveURL, e.getenv, l)
+	if err != nil {
+		return err
+	}
+	check, err := l.VerifyDraw(ctx, item, seed, historySource(l, arch))
 	if errors.Is(err, ledger.ErrDeviation) {
 		return exitError{1, err}
 	}
@@ -164,8 +167,8 @@ func drawSeeds(v string) (map[string][]byte, error) {
 }
 
 // addDrawer adds to g a loop that draws each item of seeds once its draw time has come by
-// Redis's clock, reading the ledger through source. Every process given the seed may run it: RunDraw writes each entry once.
-func addDrawer(g *oklog.Group, ctx context.Context, l *ledger.Ledger, seeds map[string][]byte, source ledger.EventSource, log *slog.Logger) {
+// Redis's clock. Every process given the seed may run it: RunDraw writes each entry once.
+func addDrawer(g *oklog.Group, ctx context.Context, l *ledger.Ledger, seeds map[string][]byte, log *slog.Logger) {
 	if len(seeds) == 0 {
 		return
 	}
@@ -180,7 +183,7 @@ func addDrawer(g *oklog.Group, ctx context.Context, l *ledger.Ledger, seeds map[
 				if done[item] {
 					continue
 				}
-				res, err := l.RunDraw(dctx, item, seed, ledger.DrawOptions{Source: source})
+				res, err := l.RunDraw(dctx, item, seed, ledger.DrawOptions{})
 				switch {
 				case errors.Is(err, ledger.ErrDrawNotDue):
 					continue

@@ -164,15 +164,7 @@ func (sf *serveFlags) wire(ctx context.Context, g *oklog.Group, l *ledger.Ledger
 		orders = projector.NewLookup(projector.NewStore(db), l)
 		auditFn = boardAudit(l, projector.NewStore(db))
 	}
-	source := historySource(l, nil)
-	if sf.withMySQL && len(seeds) > 0 {
-		arch, err := openArchiveReader(ctx, *sf.arf.url, sf.getenv, l)
-		if err != nil {
-			return closeDB, err
-		}
-		source = historySource(l, arch)
-	}
-	addDrawer(g, ctx, l, seeds, source, log)
+	addDrawer(g, ctx, l, seeds, log)
 	metrics := ingest.NewMetrics(reg)
 	svc := ingest.NewService(l, orders, checks, metrics, log)
 	svc.RequireAuth(auth)
