@@ -135,11 +135,11 @@ func writeTotals(ctx context.Context, tx *sql.Tx, t totals) error {
 }
 
 // settledIDs returns the order IDs of events whose rows must be settled after the writes: the
-// status transitions and the draw steps (a waitlisted event names its orders).
+// status transitions and the draw steps (waitlisted and lost events list their orders).
 func settledIDs(events []ledger.Event) []string {
 	var ids []string
 	for _, e := range events {
-		if e.Type == ledger.EventWaitlisted {
+		if len(e.Orders) > 0 {
 			ids = append(ids, e.Orders...)
 		} else if e.OrderID != "" {
 			ids = append(ids, e.OrderID)

@@ -338,8 +338,8 @@ func TestDrawAfterTrim(t *testing.T) {
 
 // Every winner pays: the waitlist is lost. GET /api/orders answers waitlisted after the draw
 // (the draw writes no state for waitlisted entries) and lost at the end; the projection ends
-// with the winners paid and every other entry lost, and a replay into an empty database gives
-// the same statuses.
+// with the winners paid and every other entry lost, item_totals agreeing, and a replay into an
+// empty database gives the same statuses.
 func TestDrawWaitlistLostProjected(t *testing.T) {
 	s := newStack(t)
 	const units, entries = 5, 40
@@ -392,6 +392,8 @@ func TestDrawWaitlistLostProjected(t *testing.T) {
 	if got := getMap(t, srv, path); got["status"] != "lost" {
 		t.Fatalf("a lost entry's order: %v", got)
 	}
+	// audit -full checks item_totals against the rows: the lost events' entries counted once.
+	runCmd(t, s.env(s.dsn), "audit", "-full")
 	live := statuses(t, s.db)
 	dsn2, db2 := testenv.MySQL(t)
 	runCmd(t, s.env(dsn2), "migrate")
