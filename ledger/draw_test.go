@@ -438,3 +438,35 @@ func TestDecodeLostEvents(t *testing.T) {
 		t.Fatalf("lost event naming no entry decoded: %+v", bad)
 	}
 }
+
+// TestDrawTimeFixedOnceDue: before its draw time a draw may be moved; once the time has come
+// (by Redis's clock) a new time or commitment is refused and nothing changes.
+func TestDrawTimeFixedOnceDue(t *testing.T) {
+	l, _ := newLedger(t)
+	ctx := context.Background()
+	at := newDraw(t, l, "fixed", 2, 300*time.Millisecond, time.Hour)
+	later := at.Add(time.Hour)
+	change := ledger.StockChange{Op: ledger.StockAdd, PayWithin: dur(time.Hour), DrawAt: &at, DrawCommit: ledger.SeedCommitment(drawSeed)}
+	if _, err := l.SetStock(ctx, "fixed", change); err != nil {
+		t.Fatalf("set the same draw time before it comes: %v", err)
+	}
+	waitRedisTime(t, l, at)
+	change.DrawAt = &later
+	if _, err := l.SetStock(ctx, "fixed", change); !errors.Is(err, ledger.ErrInvalid) {
+		t.Fatalf("move the draw after its time: %v, want ErrInvalid", err)
+	}
+	change.DrawAt, change.DrawCommit = &at, ledger.SeedCommitment([]byte("another seed"))
+	if _, err := l.SetStock(ctx, "fixed", change); !errors.Is(err, ledger.ErrInvalid) {
+		t.Fatalf("change the commitment after the draw time: %v, want ErrInvalid", err)
+	}
+	it, err := l.Item(ctx, "fixed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !it.DrawAt.Equal(at.Truncate(time.Millisecond)) || it.DrawCommit != ledger.SeedCommitment(drawSeed) {
+		t.Fatalf("draw now at %v with %s, want %v with the first commitment", it.DrawAt, it.DrawCommit, at)
+	}
+	if _, err := l.RunDraw(ctx, "fixed", drawSeed, ledger.DrawOptions{}); err != nil {
+		t.Fatalf("draw: %v", err)
+	}
+}

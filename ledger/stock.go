@@ -185,6 +185,8 @@ func (l *Ledger) setStock(ctx context.Context, item string, ch StockChange) (sto
 		return stock, 0, invalid("sale end must be after its start (with the window in force)")
 	case 6:
 		return stock, 0, ErrItemClosed
+	case 7:
+		return stock, 0, invalid("the draw time has come: the draw's time and seed commitment can no longer change")
 	}
 	return 0, 0, fmt.Errorf("stock script: unknown code %d", code)
 }

@@ -32,6 +32,8 @@
 --   4 too much stock  current stock (the result would exceed ARGV[8]; nothing changed)
 --   5 bad window      current stock (the sale end in force would not be after its start)
 --   6 closed          current stock (the item's sale was closed, see close.lua; nothing changed)
+--   7 draw fixed      current stock (a new draw time or commitment for an item whose draw time
+--                     has come; nothing changed)
 --
 -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 
@@ -75,6 +77,17 @@ if start_ms > 0 and end_ms > 0 and end_ms <= start_ms then
   return {5, tonumber(current) or 0}
 end
 
+-- Once the draw time in force has come, registration is closed and the draw may be under way:
+-- its time and seed commitment are fixed from then on.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if (ARGV[10] or '') ~= '' then
+  local at = tonumber(redis.call('HGET', KEYS[2], 'draw_at_ms')) or 0
+  if at > 0 and now >= at then
+    return {7, tonumber(current) or 0}
+  end
+end
+
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'limit', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'start_ms', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'end_ms', ARGV[6]) end
@@ -85,8 +98,6 @@ if (ARGV[10] or '') ~= '' then
 end
 local draw = redis.call('HMGET', KEYS[2], 'draw_at_ms', 'draw_commit')
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local reopen_at = tonumber(rules[4]) or 0
 if current and tonumber(current) <= 0 and stock > 0 then
   reopen_at = math.max(reopen_at, now + tonumber(ARGV[7]))
