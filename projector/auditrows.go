@@ -20,15 +20,11 @@ var orderColumns = []string{"order_id", "item_id", "request_id", "quantity", "st
 // waiting there), and the live rows holding the request of a conflict-cancelled order. Then it
 // leaves out the rows past the cut and takes their units out of the totals.
 func (a *auditor) readBounded(ctx context.Context) error {
-	tx, err := a.store.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
-	if err != nil {
-		return fmt.Errorf("audit: begin: %w", err)
-	}
-	defer tx.Rollback()
-	if a.totals, err = readTotals(ctx, tx); err != nil {
-		return err
-	}
-	rows := map[string]mysqlOrder{}
+	return a.snapshot(ctx, a.boundedRows)
+}
+
+// boundedRows reads into rows, in tx, the rows readBounded describes.
+func (a *auditor) boundedRows(ctx context.Context, tx *sql.Tx, rows map[string]mysqlOrder) error {
 	for p, ckpt := range a.checkpoints {
 		if err := rowsAfter(ctx, tx, p, ckpt, rows); err != nil {
 			return err
@@ -47,7 +43,24 @@ func (a *auditor) readBounded(ctx context.Context) error {
 		}
 		ids = ids[n:]
 	}
-	if a.held, err = a.holderRows(ctx, tx); err != nil {
+	held, err := a.holderRows(ctx, tx)
+	a.held = held
+	return err
+}
+
+// snapshot reads item_totals and, with read, order rows, in one read-only snapshot; then it
+// keeps the rows (keepRows).
+func (a *auditor) snapshot(ctx context.Context, read func(context.Context, *sql.Tx, map[string]mysqlOrder) error) error {
+	tx, err := a.store.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("audit: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if a.totals, err = readTotals(ctx, tx); err != nil {
+		return err
+	}
+	rows := map[string]mysqlOrder{}
+	if err := read(ctx, tx, rows); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -157,17 +170,13 @@ func (a *auditor) holderRows(ctx context.Context, tx *sql.Tx) (map[[2]string]boo
 // readAll reads, in one snapshot, item_totals and every order row; it reports the rows that
 // item_totals does not count under their status, and the totals that differ from the rows'.
 func (a *auditor) readAll(ctx context.Context) error {
-	tx, err := a.store.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
-	if err != nil {
-		return fmt.Errorf("audit: begin: %w", err)
-	}
-	defer tx.Rollback()
-	if a.totals, err = readTotals(ctx, tx); err != nil {
-		return err
-	}
-	rows := map[string]mysqlOrder{}
+	return a.snapshot(ctx, a.allRows)
+}
+
+// allRows reads every order row into rows, in tx, and checks item_totals against them.
+func (a *auditor) allRows(ctx context.Context, tx *sql.Tx, rows map[string]mysqlOrder) error {
 	counted := totals{}
-	err = readOrders(ctx, tx, nil, func(id string, r mysqlOrder) {
+	err := readOrders(ctx, tx, nil, func(id string, r mysqlOrder) {
 		rows[id] = r
 		switch {
 		case r.tally == "":
@@ -182,16 +191,13 @@ func (a *auditor) readAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
 	for k := range mergeKeys(a.totals, counted) {
 		if got, want := a.totals[k], counted[k]; got != want {
 			a.violation(Violation{ItemID: k.item, What: fmt.Sprintf("item_totals hold %d units in %d %s orders, the rows %d units in %d",
 				got.units, got.orders, k.status, want.units, want.orders)})
 		}
 	}
-	return a.keepRows(ctx, rows)
+	return nil
 }
 
 // mergeKeys yields the keys of both.
