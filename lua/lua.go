@@ -143,3 +143,8 @@ var Close string
 //
 //go:embed lease.lua
 var Lease string
+
+// Advance moves a consumer group's last delivered ID forward, never back, delivering nothing.
+//
+//go:embed advance.lua
+var Advance string
