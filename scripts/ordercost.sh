@@ -115,7 +115,12 @@ start_serve() {
   printf -v "${name}_GRPC" %s "$grpc"
 }
 start_serve CUR "$TMP/flashsale" fs "-archive file://$TMP/archive $SERVE_FLAGS"
-[ -z "$BASELINE" ] || start_serve BASE "$TMP/base/flashsale" fb "$BASE_SERVE_FLAGS"
+if [ -n "$BASELINE" ]; then
+  # A baseline with an archiver archives into the temp dir too, never into its default place.
+  base_archive=""
+  if "$TMP/base/flashsale" serve -h 2>&1 | grep -q -- '-archive'; then base_archive="-archive file://$TMP/archive-base"; fi
+  start_serve BASE "$TMP/base/flashsale" fb "$base_archive $BASE_SERVE_FLAGS"
+fi
 
 # caught_up PREFIX: every group of every partition has no pending entry and has been
 # delivered the stream's last entry.
