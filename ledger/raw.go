@@ -44,11 +44,12 @@ func (l *Ledger) EntriesAfter(ctx context.Context, p int, after string, count in
 
 // AckThrough makes group's acknowledgements on partition p cover every entry up to and
 // including the stream ID through: it acknowledges the group's pending entries up to it (of
-// any consumer), then has the entries up to it that the group was not yet delivered delivered
-// to consumer (XREADGROUP, up to count per read) and acknowledges them. Entries after through
-// that a read delivers stay pending. Afterwards no entry up to through is pending and the
-// group's last delivered ID is at least through (when the stream reaches it).
-func (l *Ledger) AckThrough(ctx context.Context, p int, group, consumer, through string, count int64) error {
+// any consumer; up to count per XACK), then moves the group's last delivered ID forward to
+// through (advance.lua: XGROUP SETID, never back, no further than the stream's last entry),
+// delivering nothing: the entries are not read again, no consumer holds them, and nothing per
+// entry is written to the AOF. Afterwards no entry up to through is pending and the group's
+// last delivered ID is at least through (when the stream reaches it).
+func (l *Ledger) AckThrough(ctx context.Context, p int, group, through string, count int64) error {
 	key := l.keys.Events(p)
 	count = max(count, 100)
 	for {
@@ -69,45 +70,24 @@ func (l *Ledger) AckThrough(ctx context.Context, p int, group, consumer, through
 			break
 		}
 	}
-	for {
-		groups, err := l.rdb.XInfoGroups(ctx, key).Result()
-		if err != nil {
-			return redisErr("group info", err)
-		}
-		delivered := ""
-		for _, g := range groups {
-			if g.Name == group {
-				delivered = g.LastDeliveredID
-			}
-		}
-		if delivered == "" {
-			return fmt.Errorf("ack through %s: partition %d has no group %q", through, p, group)
-		}
-		if CompareIDs(delivered, through) >= 0 {
-			return nil
-		}
-		res, err := l.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: group, Consumer: consumer, Streams: []string{key, ">"}, Count: count, Block: -1,
-		}).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return redisErr("read group", err)
-		}
-		var ids []string
-		for _, s := range res {
-			for _, m := range s.Messages {
-				if CompareIDs(m.ID, through) <= 0 {
-					ids = append(ids, m.ID)
-				}
-			}
-		}
-		if err := l.Ack(ctx, p, group, ids...); err != nil {
-			return err
-		}
-		if len(ids) == 0 {
-			return nil // the stream ends before through
-		}
+	v, err := advanceScript.Run(ctx, l.rdb, []string{key}, group, through, advanceCount).Result()
+	if err != nil {
+		return redisErr("advance group", err)
 	}
+	if _, code, err := scriptReply(v, 2); err != nil {
+		return err
+	} else if code == 2 {
+		return fmt.Errorf("ack through %s: partition %d has no group %q", through, p, group)
+	}
+	return nil
 }
+
+// advanceCount bounds the entries after the new position that advance.lua counts to keep the
+// group's lag exact: right after a segment is written only the few entries added meanwhile
+// follow it.
+const advanceCount = 1000
+
+var advanceScript = redis.NewScript(lua.Advance)
 
 // HoldLease takes or renews partition p's lease called name for holder, for ttl; it reports
 // whether holder has it now (false: another holder has it).

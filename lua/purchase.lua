@@ -100,15 +100,20 @@ end
 local units = string.format('%d', quantity)
 local left = redis.call('DECRBY', KEYS[1], units)
 local ts = string.format('%d', now)
-local event = {'v', '1', 'type', 'order',
-  'request_id', ARGV[3], 'user_id', ARGV[2], 'item_id', ARGV[1],
-  'quantity', units, 'ts', ts}
+-- The event's fields are passed to XADD directly: a table and unpack cost Redis 2 % of the
+-- purchase (docs/PERFORMANCE.md).
 local pay_by = nil
+local id
 if (tonumber(rules[4]) or 0) > 0 then
   pay_by = string.format('%d', now + tonumber(rules[4]))
-  event[#event + 1], event[#event + 2] = 'pay_by', pay_by
+  id = redis.call('XADD', KEYS[5], '*', 'v', '1', 'type', 'order',
+    'request_id', ARGV[3], 'user_id', ARGV[2], 'item_id', ARGV[1],
+    'quantity', units, 'ts', ts, 'pay_by', pay_by)
+else
+  id = redis.call('XADD', KEYS[5], '*', 'v', '1', 'type', 'order',
+    'request_id', ARGV[3], 'user_id', ARGV[2], 'item_id', ARGV[1],
+    'quantity', units, 'ts', ts)
 end
-local id = redis.call('XADD', KEYS[5], '*', unpack(event))
 local order_id = ARGV[6] .. '-' .. id
 redis.call('SET', KEYS[3], order_id .. '|' .. ARGV[2], 'PX', ARGV[5])
 redis.call('INCRBY', KEYS[4], units)

@@ -375,7 +375,12 @@ start_serve() {
 }
 start_serve SERVE "$TMP/flashsale" fs "$DSN" "-archive file://$TMP/archive $SERVE_FLAGS"
 SERVE_PID=$SERVE_PID HTTP_ADDR=$SERVE_HTTP GRPC_ADDR=$SERVE_GRPC
-[ -z "$BASELINE" ] || start_serve BASE "$TMP/base/flashsale" fb "$BASE_DSN" "$BASE_SERVE_FLAGS"
+if [ -n "$BASELINE" ]; then
+  # A baseline with an archiver archives into the temp dir too, never into its default place.
+  BASE_ARCHIVE=""
+  if "$TMP/base/flashsale" serve -h 2>&1 | grep -q -- '-archive'; then BASE_ARCHIVE="-archive file://$TMP/archive-base"; fi
+  start_serve BASE "$TMP/base/flashsale" fb "$BASE_DSN" "$BASE_ARCHIVE $BASE_SERVE_FLAGS"
+fi
 # stock set ITEM N: through flashsale's own stock command, which records the stock event.
 stock() { "$TMP/flashsale" stock "$1" -redis "127.0.0.1:$REDIS_PORT" "${@:2}"; }
 # settled [PREFIX]: the projector has read and acknowledged every entry (pending and lag 0 on

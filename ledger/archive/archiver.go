@@ -20,9 +20,6 @@ const (
 	// has acknowledged is durably in the archive: the archiver acknowledges entries only
 	// after the segment holding them was written.
 	Group = "archive"
-	// Consumer is the one consumer name every archiver reads the group with, so that a new
-	// holder of a partition's lease finds its predecessor's pending entries as its own.
-	Consumer = "archiver"
 	// LeaseName names the per-partition lease that makes one archiver at a time work on it.
 	LeaseName = "archive"
 )
@@ -34,8 +31,9 @@ type Source interface {
 	// EntriesAfter returns up to count entries after the stream ID after, waiting up to block
 	// for the first.
 	EntriesAfter(ctx context.Context, p int, after string, count int64, block time.Duration) ([]redis.XMessage, error)
-	// AckThrough leaves no entry up to through unacknowledged in group.
-	AckThrough(ctx context.Context, p int, group, consumer, through string, count int64) error
+	// AckThrough leaves no entry up to through unacknowledged in group, and the group's last
+	// delivered ID at least through, delivering nothing.
+	AckThrough(ctx context.Context, p int, group, through string, count int64) error
 	HoldLease(ctx context.Context, p int, name, holder string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, p int, name, holder string) error
 }
@@ -177,7 +175,7 @@ func (ar *Archiver) holdPartition(ctx context.Context, p int, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	if err := ar.src.AckThrough(ctx, p, Group, Consumer, through, int64(ar.cfg.SegmentEntries)); err != nil {
+	if err := ar.src.AckThrough(ctx, p, Group, through, int64(ar.cfg.SegmentEntries)); err != nil {
 		return err
 	}
 	log.Debug("archiving", "through", through)
@@ -248,7 +246,7 @@ func (ar *Archiver) flush(ctx context.Context, p int, through string, buf []Entr
 			return err
 		}
 	}
-	if err := ar.src.AckThrough(ctx, p, Group, Consumer, buf[len(buf)-1].ID, int64(len(buf))); err != nil {
+	if err := ar.src.AckThrough(ctx, p, Group, buf[len(buf)-1].ID, int64(len(buf))); err != nil {
 		return err
 	}
 	ar.cfg.Metrics.written(len(buf))
