@@ -2,18 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"log/slog"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/flashsale/flashsale/ingest"
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/tests/testenv"
 )
@@ -21,16 +15,7 @@ import (
 // A crowd of 200 registers for a draw of 20 units over HTTP; once it is drawn, half the users
 // try to pay: the winners among them pay, the others are told they did not win.
 func TestDrawCrowdRegistersAndPays(t *testing.T) {
-	_, rdb := testenv.StartRedis(t)
-	ctx := context.Background()
-	l, err := ledger.Open(ctx, rdb, ledger.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	svc := ingest.NewService(l, nil, nil, ingest.NewMetrics(reg), slog.New(slog.DiscardHandler))
-	hs := httptest.NewServer(svc.Router(reg))
-	t.Cleanup(hs.Close)
+	ctx, l, _, hs := startIngest(t)
 	seed := []byte("a-seed-of-the-crowd-draw-0123456789")
 	now, _ := l.RedisTime(ctx)
 	at := now.Add(2 * time.Second)
@@ -46,7 +31,7 @@ func TestDrawCrowdRegistersAndPays(t *testing.T) {
 		}
 	}()
 	var out bytes.Buffer
-	err = run(ctx, []string{"draw", "-addr", strings.TrimPrefix(hs.URL, "http://"), "-item", "crowd", "-users", "200", "-clients", "8", "-pay", "0.5", "-wait", "20s"},
+	err := run(ctx, []string{"draw", "-addr", strings.TrimPrefix(hs.URL, "http://"), "-item", "crowd", "-users", "200", "-clients", "8", "-pay", "0.5", "-wait", "20s"},
 		func(string) string { return "" }, &out, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())

@@ -22,16 +22,7 @@ import (
 // unpaid unit is resold or back in stock, the stock falls by exactly the paid units, and the
 // ledger's events fold to the counter with each unpaid order expired once.
 func TestPayFractionResellsUnpaidUnits(t *testing.T) {
-	_, rdb := testenv.StartRedis(t)
-	ctx := context.Background()
-	l, err := ledger.Open(ctx, rdb, ledger.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	svc := ingest.NewService(l, nil, nil, ingest.NewMetrics(reg), slog.New(slog.DiscardHandler))
-	hs := httptest.NewServer(svc.Router(reg))
-	t.Cleanup(hs.Close)
+	ctx, l, svc, hs := startIngest(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -109,4 +100,20 @@ func TestPayFractionResellsUnpaidUnits(t *testing.T) {
 			t.Fatalf("%s: %d orders paid in the ledger, the client paid %d", transport, nPaid, p.Paid)
 		}
 	}
+}
+
+// startIngest opens a ledger on a Redis of the test's own and serves ingest's HTTP API on it.
+func startIngest(t *testing.T) (context.Context, *ledger.Ledger, *ingest.Service, *httptest.Server) {
+	t.Helper()
+	_, rdb := testenv.StartRedis(t)
+	ctx := context.Background()
+	l, err := ledger.Open(ctx, rdb, ledger.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	svc := ingest.NewService(l, nil, nil, ingest.NewMetrics(reg), slog.New(slog.DiscardHandler))
+	hs := httptest.NewServer(svc.Router(reg))
+	t.Cleanup(hs.Close)
+	return ctx, l, svc, hs
 }
