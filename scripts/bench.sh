@@ -40,7 +40,8 @@ set -euo pipefail
 {
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh" # serve_started; the helpers below are this script's own
 DURATION="${BENCH_DURATION:-8s}"
 WARMUP="${BENCH_WARMUP:-1s}"
 CLIENTS="${BENCH_CLIENTS:-64}"
@@ -352,26 +353,14 @@ rcli config set appendfsync always >/dev/null
 # start_serve NAME BINARY PREFIX DSN FLAGS: starts BINARY serve under key prefix PREFIX,
 # projecting into DSN, with the extra FLAGS; sets NAME_PID, NAME_HTTP and NAME_GRPC.
 start_serve() {
-  local name=$1 bin=$2 prefix=$3 dsn=$4 flags=$5 log="$TMP/$1.log" pid i http grpc
+  local name=$1 bin=$2 prefix=$3 dsn=$4 flags=$5 log="$TMP/$1.log" pid
   log "starting $name: $bin serve, prefix $prefix ${flags:+(extra flags: $flags)}"
   # shellcheck disable=SC2086 # flags is a list of flags
   "$bin" serve -redis "127.0.0.1:$REDIS_PORT" -prefix "$prefix" -mysql "$dsn" -http 127.0.0.1:0 -grpc 127.0.0.1:0 \
     -partitions "$PARTITIONS" -consumer bench $flags >"$log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
-  addr() { grep -o "msg=\"$1 listening\" addr=[0-9.:]*" "$log" | head -n 1 | cut -d= -f3; }
-  for ((i = 0; i < 100; i++)); do
-    [ -n "$(addr http)" ] && [ -n "$(addr grpc)" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  http="$(addr http)" grpc="$(addr grpc)"
-  if [ -z "$http" ] || [ -z "$grpc" ]; then
-    die "$name did not start: $(tail -n 20 "$log")"
-  fi
-  printf -v "${name}_PID" %s "$pid"
-  printf -v "${name}_HTTP" %s "$http"
-  printf -v "${name}_GRPC" %s "$grpc"
+  serve_started "$name" "$pid" "$log" 20
 }
 start_serve SERVE "$TMP/flashsale" fs "$DSN" "-archive file://$TMP/archive $SERVE_FLAGS"
 SERVE_PID=$SERVE_PID HTTP_ADDR=$SERVE_HTTP GRPC_ADDR=$SERVE_GRPC

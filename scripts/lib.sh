@@ -24,6 +24,24 @@ wait_for() {
   return 1
 }
 
+# serve_started NAME PID LOG SECONDS: wait until the flashsale serve of PID, logging to LOG,
+# says where its HTTP and gRPC servers listen, then set NAME_PID, NAME_HTTP and NAME_GRPC.
+# Dies with the log's tail when it does not within SECONDS or exits first.
+serve_started() {
+  local name=$1 pid=$2 log=$3 secs=$4 i http="" grpc=""
+  addr() { grep -o "msg=\"$1 listening\" addr=[0-9.:]*" "$log" | head -n 1 | cut -d= -f3; }
+  for ((i = 0; i < secs * 5; i++)); do
+    [ -n "$(addr http)" ] && [ -n "$(addr grpc)" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  http="$(addr http || true)" grpc="$(addr grpc || true)"
+  [ -n "$http" ] && [ -n "$grpc" ] || die "$name did not start: $(tail -n 20 "$log")"
+  printf -v "${name}_PID" %s "$pid"
+  printf -v "${name}_HTTP" %s "$http"
+  printf -v "${name}_GRPC" %s "$grpc"
+}
+
 # pid_of_live NAME PIDFILE DIR: print the PID in PIDFILE when that process runs (not a
 # zombie), is NAME and works in DIR. A stale pid file (e.g. after a reboot) may name another
 # process by now, even another server of the same name: that one is not ours.

@@ -93,7 +93,7 @@ wait_for 60 "$REDIS_PID" rcli ping || die "redis-server did not start: $(tail -n
 
 # start_serve NAME BINARY PREFIX FLAGS: NAME_PID, NAME_HTTP, NAME_GRPC.
 start_serve() {
-  local name=$1 bin=$2 prefix=$3 flags=$4 db="flashsale_cost_${3}_$$" log="$TMP/$1.log" pid i http grpc
+  local name=$1 bin=$2 prefix=$3 flags=$4 db="flashsale_cost_${3}_$$" log="$TMP/$1.log" pid
   mysql_root -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db"
   DBS+=("$db")
   "$bin" migrate -mysql "root@tcp(127.0.0.1:$MYSQL_PORT)/$db?parseTime=true" >/dev/null
@@ -102,17 +102,7 @@ start_serve() {
     -http 127.0.0.1:0 -grpc 127.0.0.1:0 -partitions "$PARTITIONS" -consumer cost $flags >"$log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
-  addr() { grep -o "msg=\"$1 listening\" addr=[0-9.:]*" "$log" | head -n 1 | cut -d= -f3; }
-  for ((i = 0; i < 300; i++)); do
-    [ -n "$(addr http)" ] && [ -n "$(addr grpc)" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  http="$(addr http)" grpc="$(addr grpc)"
-  [ -n "$http" ] && [ -n "$grpc" ] || die "$name did not start: $(tail -n 20 "$log")"
-  printf -v "${name}_PID" %s "$pid"
-  printf -v "${name}_HTTP" %s "$http"
-  printf -v "${name}_GRPC" %s "$grpc"
+  serve_started "$name" "$pid" "$log" 60
 }
 start_serve CUR "$TMP/flashsale" fs "-archive file://$TMP/archive $SERVE_FLAGS"
 if [ -n "$BASELINE" ]; then
