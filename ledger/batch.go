@@ -46,10 +46,33 @@ type direct struct {
 }
 
 func (d direct) script(ctx context.Context, keys []string, args ...any) (any, error) {
+	var v any
+	var err error
 	if d.repl.min > 0 {
-		return d.repl.scriptWaited(ctx, d.rdb, purchaseScript, keys, args...)
+		v, err = d.repl.scriptWaited(ctx, d.rdb, purchaseScript, keys, args...)
+	} else {
+		v, err = purchaseScript.Run(ctx, d.rdb, keys, args...).Result()
 	}
-	return purchaseScript.Run(ctx, d.rdb, keys, args...).Result()
+	if err != nil {
+		return nil, err
+	}
+	replies, err := callReplies(v, 1)
+	if err != nil {
+		return nil, err
+	}
+	if rerr, isErr := replies[0].(redis.Error); isErr {
+		return nil, rerr
+	}
+	return replies[0], nil
+}
+
+// callReplies checks that v, the reply of a purchase.lua call, holds one reply per purchase.
+func callReplies(v any, n int) ([]any, error) {
+	replies, ok := v.([]any)
+	if !ok || len(replies) != n {
+		return nil, fmt.Errorf("purchase script: %d replies to %d purchases", len(replies), n)
+	}
+	return replies, nil
 }
 
 func (d direct) get(ctx context.Context, key string) (string, error) {
@@ -111,15 +134,20 @@ func (c *call) tag() string {
 	return k
 }
 
-// batch is one command of a pipeline and the calls it answers: a GET, a purchase alone, or
-// several purchases of one partition in one PurchaseBatch call.
+// batch is one command of a pipeline and the calls it answers: a GET, or the purchases of one
+// partition in one purchase.lua call.
 type batch struct {
 	calls []*call
 	cmd   *redis.Cmd // nil for a GET, whose command is its call's
 }
 
+// maxCallPurchases bounds the purchases of one script call, and so the orders of one ledger
+// entry (and the size of its one XADD, of readers' replies and of the script's reply).
+const maxCallPurchases = 1000
+
 // queue adds b to pipe: a script first as EVALSHA (evalsha true); a command refused NOSCRIPT
-// did not run and is queued again with evalsha false.
+// did not run and is queued again with evalsha false. The purchases share the first call's
+// partition keys and arguments (purchaseCall).
 func (b *batch) queue(ctx context.Context, pipe redis.Pipeliner, evalsha bool) {
 	c := b.calls[0]
 	switch {
@@ -131,15 +159,15 @@ func (b *batch) queue(ctx context.Context, pipe redis.Pipeliner, evalsha bool) {
 	case len(b.calls) == 1:
 		b.cmd = runScript(ctx, pipe, purchaseScript, evalsha, c.keys, c.args)
 	default:
-		nk, na := len(c.keys), len(c.args)
-		keys := make([]string, 0, nk*len(b.calls))
-		args := make([]any, 2, 2+na*len(b.calls))
-		args[0], args[1] = nk, na
+		keys := make([]string, 2, 2+4*len(b.calls))
+		args := make([]any, 3, 3+4*len(b.calls))
+		copy(keys, c.keys[:2])
+		copy(args, c.args[:3])
 		for _, c := range b.calls {
-			keys = append(keys, c.keys...)
-			args = append(args, c.args...)
+			keys = append(keys, c.keys[2:]...)
+			args = append(args, c.args[3:]...)
 		}
-		b.cmd = runScript(ctx, pipe, purchaseBatchScript, evalsha, keys, args)
+		b.cmd = runScript(ctx, pipe, purchaseScript, evalsha, keys, args)
 	}
 	for _, c := range b.calls {
 		c.cmd = b.cmd
@@ -168,13 +196,9 @@ func (b *batch) answer() {
 		return // a GET: get reads its own command
 	}
 	v, err := b.cmd.Result()
-	if len(b.calls) == 1 {
-		b.calls[0].res, b.calls[0].err = v, err
-		return
-	}
-	replies, ok := v.([]any)
-	if err == nil && (!ok || len(replies) != len(b.calls)) {
-		err = fmt.Errorf("purchase batch: %d replies to %d purchases", len(replies), len(b.calls))
+	var replies []any
+	if err == nil {
+		replies, err = callReplies(v, len(b.calls))
 	}
 	for i, c := range b.calls {
 		if err != nil {
@@ -333,8 +357,8 @@ func (b *batcher) exec(batch, live []*call, pipe redis.Pipeliner) {
 }
 
 // execOn sends live as pipelines on node (the client itself, or a cluster master's client);
-// pipe is an empty pipeline of node. The purchases of one partition go as one PurchaseBatch
-// call (a purchase alone as Purchase), in the order they were queued; GETs go one command
+// pipe is an empty pipeline of node. The purchases of one partition go as one purchase.lua
+// call, in the order they were queued; GETs go one command
 // each.
 func (b *batcher) execOn(node redis.UniversalClient, live []*call, pipe redis.Pipeliner) {
 	batches := group(live)
@@ -386,7 +410,7 @@ func group(live []*call) []batch {
 		tag, joined := c.tag(), false
 		for i := range batches {
 			first := batches[i].calls[0]
-			if first.keys != nil && len(first.keys) == len(c.keys) && len(first.args) == len(c.args) && first.tag() == tag {
+			if first.keys != nil && len(batches[i].calls) < maxCallPurchases && first.tag() == tag {
 				batches[i].calls = append(batches[i].calls, c)
 				joined = true
 				break

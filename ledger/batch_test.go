@@ -17,15 +17,14 @@ import (
 )
 
 // TestPurchaseBatchDecidesAsOneByOne runs one sequence of purchases twice on one Redis, under
-// two prefixes set up alike: through purchase.lua one call per purchase, and through the batch
-// script in calls of 1 to 7 purchases. Every reply (code, stock, which earlier purchase a
-// duplicate names) and the stock left must be the same, and a purchase that fails with an
-// error must fail alone.
+// two prefixes set up alike: through purchase.lua one call per purchase, and in calls of 1 to 7
+// purchases. Every reply (code, stock, which earlier purchase a duplicate names) and the stock
+// left must be the same, a purchase that fails with an error must fail alone, and each call
+// that placed orders must have added one ledger entry.
 func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 	ctx := context.Background()
 	_, rdb := testenv.StartRedis(t)
-	one := redis.NewScript(lua.Purchase)
-	many := redis.NewScript(lua.PurchaseBatch)
+	script := redis.NewScript(lua.Purchase)
 	limit, later := int64(3), time.Now().Add(time.Hour)
 	open := func(prefix string) *ledger.Ledger {
 		l, err := ledger.Open(ctx, rdb, ledger.Config{Prefix: prefix, Partitions: 1})
@@ -46,7 +45,7 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 		}
 		// A per-user counter of the wrong type: that purchase's script call fails.
 		keys, _ := ledger.PurchaseCall(l, ledger.PurchaseRequest{RequestID: "x", UserID: "broken", ItemID: "limited", Quantity: 1})
-		rdb.HSet(ctx, keys[3], "f", "v")
+		rdb.HSet(ctx, keys[5], "f", "v")
 		return l
 	}
 	single, batched := open("one"), open("many")
@@ -93,7 +92,13 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 	orders := map[string]int{}
 	for i, r := range reqs {
 		keys, args := ledger.PurchaseCall(single, r)
-		v, err := one.Run(ctx, rdb, keys, args...).Result()
+		v, err := script.Run(ctx, rdb, keys, args...).Result()
+		if err == nil {
+			v = v.([]any)[0]
+			if e, ok := v.(redis.Error); ok {
+				err = e
+			}
+		}
 		o := decode(v, err, orders)
 		record(o, v, i, orders)
 		want = append(want, o)
@@ -101,6 +106,7 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 
 	var got []outcome
 	orders = map[string]int{}
+	placingCalls := 0
 	for start, size := 0, 1; start < len(reqs); start, size = start+size, size%7+1 {
 		end := min(start+size, len(reqs))
 		var keys []string
@@ -108,11 +114,11 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 		for _, r := range reqs[start:end] {
 			k, a := ledger.PurchaseCall(batched, r)
 			if args == nil {
-				args = []any{len(k), len(a)} // keys and arguments per purchase
+				keys, args = k[:2], a[:3] // the partition's keys and arguments, once
 			}
-			keys, args = append(keys, k...), append(args, a...)
+			keys, args = append(keys, k[2:]...), append(args, a[3:]...)
 		}
-		v, err := many.Run(ctx, rdb, keys, args...).Result()
+		v, err := script.Run(ctx, rdb, keys, args...).Result()
 		if err != nil {
 			t.Fatalf("batch %d..%d: %v", start, end, err)
 		}
@@ -120,6 +126,7 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 		if len(replies) != end-start {
 			t.Fatalf("batch %d..%d: %d replies", start, end, len(replies))
 		}
+		placed := false
 		for j, rep := range replies {
 			var rerr error
 			if e, ok := rep.(redis.Error); ok {
@@ -128,7 +135,14 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 			o := decode(rep, rerr, orders)
 			record(o, rep, start+j, orders)
 			got = append(got, o)
+			placed = placed || (!o.err && o.code == 0)
 		}
+		if placed {
+			placingCalls++
+		}
+	}
+	if n := rdb.XLen(ctx, "many:{p0}:events").Val() - rdb.XLen(ctx, "one:{p0}:events").Val() + int64(len(orders)); n != int64(placingCalls) {
+		t.Errorf("%d order entries from %d calls that placed orders", n, placingCalls)
 	}
 
 	for i := range reqs {

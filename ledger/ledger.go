@@ -20,9 +20,8 @@ import (
 // The scripts, built once from the embedded sources. Run sends EVALSHA and falls back to EVAL
 // when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
 var (
-	purchaseScript      = redis.NewScript(lua.Purchase)
-	purchaseBatchScript = redis.NewScript(lua.PurchaseBatch)
-	stockScript         = redis.NewScript(lua.Stock)
+	purchaseScript = redis.NewScript(lua.Purchase)
+	stockScript    = redis.NewScript(lua.Stock)
 )
 
 // Defaults of Config.

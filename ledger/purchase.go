@@ -223,16 +223,18 @@ func refusal(code int64, orderID string) error {
 	return fmt.Errorf("purchase script: unknown code %d", code)
 }
 
-// purchaseCall is the KEYS and ARGV of purchase.lua for req, of partition p.
+// purchaseCall is the KEYS and ARGV of purchase.lua deciding req alone, of partition p. The
+// batcher joins the calls of one partition into one: the first two keys and three arguments
+// are the partition's, the rest the purchase's.
 func (l *Ledger) purchaseCall(req PurchaseRequest, p int) ([]string, []any) {
 	k := l.keys
 	keys := []string{
+		k.Events(p),
+		k.Due(p),
 		k.Stock(req.ItemID),
 		k.Rules(req.ItemID),
 		k.Request(req.ItemID, req.RequestID),
 		k.User(req.ItemID, req.UserID),
-		k.Events(p),
-		k.Due(p),
 	}
-	return keys, []any{req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p, k.OrderPrefix(p)}
+	return keys, []any{l.idemTTL, p, k.OrderPrefix(p), req.ItemID, req.UserID, req.RequestID, req.Quantity}
 }

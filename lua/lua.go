@@ -3,90 +3,14 @@
 // codes into typed errors.
 package lua
 
-import (
-	_ "embed"
-	"regexp"
-	"strings"
-)
+import _ "embed"
 
-// Purchase decides one purchase: idempotency, sale rules, stock decrement and the order event.
+// Purchase decides the purchases of one call, one partition, each atomically and in order,
+// and appends the orders it placed as one ledger entry: idempotency, sale rules, stock
+// decrement and the orders event. A single purchase is a call of one.
 //
 //go:embed purchase.lua
 var Purchase string
-
-// PurchaseBatch decides several purchases in one call, each exactly as Purchase decides it
-// alone: it is purchase.lua's own text, wrapped as a Lua function that runs once per purchase,
-// in order, under pcall. Every purchase of the call sees the writes of those before it, as
-// successive calls of Purchase would; an error raised by one (a key of the wrong type) is that
-// purchase's reply, and does not stop the others. The whole call is one atomic step of Redis,
-// and its purchases are decided at one instant: Redis TIME is read once per call.
-//
-// KEYS: the keys of each purchase in turn, ARGV[1] of them per purchase.
-// ARGV[1] keys per purchase; ARGV[2] arguments per purchase; then the arguments of each
-// purchase in turn (ARGV[3..]), as Purchase takes them.
-// Returns an array with one element per purchase: Purchase's reply, or an error reply.
-var PurchaseBatch = batch(Purchase)
-
-// scriptArg is a key or argument read with a literal index, KEYS[3] or ARGV[12].
-var scriptArg = regexp.MustCompile(`\b(KEYS|ARGV)\[(\d+)\]`)
-
-// batch wraps script (which reads KEYS[n] and ARGV[n] with literal indexes only, and returns
-// one reply) as a function called once per purchase. The function reads its purchase's keys
-// and arguments where they are, KEYS[n] as KEYS[ko + n] and ARGV[n] as ARGV[ao + n], rather
-// than from tables built per purchase (which cost Redis about a tenth of a purchase); and
-// redis.call('TIME') as the call's one reading of the clock. A script that names KEYS or ARGV
-// any other way (#KEYS, KEYS[i]) cannot be wrapped so, and batch panics at start. A shebang
-// line (#!lua flags=...) must stay the script's first line.
-func batch(script string) string {
-	var head string
-	if strings.HasPrefix(script, "#!") {
-		head, script, _ = strings.Cut(script, "\n")
-		head += "\n"
-	}
-	var code strings.Builder
-	for line := range strings.Lines(script) {
-		code.WriteString(strings.SplitN(line, "--", 2)[0])
-	}
-	named := regexp.MustCompile(`\b(KEYS|ARGV)\b`).FindAllStringIndex(code.String(), -1)
-	if len(named) != len(scriptArg.FindAllStringIndex(code.String(), -1)) {
-		panic("lua: a batched script reads KEYS or ARGV other than with a literal index")
-	}
-	body := scriptArg.ReplaceAllStringFunc(script, func(m string) string {
-		name, n, _ := strings.Cut(m, "[")
-		off := "ko"
-		if name == "ARGV" {
-			off = "ao"
-		}
-		return name + "[" + off + " + " + n
-	})
-	body = strings.ReplaceAll(body, "redis.call('TIME')", "batch_time()")
-	return head + batchClock + "local function decide(ko, ao)\n" + body + "\nend\n" + batchLoop
-}
-
-// batchClock reads Redis TIME once per batch call.
-const batchClock = `local batch_t = nil
-local function batch_time()
-  if not batch_t then batch_t = redis.call('TIME') end
-  return batch_t
-end
-`
-
-// batchLoop runs decide over the purchases of a PurchaseBatch call.
-const batchLoop = `
-local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-for i = 0, #KEYS / nk - 1 do
-  local ok, reply = pcall(decide, i * nk, 2 + i * na)
-  if ok then
-    out[i + 1] = reply
-  elseif type(reply) == 'table' and reply.err then
-    out[i + 1] = reply
-  else
-    out[i + 1] = {err = tostring(reply)}
-  end
-end
-return out
-`
 
 // Stock sets or adjusts an item's stock and rules and appends the matching stock event.
 //

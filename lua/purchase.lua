@@ -1,125 +1,211 @@
--- purchase.lua: decides one purchase atomically, in one round trip.
+-- purchase.lua: decides the purchases of one call, one partition, each atomically and in order,
+-- and appends the orders it placed to the ledger as one `orders` entry.
 --
--- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>     (string, integer units left)
--- KEYS[2] sale rules         <prefix>:{pN}:rules:<item>     (hash: limit, start_ms, end_ms,
---                                                            reopen_at, draw_at_ms)
--- KEYS[3] idempotency key    <prefix>:{pN}:req:<item>:<request_id>
--- KEYS[4] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
--- KEYS[5] ledger stream      <prefix>:{pN}:events
--- KEYS[6] payment deadlines  <prefix>:{pN}:due               (sorted set: order_id -> pay_by)
+-- KEYS[1] ledger stream      <prefix>:{pN}:events
+-- KEYS[2] payment deadlines  <prefix>:{pN}:due               (sorted set: order_id -> pay_by)
+-- then four keys per purchase i = 0, 1, ... at KEYS[3 + 4i] .. KEYS[6 + 4i]:
+--   stock counter      <prefix>:{pN}:stock:<item>     (string, integer units left)
+--   sale rules         <prefix>:{pN}:rules:<item>     (hash: limit, start_ms, end_ms,
+--                                                      pay_within_ms, reopen_at, closed,
+--                                                      draw_at_ms)
+--   idempotency key    <prefix>:{pN}:req:<item>:<request_id>
+--   per-user counter   <prefix>:{pN}:user:<item>:<user_id>
 --
--- ARGV[1] item_id
--- ARGV[2] user_id
--- ARGV[3] request_id
--- ARGV[4] quantity (integer >= 1; validated by the caller)
--- ARGV[5] idempotency TTL in milliseconds
--- ARGV[6] partition number, the prefix of every order_id of this stream
--- ARGV[7] order state key prefix <prefix>:{pN}:order: (the order_id completes the key; it is
---         known only after the XADD, and carries the partition's hash tag like the KEYS)
+-- ARGV[1] idempotency TTL in milliseconds
+-- ARGV[2] partition number, the prefix of every order_id of this stream
+-- ARGV[3] order state key prefix <prefix>:{pN}:order: (the order_id completes the key)
+-- then four arguments per purchase at ARGV[4 + 4i] .. ARGV[7 + 4i]: item_id, user_id,
+-- request_id, quantity (integer 1..100, validated by the caller)
 --
--- Checks, in order: unknown item, closed sale, duplicate request, sale window, per-user limit, stock. An
--- item that came back on sale after it was sold out is refused as sold out until its
--- reopen_at (unix ms, Redis TIME; written by the scripts that give units back), whatever its
--- stock: the sold-out lease that lets serving processes answer sold out from memory.
--- Only success writes anything: DECRBY the stock, XADD the order event (its stream ID,
--- prefixed with the partition, is the order_id), SET the idempotency key to
--- '<order_id>|<user_id>' with the TTL, INCRBY the per-user counter. For an item with a
--- pay-within rule the order event also carries pay_by (order time + pay-within), the order's
--- state hash is written (state reserved, pay_by, user_id, item_id, request_id, quantity, ts)
--- and the order is added to the due set. A refusal changes nothing
--- and does not burn the request_id. A request_id is answered as a duplicate only to the user
--- who placed its order; any other user (and everyone, for a value without '|' written before
--- the owner was stored) gets code 7, which does not reveal the order.
+-- Each purchase is decided as if it were alone, after the ones before it in the call: it sees
+-- their writes. Checks, in order: unknown item, closed sale, duplicate request, draw item,
+-- sale window, per-user limit, stock. An item that came back on sale after it was sold out is
+-- refused as sold out until its reopen_at (unix ms, Redis TIME; written by the scripts that
+-- give units back), whatever its stock: the sold-out lease that lets serving processes answer
+-- sold out from memory. A refusal changes nothing and does not burn the request_id. A
+-- request_id is answered as a duplicate only to the user who placed its order; any other user
+-- (and everyone, for a value without '|' written before the owner was stored) gets code 7,
+-- which does not reveal the order. Redis TIME is read once: the call's purchases are decided
+-- at one instant.
 --
--- Returns {code, order_id, stock}:
+-- An order placed writes the per-user counter (INCRBY) and the idempotency key
+-- ('<order_id>|<user_id>' with the TTL); for an item with a pay-within rule also the order's
+-- state hash (state reserved, pay_by, user_id, item_id, request_id, quantity, ts) and its
+-- place in the due set. Per item, the stock and rules are read once per call and the stock is
+-- written once at the end (DECRBY of the units the call sold). The orders share one stream
+-- entry, added last:
+--   ID     <ms>-<last>: the orders' IDs are <ms>-<first> .. <ms>-<last>, consecutive, each
+--          greater than the stream's last ID before the call; order_id = <partition>-<ID>
+--   fields v 1, type orders, ts <order time, unix ms>, orders <the orders in ID order, each
+--          item_id US user_id US request_id US quantity [US pay_by], joined by RS> (US = \31,
+--          RS = \30: bytes no ID may hold). The fields are the same in every such entry, so
+--          Redis stores their names once per stream node.
+-- An error raised by one purchase (a key of the wrong type) is that purchase's reply and does
+-- not stop the others.
+--
+-- Returns an array with one reply per purchase, {code, order_id, stock}:
 --   0 ok            order_id of the new order, stock left after it
 --   1 unknown item  '', 0
 --   2 duplicate     the original order_id, current stock
 --   3 not started   '', current stock
 --   4 ended         '', current stock
 --   5 limit         '', current stock (the user would exceed the per-user limit)
---   6 sold out     '', current stock (less than the quantity asked for, or reopen_at not
---                  reached yet); with no stock left, also the stream's last ID: the item is
---                  sold out as of that ledger position
+--   6 sold out      '', current stock (less than the quantity asked for, or reopen_at not
+--                   reached yet); with no stock left, also a stream ID: the item is sold out
+--                   as of that ledger position
 --   7 taken         '', current stock (the request_id placed another user's order)
 --   8 closed        '', current stock (the item's sale was closed, see close.lua)
 --   9 draw          '', current stock: the item is sold by a draw (draw_enter.lua decides)
 
-local stock = redis.call('GET', KEYS[1])
-if not stock then
-  return {1, '', 0}
-end
-stock = tonumber(stock)
-local rules = redis.call('HMGET', KEYS[2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'reopen_at', 'closed', 'draw_at_ms')
-if rules[6] == '1' then
-  return {8, '', stock}
-end
-
-local original = redis.call('GET', KEYS[3])
-if original then
-  local bar = string.find(original, '|', 1, true)
-  if bar and string.sub(original, bar + 1) == ARGV[2] then
-    return {2, string.sub(original, 1, bar - 1), stock}
-  end
-  return {7, '', stock}
-end
-
+local stream, due = KEYS[1], KEYS[2]
+local ttl, part, state_prefix = ARGV[1], ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if (tonumber(rules[7]) or 0) > 0 then
-  return {9, '', stock}
-end
-local limit = tonumber(rules[1]) or 0
-local start_ms = tonumber(rules[2]) or 0
-local end_ms = tonumber(rules[3]) or 0
-if start_ms > 0 and now < start_ms then
-  return {3, '', stock}
-end
-if end_ms > 0 and now >= end_ms then
-  return {4, '', stock}
-end
+-- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
+local ts = string.format('%d', now)
 
-local quantity = tonumber(ARGV[4])
-if limit > 0 then
-  local bought = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if bought + quantity > limit then
-    return {5, '', stock}
-  end
-end
-if stock < quantity or now < (tonumber(rules[5]) or 0) then
-  if stock == 0 then
-    local last = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
-    if last[1] then
-      return {6, '', stock, last[1][1]}
+local items = {}      -- stock key -> the item's stock, rules and units sold: read once per call
+local id_prefix       -- '<partition>-<ms>-': with first + k, the orders' IDs; set by the first
+local first           -- order, from the stream's last ID
+local placed = 0      -- orders placed so far
+local last_seq        -- the last one's sequence number, a string
+local records = {}    -- the entry's orders
+local at_entry = {}   -- sold-out replies whose position is this call's entry
+
+-- last_id returns the stream's last ID: ms as a string and as a number, and seq as a number
+-- ('0', 0, 0 for a new stream).
+local function last_id()
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  local id = last and last[1]
+  if not id and redis.call('EXISTS', stream) == 1 then
+    -- Every entry trimmed: the next ID must still follow the last one ever added.
+    local info = redis.call('XINFO', 'STREAM', stream)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then id = info[i + 1] end
     end
   end
-  return {6, '', stock}
+  if not id then return '0', 0, 0 end
+  local m, s = string.match(id, '^(%d+)-(%d+)$')
+  return m, tonumber(m), tonumber(s)
 end
 
--- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
-local units = string.format('%d', quantity)
-local left = redis.call('DECRBY', KEYS[1], units)
-local ts = string.format('%d', now)
--- The event's fields are passed to XADD directly: a table and unpack cost Redis 2 % of the
--- purchase (docs/PERFORMANCE.md).
-local pay_by = nil
-local id
-if (tonumber(rules[4]) or 0) > 0 then
-  pay_by = string.format('%d', now + tonumber(rules[4]))
-  id = redis.call('XADD', KEYS[5], '*', 'v', '1', 'type', 'order',
-    'request_id', ARGV[3], 'user_id', ARGV[2], 'item_id', ARGV[1],
-    'quantity', units, 'ts', ts, 'pay_by', pay_by)
-else
-  id = redis.call('XADD', KEYS[5], '*', 'v', '1', 'type', 'order',
-    'request_id', ARGV[3], 'user_id', ARGV[2], 'item_id', ARGV[1],
-    'quantity', units, 'ts', ts)
+-- item reads the stock and rules of the item whose stock key is KEYS[k + 1] once per call;
+-- nil for an unknown item.
+local function item(k)
+  local key = KEYS[k + 1]
+  local it = items[key]
+  if it then return it end
+  local stock = redis.call('GET', key)
+  if not stock then return nil end
+  local r = redis.call('HMGET', KEYS[k + 2],
+    'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'reopen_at', 'closed', 'draw_at_ms')
+  local pay_within = tonumber(r[4]) or 0
+  it = {stock = tonumber(stock), sold = 0, limit = tonumber(r[1]) or 0,
+    start_ms = tonumber(r[2]) or 0, end_ms = tonumber(r[3]) or 0,
+    reopen_at = tonumber(r[5]) or 0, closed = r[6] == '1', draw = (tonumber(r[7]) or 0) > 0}
+  if pay_within > 0 then
+    it.pay_by = string.format('%d', now + pay_within)
+  end
+  items[key] = it
+  return it
 end
-local order_id = ARGV[6] .. '-' .. id
-redis.call('SET', KEYS[3], order_id .. '|' .. ARGV[2], 'PX', ARGV[5])
-redis.call('INCRBY', KEYS[4], units)
-if pay_by then
-  redis.call('HSET', ARGV[7] .. order_id, 'state', 'reserved', 'pay_by', pay_by,
-    'user_id', ARGV[2], 'item_id', ARGV[1], 'request_id', ARGV[3], 'quantity', units, 'ts', ts)
-  redis.call('ZADD', KEYS[6], pay_by, order_id)
+
+local function decide(k, a)
+  local it = item(k)
+  if not it then
+    return {1, '', 0}
+  end
+  local stock = it.stock
+  if it.closed then
+    return {8, '', stock}
+  end
+  local user = ARGV[a + 2]
+  local original = redis.call('GET', KEYS[k + 3])
+  if original then
+    local bar = string.find(original, '|', 1, true)
+    if bar and string.sub(original, bar + 1) == user then
+      return {2, string.sub(original, 1, bar - 1), stock}
+    end
+    return {7, '', stock}
+  end
+  if it.draw then
+    return {9, '', stock}
+  end
+  if it.start_ms > 0 and now < it.start_ms then
+    return {3, '', stock}
+  end
+  if it.end_ms > 0 and now >= it.end_ms then
+    return {4, '', stock}
+  end
+  -- The quantity is the caller's canonical decimal, written as it came.
+  local units = ARGV[a + 4]
+  local quantity = tonumber(units)
+  if it.limit > 0 and tonumber(redis.call('GET', KEYS[k + 4]) or '0') + quantity > it.limit then
+    return {5, '', stock}
+  end
+  if stock < quantity or now < it.reopen_at then
+    if stock == 0 then
+      if it.sold > 0 then
+        local reply = {6, '', 0, ''}
+        at_entry[#at_entry + 1] = reply
+        return reply
+      end
+      local m, lm, ls = last_id()
+      if lm > 0 or ls > 0 then
+        return {6, '', 0, m .. '-' .. ls}
+      end
+    end
+    return {6, '', stock}
+  end
+
+  if not id_prefix then
+    local m, lm, ls = last_id()
+    if now > lm then m, first = ts, 0 else first = ls + 1 end
+    id_prefix = part .. '-' .. m .. '-'
+  end
+  local seq = tostring(first + placed)
+  local order_id = id_prefix .. seq
+  last_seq = seq
+  local request = ARGV[a + 3]
+  local order = ARGV[a + 1] .. '\31' .. user .. '\31' .. request .. '\31' .. units
+  -- The writes that a key of the wrong type can refuse come first, the idempotency key last:
+  -- an error leaves no request_id pointing at an order that is not in the ledger.
+  redis.call('INCRBY', KEYS[k + 4], units)
+  if it.pay_by then
+    redis.call('ZADD', due, it.pay_by, order_id)
+    redis.call('HSET', state_prefix .. order_id, 'state', 'reserved', 'pay_by', it.pay_by,
+      'user_id', user, 'item_id', ARGV[a + 1], 'request_id', request, 'quantity', units, 'ts', ts)
+    order = order .. '\31' .. it.pay_by
+  end
+  redis.call('SET', KEYS[k + 3], order_id .. '|' .. user, 'PX', ttl)
+  placed = placed + 1
+  records[placed] = order
+  it.stock, it.sold = stock - quantity, it.sold + quantity
+  return {0, order_id, it.stock}
 end
-return {0, order_id, left}
+
+if #KEYS < 6 or (#KEYS - 2) % 4 ~= 0 or #ARGV ~= #KEYS + 1 then
+  return redis.error_reply('purchase.lua: KEYS must be 2 + 4 per purchase, ARGV 3 + 4 per purchase')
+end
+local out = {}
+for i = 0, (#KEYS - 2) / 4 - 1 do
+  local ok, reply = pcall(decide, 2 + 4 * i, 3 + 4 * i)
+  if ok or (type(reply) == 'table' and reply.err) then
+    out[i + 1] = reply
+  else
+    out[i + 1] = {err = tostring(reply)}
+  end
+end
+if placed > 0 then
+  for key, it in pairs(items) do
+    if it.sold > 0 then
+      redis.call('DECRBY', key, string.format('%d', it.sold))
+    end
+  end
+  local id = string.sub(id_prefix, #part + 2) .. last_seq
+  redis.call('XADD', stream, id, 'v', '1', 'type', 'orders', 'ts', ts, 'orders', table.concat(records, '\30'))
+  for _, reply in ipairs(at_entry) do
+    reply[4] = id
+  end
+end
+return out

@@ -2,7 +2,7 @@
 # Measures flashsale on this machine against its ceilings, in one run (`make bench`):
 #   (a) a bare Go HTTP handler that decodes the purchase body and answers sold out (the HTTP ceiling)
 #   (b) redis-benchmark running lua/purchase.lua with EVALSHA on the same Redis (the Redis ceiling),
-#       and the batch script deciding 16 purchases per call (what serve sends under load)
+#       one purchase per call, and 16 purchases per call (as serve's pipeline sends them under load)
 #   (c) flashsale serve selling (large stock), over HTTP and over gRPC
 #   (d) flashsale serve sold out (stock 0 after a small sale), over HTTP and over gRPC
 #   (e) the projector's drain rate into MariaDB, and Redis memory per order
@@ -291,40 +291,38 @@ measure bare1 "$BARE_PID" "$DURATION" -target http -addr "$BARE_ADDR" -verify=fa
 # idempotency key) new.
 RB_ITEM=rbench
 RB_PART=$(($(fnv32a "$RB_ITEM") % PARTITIONS))
-# rb_keys PREFIX: the keys of one purchase of rbench by bench-user (request_id r__rand_int__).
-rb_keys() {
-  local tag="$1:{p$RB_PART}:"
-  echo "${tag}stock:$RB_ITEM" "${tag}rules:$RB_ITEM" "${tag}req:$RB_ITEM:r__rand_int__" \
-    "${tag}user:$RB_ITEM:bench-user" "${tag}events" "${tag}due"
-}
 
 # redis_bench KEY PREFIX SCRIPT [BATCH]: one redis-benchmark run of SCRIPT (a purchase.lua)
-# on item rbench under PREFIX; with BATCH > 1, SCRIPT is the batch script and each call
-# decides BATCH purchases (as serve's pipeline sends the purchases of one partition). Records
-# purchases/s, p99 of a call, CPU, and Redis CPU per order.
+# on item rbench under PREFIX, each call deciding BATCH purchases (1; more as serve's pipeline
+# sends the purchases of one partition). A script whose header names KEYS[6] is one of before
+# purchase.lua decided several purchases per call (a baseline's): one purchase per call, with
+# its keys and arguments. Records purchases/s, p99 of a call, CPU, and Redis CPU per order.
 redis_bench() {
-  local key=$1 prefix=$2 script=$3 batch=${4:-1} out="$TMP/$1.csv" r0 r1 m0 m1 cpu real len0 len1 stock0 stock1 sha i
-  local -a keys one args=()
-  read -r -a one <<<"$(rb_keys "$prefix")"
+  local key=$1 prefix=$2 script=$3 batch=${4:-1} out="$TMP/$1.csv" r0 r1 m0 m1 cpu real stock0 stock1 sha i
+  local tag="$prefix:{p$RB_PART}:" stock="$prefix:{p$RB_PART}:stock:$RB_ITEM"
+  local -a keys args
   sha="$(rcli script load "$(cat "$script")")"
-  [ -n "$(rcli get "${one[0]}")" ] || rcli set "${one[0]}" 1000000000000 >/dev/null
-  keys=("${one[@]}")
-  args=("$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" "$prefix:{p$RB_PART}:order:")
-  if [ "$batch" -gt 1 ]; then
-    keys=() args=("${#one[@]}" 7)
+  [ -n "$(rcli get "$stock")" ] || rcli set "$stock" 1000000000000 >/dev/null
+  if grep -q 'KEYS\[6\]' "$script"; then
+    [ "$batch" -eq 1 ] || die "$script decides one purchase per call"
+    keys=("$stock" "${tag}rules:$RB_ITEM" "${tag}req:$RB_ITEM:r__rand_int__" "${tag}user:$RB_ITEM:bench-user" "${tag}events" "${tag}due")
+    args=("$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" "${tag}order:")
+  else
+    keys=("${tag}events" "${tag}due") args=(86400000 "$RB_PART" "${tag}order:")
     for ((i = 0; i < batch; i++)); do
-      keys+=("${one[@]}")
-      args+=("$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" "$prefix:{p$RB_PART}:order:")
+      keys+=("$stock" "${tag}rules:$RB_ITEM" "${tag}req:$RB_ITEM:r__rand_int__" "${tag}user:$RB_ITEM:bench-user")
+      args+=("$RB_ITEM" bench-user r__rand_int__ 1)
     done
   fi
-  r0="$(redis_cpu)" m0="$(machine_cpu)" len0="$(rcli xlen "${one[4]}")" stock0="$(rcli get "${one[0]}")"
+  r0="$(redis_cpu)" m0="$(machine_cpu)" stock0="$(rcli get "$stock")"
   local TIMEFORMAT='%U %S %R'
   { time redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CLIENTS" -n $((REDIS_REQUESTS / batch)) -r 1000000000 --csv \
     evalsha "$sha" "${#keys[@]}" "${keys[@]}" "${args[@]}" >"$out"; } 2>"$TMP/$1.time"
-  r1="$(redis_cpu)" m1="$(machine_cpu)" len1="$(rcli xlen "${one[4]}")" stock1="$(rcli get "${one[0]}")"
+  r1="$(redis_cpu)" m1="$(machine_cpu)" stock1="$(rcli get "$stock")"
   # The script must really have sold: a wrong key would measure an "unknown item" no-op.
-  if [ $((len1 - len0)) -lt $((REDIS_REQUESTS * 9 / 10)) ] || [ $((stock0 - stock1)) -ne $((len1 - len0)) ]; then
-    die "redis-benchmark did not place orders ($((len1 - len0)) stream entries, stock fell by $((stock0 - stock1))): keys or arguments do not match $script"
+  local orders=$((stock0 - stock1))
+  if [ "$orders" -lt $((REDIS_REQUESTS * 9 / 10)) ]; then
+    die "redis-benchmark did not place orders (stock fell by $orders): keys or arguments do not match $script"
   fi
   read -r cpu real < <(awk '{ print $1 + $2, $3 }' "$TMP/$1.time")
   RPS[$key]="$(calc "$(tail -n 1 "$out" | awk -F'","' '{ print $2 }') * $batch")"
@@ -334,15 +332,14 @@ redis_bench() {
   CPU_REDIS[$key]="$(calc "($r1 - $r0) / $real")"
   CPU_MYSQL[$key]=0
   CPU_MACHINE[$key]="$(calc "($m1 - $m0) / $real")"
-  ORDER_REDIS[$key]="$(calc "($r1 - $r0) * 1000000 / ($len1 - $len0)")" ORDER_GO[$key]=-
-  log "$key: $(printf '%.0f' "${RPS[$key]}") purchases/s, p99 ${P99[$key]} ms ($((len1 - len0)) orders, Redis ${ORDER_REDIS[$key]} us per order)"
+  ORDER_REDIS[$key]="$(calc "($r1 - $r0) * 1000000 / $orders")" ORDER_GO[$key]=-
+  log "$key: $(printf '%.0f' "${RPS[$key]}") purchases/s, p99 ${P99[$key]} ms ($orders orders, Redis ${ORDER_REDIS[$key]} us per order)"
 }
-"$TMP/loadtest" script batch >"$TMP/batch.lua"
 log "(b) redis-benchmark EVALSHA purchase.lua, $REDIS_REQUESTS requests, appendfsync always"
 for ((round = 1; round <= ROUNDS; round++)); do
   redis_bench "redis$round" rb "$ROOT/lua/purchase.lua"
   [ -z "$BASELINE" ] || redis_bench "base_redis$round" rbb "$TMP/base/src/lua/purchase.lua"
-  redis_bench "batch$round" rb "$TMP/batch.lua" 16
+  redis_bench "batch$round" rb "$ROOT/lua/purchase.lua" 16
 done
 log "(b') the same with appendfsync everysec (not flashsale's durable setting)"
 rcli config set appendfsync everysec >/dev/null
@@ -556,7 +553,7 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
   for k in redis batch sell_http sell_grpc; do
     case $k in
       redis) label="(b) purchase.lua EVALSHA" ;;
-      batch) label="(b) batch call of 16, per order" ;;
+      batch) label="(b) purchase.lua, 16 per call" ;;
       sell_http) label="(c) selling, HTTP" ;;
       *) label="(c) selling, gRPC" ;;
     esac
@@ -594,7 +591,7 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
   if [ -n "$BASELINE" ]; then
     echo
     echo "against the baseline $BASE_COMMIT (this tree / baseline, means of $ROUNDS rounds):"
-    printf '  %-10s req/s %5.2fx   Redis us per order %5.2fx   (this tree'"'"'s batch call of 16 against the baseline'"'"'s purchase.lua)\n' batch \
+    printf '  %-10s req/s %5.2fx   Redis us per order %5.2fx   (this tree'"'"'s purchase.lua deciding 16 per call against the baseline'"'"'s purchase.lua)\n' batch \
       "$(calc "${RPS[batch]} / ${RPS[base_redis]}")" "$(calc "${ORDER_REDIS[batch]} / ${ORDER_REDIS[base_redis]}")"
     for k in redis sell_http sell_grpc; do
       printf '  %-10s req/s %5.2fx   Redis us per order %5.2fx' "$k" "$(calc "${RPS[$k]} / ${RPS[base_$k]}")" \

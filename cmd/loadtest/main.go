@@ -6,9 +6,6 @@
 //
 // `loadtest bare` serves a purchase handler that decodes the body like flashsale and answers
 // sold out without asking Redis: the ceiling of an HTTP server on the machine.
-//
-// `loadtest script purchase|batch` prints the purchase script, or the batch script that
-// decides several purchases in one call, as flashsale sends them (for redis-benchmark).
 package main
 
 import (
@@ -22,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/flashsale/flashsale/lua"
 )
 
 func main() {
@@ -66,9 +62,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if len(args) > 0 && args[0] == "draw" {
 		return drawLoad(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "script" {
-		return printScript(args[1:], stdout)
 	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -141,15 +134,3 @@ func load(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// printScript prints the purchase script (args "purchase") or the batch script ("batch").
-func printScript(args []string, stdout io.Writer) error {
-	switch {
-	case len(args) == 1 && args[0] == "purchase":
-		_, err := io.WriteString(stdout, lua.Purchase)
-		return err
-	case len(args) == 1 && args[0] == "batch":
-		_, err := io.WriteString(stdout, lua.PurchaseBatch)
-		return err
-	}
-	return usageError{"usage: loadtest script purchase|batch"}
-}
