@@ -18,7 +18,6 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
-
 )
 
 func main() {
@@ -133,4 +132,3 @@ func load(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
-
