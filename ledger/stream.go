@@ -27,8 +27,9 @@ func (l *Ledger) EnsureGroup(ctx context.Context, p int, group string) error {
 }
 
 // ReadGroup reads up to count entries of partition p for consumer in group: id ">" for new
-// entries (waiting up to block), "0" for the consumer's own pending ones. Entries that do not
-// decode come back with Malformed set.
+// entries (waiting up to block), "0" for the consumer's own pending ones, and returns their
+// events (several for an `orders` entry, see Range). Entries that do not decode come back as
+// one event with Malformed set.
 func (l *Ledger) ReadGroup(ctx context.Context, p int, group, consumer, id string, count int64, block time.Duration) ([]Event, error) {
 	if id != ">" {
 		block = -1 // pending entries are there or not; never wait for them
@@ -49,7 +50,7 @@ func (l *Ledger) ReadGroup(ctx context.Context, p int, group, consumer, id strin
 	var events []Event
 	for _, s := range res {
 		for _, m := range s.Messages {
-			events = append(events, l.decodeOrMark(p, m))
+			events = append(events, l.decodeOrMark(p, m)...)
 		}
 	}
 	if len(events) > 0 {
@@ -73,7 +74,8 @@ func (l *Ledger) Ack(ctx context.Context, p int, group string, ids ...string) er
 
 // AutoClaim moves to consumer up to count entries of partition p that have been pending in
 // group for at least minIdle, scanning from start ("0-0" first); it returns them and the start
-// of the next scan ("0-0" when the scan is complete).
+// of the next scan ("0-0" when the scan is complete). It returns the entries' events as
+// ReadGroup does.
 func (l *Ledger) AutoClaim(ctx context.Context, p int, group, consumer string, minIdle time.Duration, start string, count int64) ([]Event, string, error) {
 	msgs, next, err := l.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 		Stream:   l.keys.Events(p),
@@ -88,7 +90,7 @@ func (l *Ledger) AutoClaim(ctx context.Context, p int, group, consumer string, m
 	}
 	events := make([]Event, 0, len(msgs))
 	for _, m := range msgs {
-		events = append(events, l.decodeOrMark(p, m))
+		events = append(events, l.decodeOrMark(p, m)...)
 	}
 	if len(events) > 0 {
 		if err := l.confirm(ctx, p); err != nil {
