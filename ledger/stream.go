@@ -116,12 +116,14 @@ func (l *Ledger) Touch(ctx context.Context, p int, group, consumer string, ids .
 }
 
 // Restock cancels order (an order event read from the stream): it gives the units back,
-// releases the user's per-user count, appends a restock event with reason and acknowledges
-// the order's entry in group, all in one script call and at most once per order. It reports
-// whether this call did the restock (false: it had been done before). ErrInvalid means that
-// the entry can never be restocked (not an order, no quantity, or an item that is not of
-// its partition): a permanent failure, not worth a retry.
-func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string) (bool, error) {
+// releases the user's per-user count and appends a restock event with reason, all in one
+// script call and at most once per order. It does not acknowledge the order's entry: an
+// `orders` entry holds other orders, which are settled only once the caller has handled them
+// all, and then acknowledges the entry (a restock done again before that is a no-op). It
+// reports whether this call did the restock (false: it had been done before). ErrInvalid
+// means that the entry can never be restocked (not an order, no quantity, or an item that is
+// not of its partition): a permanent failure, not worth a retry.
+func (l *Ledger) Restock(ctx context.Context, order Event, reason string) (bool, error) {
 	if order.Type != EventOrder || order.ItemID == "" || order.Quantity < 1 || order.Quantity > MaxStock {
 		return false, fmt.Errorf("restock %s/%s: %w: not a restockable order", order.OrderID, order.StreamID, ErrInvalid)
 	}
@@ -140,7 +142,7 @@ func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string)
 	}
 	v, err := restockScript.Run(ctx, l.rdb, keys,
 		order.OrderID, order.StreamID, order.ItemID, order.UserID, order.RequestID,
-		order.Quantity, reason, group, order.Time.UnixMilli(), l.leaseMS).Result()
+		order.Quantity, reason, order.Time.UnixMilli(), l.leaseMS).Result()
 	if err != nil {
 		return false, redisErr("restock", err)
 	}
