@@ -45,10 +45,10 @@ type Event struct {
 
 	// order: OrderID is the order's own ID, <partition>-<ms>-<seq>: Partition and StreamID
 	// for an `order` entry; within an `orders` entry, the order's sequence number with the
-	// entry's ms (at or before StreamID, after the entry before it). restock, cancelled, expired: the
-	// closed order, with the order's request, user and quantity copied from it, and the time
-	// of the order (restock) or of the change (cancelled, expired). paid: the paid order, its
-	// user and the time of the payment.
+	// entry's ms (at or before StreamID, after the entry before it). restock, cancelled,
+	// expired: the closed order, with the order's request, user and quantity copied from it,
+	// and the time of the order (restock) or of the change (cancelled, expired). paid: the
+	// paid order, its user and the time of the payment.
 	OrderID   string
 	RequestID string
 	UserID    string
