@@ -70,7 +70,7 @@ func newOrderFixture(t *testing.T) orderFixture {
 	if err != nil {
 		t.Fatalf("read order %s: %v", cancelled, err)
 	}
-	if _, err := e.l.Restock(ctx, ev, projector.DefaultGroup, "test"); err != nil {
+	if _, err := e.l.Restock(ctx, ev, "test"); err != nil {
 		t.Fatalf("restock %s: %v", cancelled, err)
 	}
 	store := projector.NewStore(db)

@@ -69,7 +69,7 @@ func TestStockBounds(t *testing.T) {
 	}
 	for _, e := range evs {
 		if e.Type == ledger.EventOrder {
-			if _, err := l.Restock(ctx, e, "projector", "test"); err != nil {
+			if _, err := l.Restock(ctx, e, "test"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -114,7 +114,7 @@ func TestLargeNumbersAreWrittenAsIntegers(t *testing.T) {
 	if order.Type != ledger.EventOrder {
 		t.Fatalf("last event %+v, want the order", order)
 	}
-	if done, err := l.Restock(ctx, order, "projector", "test"); err != nil || !done {
+	if done, err := l.Restock(ctx, order, "test"); err != nil || !done {
 		t.Fatalf("restock: %v, %v", done, err)
 	}
 

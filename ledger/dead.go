@@ -10,7 +10,8 @@ import (
 )
 
 // DeadEntry is a ledger entry that the projector acknowledged without projecting or
-// restocking it, because it never could (see MarkDead), with its event as far as it decodes.
+// restocking it, because it never could (see MarkDead), with its event as far as it decodes
+// (an `orders` entry of several orders: type `orders` and the item they share, see deadEvent).
 type DeadEntry struct {
 	Partition int    `json:"partition"`
 	StreamID  string `json:"id"`
@@ -64,8 +65,9 @@ func (l *Ledger) Dead(ctx context.Context, item string) ([]DeadEntry, error) {
 		if err != nil {
 			return nil, err
 		}
-		for i, e := range events {
-			if item != "" && e.ItemID != item {
+		for i, entry := range events {
+			e, ok := deadEvent(entry, item)
+			if !ok {
 				continue
 			}
 			d := DeadEntry{Partition: p, StreamID: ext[i].ID, Reason: reasons[ext[i].ID], Type: string(e.Type),
@@ -77,6 +79,23 @@ func (l *Ledger) Dead(ctx context.Context, item string) ([]DeadEntry, error) {
 		}
 	}
 	return out, nil
+}
+
+// deadEvent is the event a dead entry is listed with: its one event, or for an `orders` entry
+// one of type `orders` naming the item its orders share (none when they differ). ok is false
+// when item is set and no event of the entry names it.
+func deadEvent(entry []Event, item string) (e Event, ok bool) {
+	e = entry[0]
+	if len(entry) > 1 {
+		e = Event{Partition: e.Partition, StreamID: e.StreamID, Type: EventOrders, ItemID: e.ItemID}
+	}
+	for _, o := range entry {
+		ok = ok || item == "" || o.ItemID == item
+		if o.ItemID != e.ItemID {
+			e.ItemID = ""
+		}
+	}
+	return e, ok
 }
 
 // sortByStreamID sorts entries by stream ID (milliseconds, then sequence).

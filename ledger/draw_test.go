@@ -425,16 +425,16 @@ func TestDrawEntryOneScriptCall(t *testing.T) {
 func TestDecodeLostEvents(t *testing.T) {
 	l, _ := newLedger(t)
 	p := l.Keys().Partition("lot")
-	listed := l.DecodeEntry(p, "5-0", map[string]string{"v": "1", "type": "lost", "item_id": "lot", "orders": "1-2-0,1-3-0", "ts": "7"})
+	listed := l.DecodeEntry(p, "5-0", map[string]string{"v": "1", "type": "lost", "item_id": "lot", "orders": "1-2-0,1-3-0", "ts": "7"})[0]
 	if listed.Malformed != nil || !slices.Equal(listed.Orders, []string{"1-2-0", "1-3-0"}) || listed.OrderID != "" {
 		t.Fatalf("listed lost event: %+v", listed)
 	}
 	one := l.DecodeEntry(p, "6-0", map[string]string{"v": "1", "type": "lost", "order_id": "1-2-0", "item_id": "lot", "user_id": "u",
-		"request_id": "r", "quantity": "1", "order_ts": "1", "ts": "7"})
+		"request_id": "r", "quantity": "1", "order_ts": "1", "ts": "7"})[0]
 	if one.Malformed != nil || one.OrderID != "1-2-0" || one.Orders != nil || one.UserID != "u" {
 		t.Fatalf("lost event of one entry: %+v", one)
 	}
-	if bad := l.DecodeEntry(p, "7-0", map[string]string{"v": "1", "type": "lost", "item_id": "lot", "ts": "7"}); bad.Malformed == nil {
+	if bad := l.DecodeEntry(p, "7-0", map[string]string{"v": "1", "type": "lost", "item_id": "lot", "ts": "7"})[0]; bad.Malformed == nil {
 		t.Fatalf("lost event naming no entry decoded: %+v", bad)
 	}
 }

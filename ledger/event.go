@@ -26,20 +26,29 @@ const (
 	EventStock EventType = "stock"
 	// EventRestock: an order was cancelled and its units given back.
 	EventRestock EventType = "restock"
+	// EventOrders: one entry holding several orders of one partition (see DecodeEntry). It
+	// decodes into one EventOrder event per order: only a malformed one keeps this type.
+	EventOrders EventType = "orders"
 )
 
-// Event is one decoded ledger entry. Which fields are set depends on Type.
+// Event is one decoded ledger event. Most entries hold one event; an `orders` entry holds
+// several orders, each decoded into an event of its own (see DecodeEntry). Which fields are
+// set depends on Type.
 type Event struct {
-	// Partition and StreamID locate the entry.
+	// Partition and StreamID locate the entry that holds the event: the order events of one
+	// `orders` entry share it. A reader's position (the last entry read, what XACK takes) is
+	// a StreamID; an order is named by OrderID, never by StreamID.
 	Partition int
 	StreamID  string
 	Type      EventType
 	ItemID    string
 
-	// order: OrderID is derived from Partition and StreamID. restock, cancelled, expired: the
-	// closed order, with the order's request, user and quantity copied from it, and the time
-	// of the order (restock) or of the change (cancelled, expired). paid: the paid order, its
-	// user and the time of the payment.
+	// order: OrderID is the order's own ID, <partition>-<ms>-<seq>: Partition and StreamID
+	// for an `order` entry; within an `orders` entry, the order's sequence number with the
+	// entry's ms (at or before StreamID, after the entry before it). restock, cancelled,
+	// expired: the closed order, with the order's request, user and quantity copied from it,
+	// and the time of the order (restock) or of the change (cancelled, expired). paid: the
+	// paid order, its user and the time of the payment.
 	OrderID   string
 	RequestID string
 	UserID    string
@@ -90,7 +99,8 @@ type Event struct {
 // ErrMalformed marks a stream entry that cannot be decoded.
 var ErrMalformed = errors.New("malformed ledger entry")
 
-// OrderID returns the order ID of the order event at streamID in partition p.
+// OrderID returns the order ID of the order at streamID in partition p: the stream ID of its
+// `order` entry, or <ms>-<seq> of its place in an `orders` entry.
 func OrderID(p int, streamID string) string { return strconv.Itoa(p) + "-" + streamID }
 
 // ParseOrderID splits an order ID into its partition and stream ID. It accepts only the one
@@ -123,9 +133,21 @@ func canonicalUint(s string) (uint64, bool) {
 	return n, err == nil
 }
 
-// DecodeEvent decodes the stream entry msg of partition p. Errors match ErrMalformed; the
-// event is then returned with what could be read.
-func DecodeEvent(p int, msg redis.XMessage) (Event, error) {
+// DecodeEntry decodes the stream entry msg of partition p into its events: the orders of an
+// `orders` entry in the order of their sequence numbers (see decodeOrders), the one event of
+// any other entry. Errors match ErrMalformed; the entry is then returned as one event with
+// what could be read, Malformed set to the error: a reader reports it, and keeps its place.
+func DecodeEntry(p int, msg redis.XMessage) ([]Event, error) {
+	if t, _ := msg.Values["type"].(string); t == string(EventOrders) {
+		return decodeOrders(p, msg)
+	}
+	e, err := decodeEvent(p, msg)
+	e.Malformed = err
+	return []Event{e}, err
+}
+
+// decodeEvent decodes an entry that holds one event.
+func decodeEvent(p int, msg redis.XMessage) (Event, error) {
 	f := fields(msg.Values)
 	e := Event{Partition: p, StreamID: msg.ID, Type: EventType(f.str("type")), ItemID: f.str("item_id")}
 	if v := f.int("v"); v != EventVersion {
@@ -223,25 +245,40 @@ func (f *fieldReader) fail(name, why string) {
 	}
 }
 
-// Range returns up to count events of partition p with stream IDs after the exclusive start
-// ("" for the beginning), in stream order. An entry that cannot be decoded comes back with
-// Malformed set, so a reader can report it without losing its place.
+// Range returns the events of up to count entries of partition p with stream IDs after the
+// exclusive start ("" for the beginning), in stream order: every event of each entry (an
+// `orders` entry holds several), so that the last event's StreamID is the position to read on
+// from. An entry that cannot be decoded comes back as one event with Malformed set, so a
+// reader can report it without losing its place.
 func (l *Ledger) Range(ctx context.Context, p int, after string, count int64) ([]Event, error) {
 	return l.RangeTo(ctx, p, after, "+", count)
 }
 
-// decodeOrMark decodes msg, marking it Malformed if it does not decode or names an item of
-// another partition (no script writes such an entry).
-func (l *Ledger) decodeOrMark(p int, msg redis.XMessage) Event {
-	e, err := DecodeEvent(p, msg)
-	if err == nil && l.keys.Partition(e.ItemID) != p {
-		err = fmt.Errorf("%w %d/%s: item_id %q belongs to partition %d", ErrMalformed, p, msg.ID, e.ItemID, l.keys.Partition(e.ItemID))
+// decodeOrMark decodes msg into its events (DecodeEntry), marking the entry Malformed (one
+// event) if it does not decode or an event names an item of another partition (no script
+// writes such an entry).
+func (l *Ledger) decodeOrMark(p int, msg redis.XMessage) []Event {
+	events, err := DecodeEntry(p, msg)
+	if err != nil {
+		return events
 	}
-	e.Malformed = err
-	return e
+	for _, e := range events {
+		if q := l.keys.Partition(e.ItemID); q != p {
+			err := fmt.Errorf("%w %d/%s: item_id %q belongs to partition %d", ErrMalformed, p, msg.ID, e.ItemID, q)
+			bad := events[0]
+			if len(events) > 1 {
+				bad = Event{Partition: p, StreamID: msg.ID, Type: EventOrders, ItemID: e.ItemID}
+			}
+			bad.Malformed = err
+			return []Event{bad}
+		}
+	}
+	return events
 }
 
-// Order returns the order event of orderID from the ledger stream, or ErrUnknownOrder.
+// Order returns the order event of orderID from the ledger stream, or ErrUnknownOrder. The
+// order is in the first entry at or after its stream ID: its own `order` entry, or the
+// `orders` entry that holds it.
 func (l *Ledger) Order(ctx context.Context, orderID string) (Event, error) {
 	p, sid, err := ParseOrderID(orderID)
 	if err != nil {
@@ -250,19 +287,26 @@ func (l *Ledger) Order(ctx context.Context, orderID string) (Event, error) {
 	if p >= l.keys.Partitions() {
 		return Event{}, ErrUnknownOrder
 	}
-	msgs, err := l.rdb.XRangeN(ctx, l.keys.Events(p), sid, sid, 1).Result()
+	msgs, err := l.rdb.XRangeN(ctx, l.keys.Events(p), sid, "+", 1).Result()
 	if err != nil {
 		return Event{}, redisErr("read order", err)
 	}
 	if len(msgs) == 0 {
 		return Event{}, ErrUnknownOrder
 	}
-	e, err := DecodeEvent(p, msgs[0])
+	events, err := DecodeEntry(p, msgs[0])
 	if err != nil {
-		return Event{}, err
-	}
-	if e.Type != EventOrder {
+		// A malformed entry at the ID, or an `orders` one that may hold it, hides the order;
+		// any other entry after the ID says nothing of it.
+		if msgs[0].ID == sid || events[0].Type == EventOrders {
+			return Event{}, err
+		}
 		return Event{}, ErrUnknownOrder
 	}
-	return e, nil
+	for _, e := range events {
+		if e.Type == EventOrder && e.OrderID == orderID {
+			return e, nil
+		}
+	}
+	return Event{}, ErrUnknownOrder
 }

@@ -82,7 +82,7 @@ func TestTallyFoldsLikeTheCounter(t *testing.T) {
 		t.Fatalf("sold out at %v", tl.SoldOutAt)
 	}
 	// A restock ends the sold-out state.
-	if _, err := l.Restock(ctx, last, "projector", "test"); err != nil {
+	if _, err := l.Restock(ctx, last, "test"); err != nil {
 		t.Fatal(err)
 	}
 	evs := testenv.Events(t, l)

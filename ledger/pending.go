@@ -14,7 +14,8 @@ type PendingFilter struct {
 	ItemID   string
 	Consumer string
 	MinIdle  time.Duration
-	// Limit bounds the entries listed (the summaries always count everything); 0 means 100.
+	// Limit bounds the lines of Entries (one per event: an `orders` entry has one per order;
+	// the summaries always count everything); 0 means 100.
 	Limit int
 	// Retain is the retention window the report's Retention is computed with; 0 means
 	// DefaultRetain.
@@ -30,7 +31,8 @@ type PendingSummary struct {
 	Consumers map[string]int64 `json:"consumers"`
 }
 
-// PendingEntry is one entry delivered to the group and not acknowledged, with its event.
+// PendingEntry is one entry delivered to the group and not acknowledged, with its event; an
+// `orders` entry is listed once per order, each line with the entry's StreamID.
 type PendingEntry struct {
 	Partition  int    `json:"partition"`
 	StreamID   string `json:"id"`
@@ -134,24 +136,16 @@ func (l *Ledger) pendingEntries(ctx context.Context, rep *PendingReport, p int, 
 			return err
 		}
 		for i, x := range ext {
-			e := events[i]
-			if f.ItemID != "" && e.ItemID != f.ItemID {
-				continue
+			for _, e := range events[i] {
+				if f.ItemID != "" && e.ItemID != f.ItemID {
+					continue
+				}
+				if len(rep.Entries) == f.Limit {
+					rep.Truncated = true
+					return nil
+				}
+				rep.Entries = append(rep.Entries, pendingEntry(p, x, e, now))
 			}
-			if len(rep.Entries) == f.Limit {
-				rep.Truncated = true
-				return nil
-			}
-			pe := PendingEntry{
-				Partition: p, StreamID: x.ID, Consumer: x.Consumer, IdleMS: x.Idle.Milliseconds(),
-				Deliveries: x.RetryCount, Type: string(e.Type), OrderID: e.OrderID, ItemID: e.ItemID,
-				UserID: e.UserID, RequestID: e.RequestID, Quantity: e.Quantity,
-				AgeMS: max(now.Sub(time.UnixMilli(streamMS(x.ID))).Milliseconds(), 0),
-			}
-			if e.Malformed != nil {
-				pe.Malformed = e.Malformed.Error()
-			}
-			rep.Entries = append(rep.Entries, pe)
 		}
 		if len(ext) < page {
 			return nil
@@ -160,8 +154,23 @@ func (l *Ledger) pendingEntries(ctx context.Context, rep *PendingReport, p int, 
 	}
 }
 
-// entries reads the events of the pending entries ext in one pipeline.
-func (l *Ledger) entries(ctx context.Context, p int, ext []redis.XPendingExt) ([]Event, error) {
+// pendingEntry is the line of event e of the pending entry x.
+func pendingEntry(p int, x redis.XPendingExt, e Event, now time.Time) PendingEntry {
+	pe := PendingEntry{
+		Partition: p, StreamID: x.ID, Consumer: x.Consumer, IdleMS: x.Idle.Milliseconds(),
+		Deliveries: x.RetryCount, Type: string(e.Type), OrderID: e.OrderID, ItemID: e.ItemID,
+		UserID: e.UserID, RequestID: e.RequestID, Quantity: e.Quantity,
+		AgeMS: max(now.Sub(time.UnixMilli(streamMS(x.ID))).Milliseconds(), 0),
+	}
+	if e.Malformed != nil {
+		pe.Malformed = e.Malformed.Error()
+	}
+	return pe
+}
+
+// entries reads the events of the pending entries ext in one pipeline: for each entry, its
+// events (one line each in the report: an `orders` entry has one per order).
+func (l *Ledger) entries(ctx context.Context, p int, ext []redis.XPendingExt) ([][]Event, error) {
 	pipe := l.rdb.Pipeline()
 	cmds := make([]*redis.XMessageSliceCmd, len(ext))
 	for i, x := range ext {
@@ -170,11 +179,11 @@ func (l *Ledger) entries(ctx context.Context, p int, ext []redis.XPendingExt) ([
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, redisErr("read pending events", err)
 	}
-	events := make([]Event, len(ext))
+	events := make([][]Event, len(ext))
 	for i, c := range cmds {
 		msgs := c.Val()
 		if len(msgs) == 0 {
-			events[i] = Event{Partition: p, StreamID: ext[i].ID, Malformed: fmt.Errorf("%w: entry deleted", ErrMalformed)}
+			events[i] = []Event{{Partition: p, StreamID: ext[i].ID, Malformed: fmt.Errorf("%w: entry deleted", ErrMalformed)}}
 			continue
 		}
 		events[i] = l.decodeOrMark(p, msgs[0])

@@ -137,9 +137,9 @@ func (l *Ledger) StoredID(ctx context.Context) (string, error) {
 	return id, nil
 }
 
-// DecodeEntry decodes an entry of partition p as Range does: one that does not decode, or
-// names an item of another partition, comes back with Malformed set.
-func (l *Ledger) DecodeEntry(p int, id string, fields map[string]string) Event {
+// DecodeEntry decodes an entry of partition p into its events as Range does: one that does not
+// decode, or names an item of another partition, comes back as one event with Malformed set.
+func (l *Ledger) DecodeEntry(p int, id string, fields map[string]string) []Event {
 	values := make(map[string]any, len(fields))
 	for k, v := range fields {
 		values[k] = v

@@ -382,7 +382,7 @@ func TestRestockAfterExpiryGivesUnitsOnce(t *testing.T) {
 		if e.Type != ledger.EventOrder {
 			continue
 		}
-		done, err := l.Restock(ctx, e, "projector", "test")
+		done, err := l.Restock(ctx, e, "test")
 		if err != nil || done != (e.OrderID == b.OrderID) {
 			t.Fatalf("restock %s: %v %v", e.OrderID, done, err)
 		}

@@ -80,8 +80,9 @@ func (l *Ledger) Snapshot(ctx context.Context, p int, group string, items []stri
 	return s, nil
 }
 
-// RangeTo is Range bounded by last: events after the exclusive start after ("" for the
-// beginning) up to and including the stream ID last ("+" for the end), at most count of them.
+// RangeTo is Range bounded by last: the events of the entries after the exclusive start after
+// ("" for the beginning) up to and including the stream ID last ("+" for the end), of at most
+// count entries.
 func (l *Ledger) RangeTo(ctx context.Context, p int, after, last string, count int64) ([]Event, error) {
 	start := "-"
 	if after != "" {
@@ -91,9 +92,9 @@ func (l *Ledger) RangeTo(ctx context.Context, p int, after, last string, count i
 	if err != nil {
 		return nil, redisErr("read ledger", err)
 	}
-	events := make([]Event, len(msgs))
-	for i, m := range msgs {
-		events[i] = l.decodeOrMark(p, m)
+	events := make([]Event, 0, len(msgs))
+	for _, m := range msgs {
+		events = append(events, l.decodeOrMark(p, m)...)
 	}
 	return events, nil
 }

@@ -27,8 +27,9 @@ func (l *Ledger) EnsureGroup(ctx context.Context, p int, group string) error {
 }
 
 // ReadGroup reads up to count entries of partition p for consumer in group: id ">" for new
-// entries (waiting up to block), "0" for the consumer's own pending ones. Entries that do not
-// decode come back with Malformed set.
+// entries (waiting up to block), "0" for the consumer's own pending ones, and returns their
+// events (several for an `orders` entry, see Range). Entries that do not decode come back as
+// one event with Malformed set.
 func (l *Ledger) ReadGroup(ctx context.Context, p int, group, consumer, id string, count int64, block time.Duration) ([]Event, error) {
 	if id != ">" {
 		block = -1 // pending entries are there or not; never wait for them
@@ -49,7 +50,7 @@ func (l *Ledger) ReadGroup(ctx context.Context, p int, group, consumer, id strin
 	var events []Event
 	for _, s := range res {
 		for _, m := range s.Messages {
-			events = append(events, l.decodeOrMark(p, m))
+			events = append(events, l.decodeOrMark(p, m)...)
 		}
 	}
 	if len(events) > 0 {
@@ -73,7 +74,8 @@ func (l *Ledger) Ack(ctx context.Context, p int, group string, ids ...string) er
 
 // AutoClaim moves to consumer up to count entries of partition p that have been pending in
 // group for at least minIdle, scanning from start ("0-0" first); it returns them and the start
-// of the next scan ("0-0" when the scan is complete).
+// of the next scan ("0-0" when the scan is complete). It returns the entries' events as
+// ReadGroup does.
 func (l *Ledger) AutoClaim(ctx context.Context, p int, group, consumer string, minIdle time.Duration, start string, count int64) ([]Event, string, error) {
 	msgs, next, err := l.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 		Stream:   l.keys.Events(p),
@@ -88,7 +90,7 @@ func (l *Ledger) AutoClaim(ctx context.Context, p int, group, consumer string, m
 	}
 	events := make([]Event, 0, len(msgs))
 	for _, m := range msgs {
-		events = append(events, l.decodeOrMark(p, m))
+		events = append(events, l.decodeOrMark(p, m)...)
 	}
 	if len(events) > 0 {
 		if err := l.confirm(ctx, p); err != nil {
@@ -114,12 +116,14 @@ func (l *Ledger) Touch(ctx context.Context, p int, group, consumer string, ids .
 }
 
 // Restock cancels order (an order event read from the stream): it gives the units back,
-// releases the user's per-user count, appends a restock event with reason and acknowledges
-// the order's entry in group, all in one script call and at most once per order. It reports
-// whether this call did the restock (false: it had been done before). ErrInvalid means that
-// the entry can never be restocked (not an order, no quantity, or an item that is not of
-// its partition): a permanent failure, not worth a retry.
-func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string) (bool, error) {
+// releases the user's per-user count and appends a restock event with reason, all in one
+// script call and at most once per order. It does not acknowledge the order's entry: an
+// `orders` entry holds other orders, which are settled only once the caller has handled them
+// all, and then acknowledges the entry (a restock done again before that is a no-op). It
+// reports whether this call did the restock (false: it had been done before). ErrInvalid
+// means that the entry can never be restocked (not an order, no quantity, or an item that is
+// not of its partition): a permanent failure, not worth a retry.
+func (l *Ledger) Restock(ctx context.Context, order Event, reason string) (bool, error) {
 	if order.Type != EventOrder || order.ItemID == "" || order.Quantity < 1 || order.Quantity > MaxStock {
 		return false, fmt.Errorf("restock %s/%s: %w: not a restockable order", order.OrderID, order.StreamID, ErrInvalid)
 	}
@@ -138,7 +142,7 @@ func (l *Ledger) Restock(ctx context.Context, order Event, group, reason string)
 	}
 	v, err := restockScript.Run(ctx, l.rdb, keys,
 		order.OrderID, order.StreamID, order.ItemID, order.UserID, order.RequestID,
-		order.Quantity, reason, group, order.Time.UnixMilli(), l.leaseMS).Result()
+		order.Quantity, reason, order.Time.UnixMilli(), l.leaseMS).Result()
 	if err != nil {
 		return false, redisErr("restock", err)
 	}

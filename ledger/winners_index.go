@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,7 +59,7 @@ const (
 // winner is one indexed order. The request_id is its map key; user points into the same
 // allocation (see add).
 type winner struct {
-	id   streamPos // the order's stream ID: order ID "<partition>-<id>"
+	id   streamPos // the order's own stream ID (not its entry's): order ID "<partition>-<id>"
 	ts   int64     // the order's time, unix ms (Redis TIME): its idempotency key lives TTL from it
 	user string
 }
@@ -218,7 +219,8 @@ func (w *winners) reset(part *winnerPart, deleted streamPos) {
 }
 
 // apply indexes the events read from partition p, in stream order; part.mu must be held for
-// writing.
+// writing. The partition's position (pos, and the soldAt and changedAt it is compared with) is
+// the entry's StreamID; an order is indexed with its own ID.
 func (w *winners) apply(part *winnerPart, p int, keys Keys, events []Event) {
 	for _, e := range events {
 		pos, _ := parsePos(e.StreamID)
@@ -237,7 +239,7 @@ func (w *winners) apply(part *winnerPart, p int, keys Keys, events []Event) {
 		it := part.item(e.ItemID)
 		switch e.Type {
 		case EventOrder:
-			w.add(it, e, pos)
+			w.add(it, e, orderPos(e, pos))
 		case EventStock, EventRestock, EventCancelled, EventExpired:
 			// Units came back (or the stock changed): the item is no longer sold out as of here.
 			it.changedAt = pos
@@ -252,6 +254,16 @@ func (w *winners) apply(part *winnerPart, p int, keys Keys, events []Event) {
 			}
 		}
 	}
+}
+
+// orderPos returns the stream ID of order e from its OrderID: in an `orders` entry each order
+// has its own, at or before the entry's (pos, returned when OrderID does not parse).
+func orderPos(e Event, pos streamPos) streamPos {
+	_, sid, _ := strings.Cut(e.OrderID, "-")
+	if o, ok := parsePos(sid); ok {
+		return o
+	}
+	return pos
 }
 
 // add indexes order e of item it, unless it is over the cap.

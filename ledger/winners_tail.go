@@ -160,9 +160,9 @@ func (l *Ledger) applyRead(ps []int, keys []string, res []redis.XStream, got []i
 		}
 		p := ps[i]
 		got[i] = len(s.Messages)
-		events := make([]Event, len(s.Messages))
-		for j, m := range s.Messages {
-			events[j] = l.decodeOrMark(p, m)
+		events := make([]Event, 0, len(s.Messages))
+		for _, m := range s.Messages {
+			events = append(events, l.decodeOrMark(p, m)...)
 		}
 		part := w.parts[p]
 		part.mu.Lock()

@@ -405,7 +405,7 @@ func TestWinnerIndexStockChangeEndsSoldOut(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := a.l.Restock(context.Background(), e, "projector", "test"); err != nil {
+		if _, err := a.l.Restock(context.Background(), e, "test"); err != nil {
 			t.Fatal(err)
 		}
 		// The unit is on sale again; the cancelled order's request_id still answers it, as

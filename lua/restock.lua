@@ -1,7 +1,9 @@
 -- restock.lua: cancels one order whose projection failed for good, atomically and at most once:
 -- gives its units back and releases the buyer's per-user count (give_back, units.lua, joined in
--- front of this script), appends a `restock` event and acknowledges the order's stream entry in
--- the projector's consumer group.
+-- front of this script) and appends a `restock` event. It does not acknowledge the order's
+-- stream entry: an `orders` entry holds other orders too, and the projector acknowledges the
+-- entry once every order of its batch is projected or restocked (a crash before that delivers
+-- the entry again, and this script, called again, changes nothing).
 --
 -- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>
 -- KEYS[2] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
@@ -12,28 +14,26 @@
 -- KEYS[7] sale rules         <prefix>:{pN}:rules:<item>
 --
 -- ARGV[1] order_id
--- ARGV[2] stream ID of the order entry (acknowledged in group ARGV[8])
+-- ARGV[2] stream ID of the entry that holds the order (kept in the marker)
 -- ARGV[3] item_id
 -- ARGV[4] user_id
 -- ARGV[5] request_id
 -- ARGV[6] quantity (integer >= 1)
 -- ARGV[7] reason (free text, recorded in the event)
--- ARGV[8] consumer group name
--- ARGV[9] order time, unix milliseconds (copied into the event)
--- ARGV[10] sold-out lease, milliseconds: a restock that takes the stock from 0 to more sets
---          the rules' reopen_at to Redis TIME plus it (see purchase.lua)
+-- ARGV[8] order time, unix milliseconds (copied into the event)
+-- ARGV[9] sold-out lease, milliseconds: a restock that takes the stock from 0 to more sets
+--         the rules' reopen_at to Redis TIME plus it (see purchase.lua)
 --
--- The marker makes a second call for the same order a no-op apart from the XACK. An order
--- that expired or was cancelled by its buyer has its units back already: it is only marked and
--- acknowledged (code 1); a reserved or paid one becomes cancelled and leaves the due set.
+-- The marker makes a second call for the same order a no-op. An order that expired or was
+-- cancelled by its buyer has its units back already: it is only marked (code 1); a reserved or
+-- paid one becomes cancelled and leaves the due set.
 --
 -- Returns {code, stock}:
 --   0 restocked          stock after giving the units back
---   1 already restocked  current stock (nothing changed but the XACK)
+--   1 already restocked  current stock (nothing changed)
 
 local state = KEYS[5] and redis.call('HGET', KEYS[5], 'state')
 if redis.call('SET', KEYS[4], ARGV[2], 'NX') == false or state == 'expired' or state == 'cancelled' then
-  redis.call('XACK', KEYS[3], ARGV[8], ARGV[2])
   return {1, tonumber(redis.call('GET', KEYS[1]) or '0')}
 end
 if state then
@@ -43,10 +43,9 @@ end
 
 -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 local quantity = tonumber(ARGV[6])
-local stock = give_back(KEYS[1], KEYS[2], KEYS[7], quantity, nil, ARGV[10])
+local stock = give_back(KEYS[1], KEYS[2], KEYS[7], quantity, nil, ARGV[9])
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'restock', 'order_id', ARGV[1], 'item_id', ARGV[3],
   'user_id', ARGV[4], 'request_id', ARGV[5], 'quantity', string.format('%d', quantity),
-  'reason', ARGV[7], 'ts', ARGV[9])
-redis.call('XACK', KEYS[3], ARGV[8], ARGV[2])
+  'reason', ARGV[7], 'ts', ARGV[8])
 return {0, stock}

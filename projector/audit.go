@@ -410,7 +410,10 @@ type partAudit struct {
 	pending    int64
 	snap       ledger.Snapshot
 	checkpoint string
-	entries    int64
+	// entries counts the entries folded (since the ledger began); last is the last one's ID:
+	// the orders of an `orders` entry come as events that share it.
+	entries int64
+	last    string
 }
 
 // auditPartition folds partition p from its latest checkpoint through the retained stream up
@@ -439,7 +442,7 @@ func auditPartition(ctx context.Context, l *ledger.Ledger, p int, group string) 
 
 // fromCheckpoint starts a partition's fold at checkpoint c.
 func fromCheckpoint(c ledger.Checkpoint) *partAudit {
-	pa := &partAudit{items: map[string]*ItemAudit{}, orders: map[string]*ledgerOrder{}, checkpoint: c.ID, entries: c.Entries}
+	pa := &partAudit{items: map[string]*ItemAudit{}, orders: map[string]*ledgerOrder{}, checkpoint: c.ID, entries: c.Entries, last: c.ID}
 	for id, ci := range c.Items {
 		pa.items[id] = &ItemAudit{ItemID: id, PutOnSale: ci.PutOnSale, Sold: ci.Sold, Reserved: ci.Reserved,
 			Restocked: ci.Restocked, Released: ci.Released, Fold: ci.Stock, Closed: ci.Closed,
@@ -467,9 +470,12 @@ func (pa *partAudit) item(id string) *ItemAudit {
 	return pa.items[id]
 }
 
-// apply folds one entry of partition p.
+// apply folds one event of partition p.
 func (pa *partAudit) apply(keys ledger.Keys, p int, e ledger.Event) {
-	pa.entries++
+	if e.StreamID != pa.last {
+		pa.entries++
+		pa.last = e.StreamID
+	}
 	if e.Malformed != nil {
 		return
 	}
@@ -548,22 +554,39 @@ func foldPartition(ctx context.Context, l *ledger.Ledger, p int, group string, c
 				break
 			}
 			after = events[len(events)-1].StreamID
-			for _, e := range events {
+			for entry := range ledger.ByEntry(events) {
+				id := entry[0].StreamID
 				total++
-				if ledger.CompareIDs(e.StreamID, floor) > 0 {
-					tail = append(tail, e.StreamID)
+				if ledger.CompareIDs(id, floor) > 0 {
+					tail = append(tail, id)
 				}
-				if e.Malformed == nil && ledger.ValidateItemID(e.ItemID) == nil && keys.Partition(e.ItemID) == p && !seen[e.ItemID] {
-					seen[e.ItemID] = true
-					more = true
+				for _, e := range entry {
+					pa.meet(keys, p, e, seen, &more)
 				}
-				pa.apply(keys, p, e)
 			}
 		}
 		if !more {
 			break
 		}
 	}
+	pa.countPending(total, tail)
+	return pa, nil
+}
+
+// meet folds event e of partition p, and records in seen an item of p the fold meets for
+// the first time (more is then set).
+func (pa *partAudit) meet(keys ledger.Keys, p int, e ledger.Event, seen map[string]bool, more *bool) {
+	if e.Malformed == nil && ledger.ValidateItemID(e.ItemID) == nil && keys.Partition(e.ItemID) == p && !seen[e.ItemID] {
+		seen[e.ItemID] = true
+		*more = true
+	}
+	pa.apply(keys, p, e)
+}
+
+// countPending counts what was not projected at the snapshot: with no group, every one of
+// the total entries folded; else the group's pending entries and those of tail (the IDs of the
+// entries after the first snapshot's last delivered one) not delivered yet.
+func (pa *partAudit) countPending(total int64, tail []string) {
 	switch {
 	case !pa.snap.GroupExists:
 		pa.pending += total
@@ -575,7 +598,6 @@ func foldPartition(ctx context.Context, l *ledger.Ledger, p int, group string, c
 			}
 		}
 	}
-	return pa, nil
 }
 
 // foldEvent applies one well-formed event to its item it. Orders at or before checkpoint (the

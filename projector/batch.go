@@ -20,12 +20,15 @@ type cancellation struct {
 }
 
 // handle projects one batch of entries read (or claimed) by consumer: one MySQL transaction,
-// then the restock of orders that failed for good, then XACK of the rest. An entry that can
-// be neither projected nor restocked (garbage, an item of another partition) is recorded as
-// dead and acknowledged with it (Ledger.MarkDead), so that it never blocks the entries
-// behind it. Transient failures are retried until they pass or ctx ends; a batch in hand is
-// never cut in the middle of a step (the steps themselves do not watch ctx), and whatever was
-// not acknowledged when ctx ends stays pending for the next run.
+// then the restock of orders that failed for good, then XACK of every entry of the batch,
+// each once (an `orders` entry holds several orders, and is acknowledged only once every one
+// of them is projected or restocked: a crash before leaves it pending, and its orders are
+// handled again, which changes nothing that was done). An entry that can be neither projected
+// nor restocked (garbage, an item of another partition) is recorded as dead and acknowledged
+// with it (Ledger.MarkDead), so that it never blocks the entries behind it. Transient failures
+// are retried until they pass or ctx ends; a batch in hand is never cut in the middle of a
+// step (the steps themselves do not watch ctx), and whatever was not acknowledged when ctx
+// ends stays pending for the next run.
 func (p *Projector) handle(ctx context.Context, part int, consumer string, events []ledger.Event) {
 	start := time.Now()
 	work := context.WithoutCancel(ctx)
@@ -39,7 +42,7 @@ func (p *Projector) handle(ctx context.Context, part int, consumer string, event
 		}
 	}
 
-	ids := streamIDs(events)
+	ids := entryIDs(events, nil)
 	touched := time.Now()
 	err := p.retry(ctx, "write", func() error {
 		if time.Since(touched) > p.cfg.MinIdle/3 {
@@ -58,14 +61,34 @@ func (p *Projector) handle(ctx context.Context, part int, consumer string, event
 	if err != nil {
 		return
 	}
+	dead, ok := p.restock(ctx, work, part, cancels)
+	if !ok {
+		return
+	}
+	ack := entryIDs(events, dead)
+	if err := p.retry(ctx, "ack", func() error { return p.ledger.Ack(work, part, p.cfg.Group, ack...) }); err != nil {
+		return
+	}
+	for _, e := range good {
+		p.metrics.events.WithLabelValues(string(e.Type)).Inc()
+	}
+	p.metrics.batchSize.Observe(float64(len(ids)))
+	p.metrics.batchSeconds.Observe(time.Since(start).Seconds())
+}
 
-	settled := map[string]bool{} // restocked or dead: acknowledged by that step
+// restock restocks the cancelled orders, then records as dead (and acknowledges) the entries
+// of those that can never be restocked. Dead entries are marked only after every restock of
+// the batch: another order of the same `orders` entry may still have to be restocked, and
+// would be lost once its entry is acknowledged. It returns the dead entries' IDs; ok is false
+// when ctx ended first.
+func (p *Projector) restock(ctx, work context.Context, part int, cancels []cancellation) (dead map[string]bool, ok bool) {
+	var never []cancellation
 	for _, c := range cancels {
-		var never error
+		var invalid error
 		err := p.retry(ctx, "restock", func() error {
-			done, err := p.ledger.Restock(work, c.order, p.cfg.Group, c.reason)
+			done, err := p.ledger.Restock(work, c.order, c.reason)
 			if errors.Is(err, ledger.ErrInvalid) {
-				never = err
+				invalid = err
 				return nil
 			}
 			if err == nil && done {
@@ -75,33 +98,22 @@ func (p *Projector) handle(ctx context.Context, part int, consumer string, event
 			return err
 		})
 		if err != nil {
-			return
+			return nil, false
 		}
-		if never != nil {
-			reason := c.reason + "; " + never.Error()
-			if err := p.retry(ctx, "mark dead", func() error { return p.ledger.MarkDead(work, c.order, p.cfg.Group, reason) }); err != nil {
-				return
-			}
-			p.metrics.malformed.Inc()
-			p.log.Error("dead ledger entry acknowledged: it can be neither projected nor restocked", "partition", part, "id", c.order.StreamID, "reason", reason)
-		}
-		settled[c.order.StreamID] = true
-	}
-
-	ack := make([]string, 0, len(events))
-	for _, e := range events {
-		if !settled[e.StreamID] {
-			ack = append(ack, e.StreamID)
+		if invalid != nil {
+			never = append(never, cancellation{c.order, c.reason + "; " + invalid.Error()})
 		}
 	}
-	if err := p.retry(ctx, "ack", func() error { return p.ledger.Ack(work, part, p.cfg.Group, ack...) }); err != nil {
-		return
+	dead = map[string]bool{}
+	for _, c := range never {
+		if err := p.retry(ctx, "mark dead", func() error { return p.ledger.MarkDead(work, c.order, p.cfg.Group, c.reason) }); err != nil {
+			return nil, false
+		}
+		p.metrics.malformed.Inc()
+		p.log.Error("dead ledger entry acknowledged: it can be neither projected nor restocked", "partition", part, "id", c.order.StreamID, "reason", c.reason)
+		dead[c.order.StreamID] = true
 	}
-	for _, e := range good {
-		p.metrics.events.WithLabelValues(string(e.Type)).Inc()
-	}
-	p.metrics.batchSize.Observe(float64(len(events)))
-	p.metrics.batchSeconds.Observe(time.Since(start).Seconds())
+	return dead, true
 }
 
 // apply writes events in one transaction. When MySQL refuses the batch for its data (see
@@ -147,10 +159,16 @@ func (p *Projector) write(ctx context.Context, events []ledger.Event) ([]cancell
 	return out, nil
 }
 
-func streamIDs(events []ledger.Event) []string {
-	ids := make([]string, len(events))
-	for i, e := range events {
-		ids[i] = e.StreamID
+// entryIDs returns the stream IDs of the entries of events, each once (the orders of an
+// `orders` entry share it), in stream order, leaving out those in skip.
+func entryIDs(events []ledger.Event, skip map[string]bool) []string {
+	ids := make([]string, 0, len(events))
+	seen := make(map[string]bool, len(events))
+	for _, e := range events {
+		if !seen[e.StreamID] && !skip[e.StreamID] {
+			ids = append(ids, e.StreamID)
+		}
+		seen[e.StreamID] = true
 	}
 	return ids
 }

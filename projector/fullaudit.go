@@ -47,12 +47,16 @@ func AuditHistory(ctx context.Context, l *ledger.Ledger, arch *archive.Archive) 
 				}
 			}
 		}
-		apply := func(e ledger.Event) {
-			if len(checks) > 0 && ledger.CompareIDs(checks[0].id, e.StreamID) < 0 {
+		// apply folds one entry (all its events: a checkpoint is never inside an entry).
+		apply := func(entry []ledger.Event) {
+			id := entry[0].StreamID
+			if len(checks) > 0 && ledger.CompareIDs(checks[0].id, id) < 0 {
 				check()
 			}
-			pa.apply(keys, p, e)
-			last = e.StreamID
+			for _, e := range entry {
+				pa.apply(keys, p, e)
+			}
+			last = id
 			h.Entries++
 			check()
 		}
@@ -76,8 +80,8 @@ func AuditHistory(ctx context.Context, l *ledger.Ledger, arch *archive.Archive) 
 			if len(events) == 0 {
 				break
 			}
-			for _, e := range events {
-				apply(e)
+			for entry := range ledger.ByEntry(events) {
+				apply(entry)
 			}
 		}
 		for _, c := range checks {

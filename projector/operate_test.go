@@ -167,7 +167,7 @@ func TestAuditFlagsAConflictWithoutAHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if done, err := e.l.Restock(ctx, ev, projector.DefaultGroup, projector.ReasonRequestConflict); err != nil || !done {
+	if done, err := e.l.Restock(ctx, ev, projector.ReasonRequestConflict); err != nil || !done {
 		t.Fatalf("restock: done=%v err=%v", done, err)
 	}
 	e.waitSettled(t)

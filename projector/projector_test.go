@@ -204,7 +204,7 @@ func TestConflictingRequestIsRestockedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done, err := e.l.Restock(ctx, ev, projector.DefaultGroup, "again")
+	done, err := e.l.Restock(ctx, ev, "again")
 	if err != nil || done {
 		t.Fatalf("second restock: got done=%v err=%v, want false, nil", done, err)
 	}

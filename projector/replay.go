@@ -105,8 +105,8 @@ func Replay(ctx context.Context, l *ledger.Ledger, store *Store, opt ReplayOptio
 				break
 			}
 			after = events[len(events)-1].StreamID
-			for _, e := range events {
-				if err := pg.add(ctx, e); err != nil {
+			for entry := range ledger.ByEntry(events) {
+				if err := pg.add(ctx, entry); err != nil {
 					return st, err
 				}
 			}
@@ -125,8 +125,9 @@ func Replay(ctx context.Context, l *ledger.Ledger, store *Store, opt ReplayOptio
 	return st, nil
 }
 
-// pager writes one partition's events in pages of PageSize, whether they come from the
-// archive or the stream, so that the transactions are the same as from an untrimmed stream.
+// pager writes one partition's events in pages of PageSize entries (all the events of an
+// entry in one page), whether they come from the archive or the stream, so that the
+// transactions are the same as from an untrimmed stream.
 type pager struct {
 	st    *ReplayStats
 	total int64
@@ -134,11 +135,15 @@ type pager struct {
 	store *Store
 	p     int
 	page  []ledger.Event
+	// entries counts the entries of page.
+	entries int64
 }
 
-func (pg *pager) add(ctx context.Context, e ledger.Event) error {
-	pg.page = append(pg.page, e)
-	if int64(len(pg.page)) >= pg.opt.PageSize {
+// add adds the events of one entry to the page.
+func (pg *pager) add(ctx context.Context, entry []ledger.Event) error {
+	pg.page = append(pg.page, entry...)
+	pg.entries++
+	if pg.entries >= pg.opt.PageSize {
 		return pg.flush(ctx)
 	}
 	return nil
@@ -167,8 +172,8 @@ func (pg *pager) flush(ctx context.Context) error {
 	if _, err := pg.store.Apply(ctx, good); err != nil {
 		return fmt.Errorf("replay partition %d at %s: %w", pg.p, last, err)
 	}
-	pg.st.Entries += int64(len(pg.page))
-	pg.page = pg.page[:0]
+	pg.st.Entries += pg.entries
+	pg.page, pg.entries = pg.page[:0], 0
 	if pg.opt.Progress != nil {
 		pg.opt.Progress(pg.st.Entries, max(pg.total, pg.st.Entries))
 	}

@@ -144,10 +144,12 @@ func (r *Retainer) trim(ctx context.Context, st ledger.RetainState) (int64, erro
 		if len(events) == 0 {
 			break
 		}
-		for _, e := range events {
-			pa.apply(keys, p, e)
+		for entry := range ledger.ByEntry(events) {
+			for _, e := range entry {
+				pa.apply(keys, p, e)
+			}
+			n++
 		}
-		n += int64(len(events))
 		last = events[len(events)-1].StreamID
 	}
 	if last == "" {

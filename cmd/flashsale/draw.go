@@ -116,7 +116,12 @@ func historySource(l *ledger.Ledger, a *archive.Archive) ledger.EventSource {
 		if a != nil {
 			err := a.Read(ctx, p, "", func(e archive.Entry) error {
 				after = e.ID
-				return fn(l.DecodeEntry(p, e.ID, e.Fields))
+				for _, ev := range l.DecodeEntry(p, e.ID, e.Fields) {
+					if err := fn(ev); err != nil {
+						return err
+					}
+				}
+				return nil
 			})
 			if err != nil {
 				return fmt.Errorf("partition %d from the archive: %w", p, err)

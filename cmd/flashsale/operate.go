@@ -19,12 +19,12 @@ import (
 )
 
 func pending(ctx context.Context, e *env, args []string) error {
-	f := e.flags("pending", "", "Shows the ledger entries the projector group has read and not acknowledged:\nper partition the XPENDING summary, then the entries with their orders.")
+	f := e.flags("pending", "", "Shows the ledger entries the projector group has read and not acknowledged:\nper partition the XPENDING summary, then the entries with their orders (an entry of several\norders: one line per order, each with the entry's ID).")
 	rf := f.redis()
 	item := f.String("item", "", "only entries of this item")
 	consumer := f.String("consumer", "", "only entries held by this consumer")
 	minIdle := f.Duration("min-idle", 0, "only entries idle at least this long")
-	limit := f.Int("limit", 100, "most entries to list")
+	limit := f.Int("limit", 100, "most lines to list (one per order of an entry of several)")
 	asJSON := f.Bool("json", false, "print JSON (the same as GET /admin/pending)")
 	tf := f.retention(false)
 	if err := f.parse(args); err != nil {
