@@ -3,7 +3,6 @@ package ledger
 import (
 	"fmt"
 	"iter"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,21 +12,26 @@ import (
 
 // An `orders` entry holds the orders one purchase script call placed in its partition:
 //
-//	v 1  type orders  ts <unix ms>  <seq> <order> ...
+//	v 1  type orders  ts <unix ms>  orders <order> RS <order> ...
 //
-// one field per order, named by the order's sequence number (canonical decimal), whose value
-// is item_id, user_id, request_id and quantity, then pay_by for an order with a payment
-// deadline, separated by unitSep (no field of an order can hold it: item IDs are
-// [A-Za-z0-9._-], user and request IDs hold no control character). The orders share ts. The
-// entry's stream ID is <ms>-<last>: its orders are <ms>-<first> .. <ms>-<last>, consecutive,
-// so that each order keeps an ID of its own, <partition>-<ms>-<seq>, and an order's stream ID
-// is after the entry before and at or before its own entry's.
+// Each order is item_id, user_id, request_id and quantity, then pay_by for an order with a
+// payment deadline, separated by unitSep; the orders are joined by recordSep (no field of an
+// order can hold either: item IDs are [A-Za-z0-9._-], user and request IDs hold no control
+// character). The orders share ts. The entry's stream ID is <ms>-<last>: its N orders are
+// <ms>-<last-N+1> .. <ms>-<last> in the order they are listed, so that each order keeps an ID
+// of its own, <partition>-<ms>-<seq>, and an order's stream ID is after the entry before and
+// at or before its own entry's. Every such entry has the same four fields, which Redis then
+// stores once per stream node rather than in each entry.
 
-// unitSep separates the parts of an order in an `orders` entry (ASCII unit separator).
-const unitSep = "\x1f"
+// unitSep separates the parts of an order, recordSep the orders, in an `orders` entry (ASCII
+// unit and record separators).
+const (
+	unitSep   = "\x1f"
+	recordSep = "\x1e"
+)
 
-// decodeOrders decodes an `orders` entry into its order events, in sequence order. Anything
-// out of the format makes the whole entry one malformed event (see malformedOrders).
+// decodeOrders decodes an `orders` entry into its order events, in ID order. Anything out of
+// the format makes the whole entry one malformed event (see malformedOrders).
 func decodeOrders(p int, msg redis.XMessage) ([]Event, error) {
 	bad := func(why string, args ...any) ([]Event, error) {
 		return malformedOrders(p, msg, fmt.Sprintf(why, args...))
@@ -44,45 +48,33 @@ func decodeOrders(p int, msg redis.XMessage) ([]Event, error) {
 	if f.err != nil || ts <= 0 {
 		return bad("field ts: want a positive integer")
 	}
-	seqs := make([]uint64, 0, len(msg.Values))
-	for name := range msg.Values {
-		if name == "v" || name == "type" || name == "ts" {
-			continue
-		}
-		seq, ok := canonicalUint(name)
-		if !ok {
-			return bad("field %q: want an order's sequence number", name)
-		}
-		seqs = append(seqs, seq)
+	list, _ := msg.Values["orders"].(string)
+	if len(msg.Values) != 4 || list == "" {
+		return bad("want the fields v, type, ts and orders")
 	}
-	if len(seqs) == 0 {
-		return bad("no orders")
+	n := uint64(strings.Count(list, recordSep)) + 1
+	if n > pos.seq+1 {
+		return bad("%d orders cannot end at sequence number %d", n, pos.seq)
 	}
-	slices.Sort(seqs)
-	first := seqs[0]
-	if seqs[len(seqs)-1] != pos.seq || pos.seq-first != uint64(len(seqs)-1) {
-		return bad("orders %d..%d: want consecutive sequence numbers ending at the entry's", first, seqs[len(seqs)-1])
-	}
-	ms := strconv.FormatUint(pos.ms, 10)
-	events := make([]Event, len(seqs))
-	for i, seq := range seqs {
-		name := strconv.FormatUint(seq, 10)
-		e, err := decodeOrder(msg.Values[name])
+	first, ms := pos.seq+1-n, strconv.FormatUint(pos.ms, 10)
+	events := make([]Event, 0, n)
+	for rec := range strings.SplitSeq(list, recordSep) {
+		seq := strconv.FormatUint(first+uint64(len(events)), 10)
+		e, err := decodeOrder(rec)
 		if err != "" {
-			return bad("order %s: %s", name, err)
+			return bad("order %s: %s", seq, err)
 		}
 		e.Partition, e.StreamID = p, msg.ID
-		e.OrderID = OrderID(p, ms+"-"+name)
+		e.OrderID = OrderID(p, ms+"-"+seq)
 		e.Time = time.UnixMilli(ts)
-		events[i] = e
+		events = append(events, e)
 	}
 	return events, nil
 }
 
 // decodeOrder decodes the value of one order of an `orders` entry; it returns why it does
 // not decode, or "".
-func decodeOrder(v any) (Event, string) {
-	s, _ := v.(string)
+func decodeOrder(s string) (Event, string) {
 	var parts [5]string
 	n := 0
 	for part := range strings.SplitSeq(s, unitSep) {
@@ -123,12 +115,9 @@ func decodeOrder(v any) (Event, string) {
 func malformedOrders(p int, msg redis.XMessage, why string) ([]Event, error) {
 	err := fmt.Errorf("%w %d/%s: %s", ErrMalformed, p, msg.ID, why)
 	e := Event{Partition: p, StreamID: msg.ID, Type: EventOrders, Malformed: err}
-	for name, v := range msg.Values {
-		if name == "v" || name == "type" || name == "ts" {
-			continue
-		}
-		s, _ := v.(string)
-		item, _, _ := strings.Cut(s, unitSep)
+	list, _ := msg.Values["orders"].(string)
+	for rec := range strings.SplitSeq(list, recordSep) {
+		item, _, _ := strings.Cut(rec, unitSep)
 		if ValidateItemID(item) != nil || (e.ItemID != "" && item != e.ItemID) {
 			e.ItemID = ""
 			break

@@ -20,8 +20,8 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add("v=2;type=order", "1-0")
 	f.Add("junk=1", "1-1")
 	f.Add("v=1;type=stock;item_id=a;op=mul;quantity=x", "1-2")
-	f.Add("v=1;type=orders;ts=5;3=a\x1fu\x1fr\x1f1;4=b\x1fv\x1fs\x1f2\x1f9", "5-4")
-	f.Add("v=1;type=orders;ts=5;3=a\x1fu\x1fr\x1f1;5=b\x1fv\x1fs\x1f2", "5-5")
+	f.Add("v=1;type=orders;ts=5;orders=a\x1fu\x1fr\x1f1\x1eb\x1fv\x1fs\x1f2\x1f9", "5-4")
+	f.Add("v=1;type=orders;ts=5;orders=a\x1fu\x1fr\x1f1\x1eb\x1fv\x1fs\x1f2", "5-0")
 	f.Fuzz(func(t *testing.T, fields, id string) {
 		values := map[string]any{}
 		for kv := range strings.SplitSeq(fields, ";") {

@@ -17,7 +17,8 @@ var Purchase string
 //go:embed stock.lua
 var Stock string
 
-// Restock cancels an order that cannot be projected: units back, restock event, XACK.
+// Restock cancels an order that cannot be projected: units back, restock event (the projector
+// acknowledges the entry after its batch).
 var Restock = units + restock
 
 //go:embed restock.lua

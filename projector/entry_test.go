@@ -29,20 +29,20 @@ func (e env) addOrders(t *testing.T, p int, orders ...entryOrder) (string, []str
 	ctx := context.Background()
 	k := e.l.Keys()
 	ms, first := time.Now().UnixMilli()+60_000, 3
-	values := []string{"v", "1", "type", "orders", "ts", strconv.FormatInt(ms, 10)}
-	var ids []string
+	var records, ids []string
 	for i, o := range orders {
 		v := fmt.Sprintf("%s\x1f%s\x1f%s\x1f%d", o.item, o.user, o.req, o.qty)
 		if o.payBy != 0 {
 			v += fmt.Sprintf("\x1f%d", o.payBy)
 		}
-		values = append(values, strconv.Itoa(first+i), v)
+		records = append(records, v)
 		ids = append(ids, fmt.Sprintf("%d-%d-%d", p, ms, first+i))
 		if err := e.rdb.DecrBy(ctx, k.Stock(o.item), o.qty).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	id := fmt.Sprintf("%d-%d", ms, first+len(orders)-1)
+	values := []string{"v", "1", "type", "orders", "ts", strconv.FormatInt(ms, 10), "orders", strings.Join(records, "\x1e")}
 	if err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: k.Events(p), ID: id, Values: values}).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func TestPendingListsEachOrderOfAnEntry(t *testing.T) {
 	ms := time.Now().UnixMilli() + 60_000
 	id := fmt.Sprintf("%d-1", ms)
 	values := []string{"v", "1", "type", "orders", "ts", fmt.Sprint(ms),
-		"0", "demo\x1fu1\x1fr1\x1f1", "1", "demo\x1fu2\x1fr2\x1f2"}
+		"orders", "demo\x1fu1\x1fr1\x1f1\x1edemo\x1fu2\x1fr2\x1f2"}
 	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: l.Keys().Events(p), ID: id, Values: values}).Err(); err != nil {
 		t.Fatal(err)
 	}
