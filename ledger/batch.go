@@ -123,7 +123,7 @@ func (c *call) route() string {
 }
 
 // tag is the hash tag of c's keys ("{p3}"): the purchases of one partition share it, and so
-// one slot of a cluster, and may be decided in one batch script call.
+// one slot of a cluster, and may be decided in one purchase.lua call.
 func (c *call) tag() string {
 	k := c.keys[0]
 	if i := strings.IndexByte(k, '{'); i >= 0 {

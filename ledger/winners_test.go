@@ -17,7 +17,7 @@ import (
 	"github.com/flashsale/flashsale/tests/testenv"
 )
 
-// commandCounter is a go-redis hook that counts the commands a ledger sends, but for the
+// commandCounter counts (count is a testenv.Hook) the commands a ledger sends, but for the
 // winner tail's own reads (XREAD, XINFO, XRANGE), which purchases never send, and the
 // setup of new connections (HELLO, CLIENT).
 type commandCounter struct {
@@ -29,24 +29,6 @@ func (c *commandCounter) count(cmd redis.Cmder) {
 	case "xread", "xinfo", "xrange", "hello", "client", "cluster": // the tail's reads, connection and cluster setup
 	default:
 		c.n.Add(1)
-	}
-}
-
-func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.count(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			c.count(cmd)
-		}
-		return next(ctx, cmds)
 	}
 }
 
@@ -67,7 +49,7 @@ func startProcess(t testing.TB, addr string, cfg ledger.Config, tail bool) *proc
 func startProcessOn(t testing.TB, rdb redis.UniversalClient, cfg ledger.Config, tail bool) *process {
 	t.Helper()
 	c := &commandCounter{}
-	rdb.AddHook(c)
+	rdb.AddHook(testenv.Hook(c.count))
 	l, err := ledger.Open(context.Background(), rdb, cfg)
 	if err != nil {
 		t.Fatalf("open ledger: %v", err)
@@ -194,7 +176,7 @@ func TestWinnerIndexBeforeTheTailCatchesUp(t *testing.T) {
 	srv, _ := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	c := &commandCounter{}
-	rdb.AddHook(c)
+	rdb.AddHook(testenv.Hook(c.count))
 	t.Cleanup(func() { rdb.Close() })
 	l, err := ledger.Open(context.Background(), rdb, ledger.Config{})
 	if err != nil {
@@ -440,7 +422,7 @@ func startHeld(t testing.TB, addr string, cfg ledger.Config) (pr *process, hold,
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ReadTimeout: 2 * time.Second})
 	c := &commandCounter{}
-	rdb.AddHook(c)
+	rdb.AddHook(testenv.Hook(c.count))
 	l, err := ledger.Open(context.Background(), rdb, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/projector"
+	"github.com/flashsale/flashsale/tests/testenv"
 )
 
 // entryOrder is one order of a hand-written `orders` entry (payBy 0: none).
@@ -58,7 +59,7 @@ func partner(k ledger.Keys, item string) string {
 	}
 }
 
-// ackCounter is a go-redis hook that counts, per stream ID, the times XACK named it.
+// ackCounter counts, per stream ID, the times XACK named it (count is a testenv.Hook).
 type ackCounter struct {
 	mu  sync.Mutex
 	ids map[string]int
@@ -81,24 +82,6 @@ func (c *ackCounter) acks(id string) int {
 	return c.ids[id]
 }
 
-func (c *ackCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (c *ackCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.count(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (c *ackCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			c.count(cmd)
-		}
-		return next(ctx, cmds)
-	}
-}
-
 func TestProjectsOrdersEntry(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
@@ -107,7 +90,7 @@ func TestProjectsOrdersEntry(t *testing.T) {
 	e.setStock(t, "a", 10)
 	e.setStock(t, b, 10)
 	acks := &ackCounter{ids: map[string]int{}}
-	e.rdb.AddHook(acks)
+	e.rdb.AddHook(testenv.Hook(acks.count))
 	payBy := time.Now().Add(time.Hour).UnixMilli()
 	id, ids := e.addOrders(t, k.Partition("a"),
 		entryOrder{"a", "u1", "r1", 1, 0}, entryOrder{"a", "u2", "r2", 2, 0}, entryOrder{b, "u3", "r3", 1, payBy})
@@ -151,7 +134,7 @@ func TestOrdersEntryWithARestock(t *testing.T) {
 		t.Fatal(err)
 	}
 	acks := &ackCounter{ids: map[string]int{}}
-	e.rdb.AddHook(acks)
+	e.rdb.AddHook(testenv.Hook(acks.count))
 	id, ids := e.addOrders(t, k.Partition("a"),
 		entryOrder{"a", "u1", "r2", 2, 0}, entryOrder{"a", "u1", "r1", 3, 0}, entryOrder{b, "u2", "r3", 1, 0})
 	e.start(t, projector.Config{})
