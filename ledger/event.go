@@ -264,13 +264,13 @@ func (l *Ledger) decodeOrMark(p int, msg redis.XMessage) []Event {
 	}
 	for _, e := range events {
 		if q := l.keys.Partition(e.ItemID); q != p {
-			err := fmt.Errorf("%w %d/%s: item_id %q belongs to partition %d", ErrMalformed, p, msg.ID, e.ItemID, q)
-			bad := events[0]
-			if len(events) > 1 {
-				bad = Event{Partition: p, StreamID: msg.ID, Type: EventOrders, ItemID: e.ItemID}
+			why := fmt.Sprintf("item_id %q belongs to partition %d", e.ItemID, q)
+			if msg.Values["type"] == string(EventOrders) {
+				bad, _ := malformedOrders(p, msg, why)
+				return bad
 			}
-			bad.Malformed = err
-			return []Event{bad}
+			e.Malformed = fmt.Errorf("%w %d/%s: %s", ErrMalformed, p, msg.ID, why)
+			return []Event{e}
 		}
 	}
 	return events

@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -259,9 +258,10 @@ func (w *winners) apply(part *winnerPart, p int, keys Keys, events []Event) {
 // orderPos returns the stream ID of order e from its OrderID: in an `orders` entry each order
 // has its own, at or before the entry's (pos, returned when OrderID does not parse).
 func orderPos(e Event, pos streamPos) streamPos {
-	_, sid, _ := strings.Cut(e.OrderID, "-")
-	if o, ok := parsePos(sid); ok {
-		return o
+	if _, sid, err := ParseOrderID(e.OrderID); err == nil {
+		if o, ok := parsePos(sid); ok {
+			return o
+		}
 	}
 	return pos
 }
