@@ -126,6 +126,9 @@ type Ledger struct {
 	soldOutLocal, soldOutRedis atomic.Int64
 	calls                      calls
 	repl                       replication
+	// heads holds, per partition, what every purchase.lua call of it starts with (built once:
+	// they would otherwise be three key strings built per purchase).
+	heads []callHead
 	// drawItems holds the items purchase.lua answered "draw" for (code 9): their purchases go
 	// to draw_enter.lua first, one script call instead of two.
 	drawItems sync.Map
@@ -166,10 +169,16 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 	if cfg.WinnerIndexMax > 0 {
 		w = newWinners(p, cfg.WinnerIndexMax, cfg.IdempotencyTTL, cfg.SoldOutLease)
 	}
+	keys := NewKeys(cfg.Prefix, p)
+	heads := make([]callHead, p)
+	for i := range heads {
+		heads[i] = callHead{events: keys.Events(i), due: keys.Due(i), orderPrefix: keys.OrderPrefix(i)}
+	}
 	return &Ledger{
+		heads:   heads,
 		winners: w,
 		rdb:     rdb,
-		keys:    NewKeys(cfg.Prefix, p),
+		keys:    keys,
 		idemTTL: strconv.FormatInt(cfg.IdempotencyTTL.Milliseconds(), 10),
 		leaseMS: cfg.SoldOutLease.Milliseconds(),
 		calls:   c,

@@ -223,18 +223,22 @@ func refusal(code int64, orderID string) error {
 	return fmt.Errorf("purchase script: unknown code %d", code)
 }
 
+// callHead is what every purchase.lua call of one partition starts with: the keys of its
+// stream and due set, and its order state key prefix.
+type callHead struct{ events, due, orderPrefix string }
+
 // purchaseCall is the KEYS and ARGV of purchase.lua deciding req alone, of partition p. The
 // batcher joins the calls of one partition into one: the first two keys and three arguments
 // are the partition's, the rest the purchase's.
 func (l *Ledger) purchaseCall(req PurchaseRequest, p int) ([]string, []any) {
-	k := l.keys
+	k, h := l.keys, l.heads[p]
 	keys := []string{
-		k.Events(p),
-		k.Due(p),
+		h.events,
+		h.due,
 		k.Stock(req.ItemID),
 		k.Rules(req.ItemID),
 		k.Request(req.ItemID, req.RequestID),
 		k.User(req.ItemID, req.UserID),
 	}
-	return keys, []any{l.idemTTL, p, k.OrderPrefix(p), req.ItemID, req.UserID, req.RequestID, req.Quantity}
+	return keys, []any{l.idemTTL, p, h.orderPrefix, req.ItemID, req.UserID, req.RequestID, req.Quantity}
 }
