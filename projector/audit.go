@@ -410,10 +410,8 @@ type partAudit struct {
 	pending    int64
 	snap       ledger.Snapshot
 	checkpoint string
-	// entries counts the entries folded (since the ledger began); last is the last one's ID:
-	// the orders of an `orders` entry come as events that share it.
+	// entries counts the entries folded (since the ledger began).
 	entries int64
-	last    string
 }
 
 // auditPartition folds partition p from its latest checkpoint through the retained stream up
@@ -442,7 +440,7 @@ func auditPartition(ctx context.Context, l *ledger.Ledger, p int, group string) 
 
 // fromCheckpoint starts a partition's fold at checkpoint c.
 func fromCheckpoint(c ledger.Checkpoint) *partAudit {
-	pa := &partAudit{items: map[string]*ItemAudit{}, orders: map[string]*ledgerOrder{}, checkpoint: c.ID, entries: c.Entries, last: c.ID}
+	pa := &partAudit{items: map[string]*ItemAudit{}, orders: map[string]*ledgerOrder{}, checkpoint: c.ID, entries: c.Entries}
 	for id, ci := range c.Items {
 		pa.items[id] = &ItemAudit{ItemID: id, PutOnSale: ci.PutOnSale, Sold: ci.Sold, Reserved: ci.Reserved,
 			Restocked: ci.Restocked, Released: ci.Released, Fold: ci.Stock, Closed: ci.Closed,
@@ -470,12 +468,17 @@ func (pa *partAudit) item(id string) *ItemAudit {
 	return pa.items[id]
 }
 
+// applyEntry folds one entry of partition p: its events, as a reader returns them (see
+// ledger.ByEntry).
+func (pa *partAudit) applyEntry(keys ledger.Keys, p int, entry []ledger.Event) {
+	pa.entries++
+	for _, e := range entry {
+		pa.apply(keys, p, e)
+	}
+}
+
 // apply folds one event of partition p.
 func (pa *partAudit) apply(keys ledger.Keys, p int, e ledger.Event) {
-	if e.StreamID != pa.last {
-		pa.entries++
-		pa.last = e.StreamID
-	}
 	if e.Malformed != nil {
 		return
 	}
@@ -560,9 +563,7 @@ func foldPartition(ctx context.Context, l *ledger.Ledger, p int, group string, c
 				if ledger.CompareIDs(id, floor) > 0 {
 					tail = append(tail, id)
 				}
-				for _, e := range entry {
-					pa.meet(keys, p, e, seen, &more)
-				}
+				more = pa.meet(keys, p, entry, seen) || more
 			}
 		}
 		if !more {
@@ -573,14 +574,17 @@ func foldPartition(ctx context.Context, l *ledger.Ledger, p int, group string, c
 	return pa, nil
 }
 
-// meet folds event e of partition p, and records in seen an item of p the fold meets for
-// the first time (more is then set).
-func (pa *partAudit) meet(keys ledger.Keys, p int, e ledger.Event, seen map[string]bool, more *bool) {
-	if e.Malformed == nil && ledger.ValidateItemID(e.ItemID) == nil && keys.Partition(e.ItemID) == p && !seen[e.ItemID] {
-		seen[e.ItemID] = true
-		*more = true
+// meet folds one entry of partition p, and records in seen the items of p the fold meets for
+// the first time; it reports whether there was one.
+func (pa *partAudit) meet(keys ledger.Keys, p int, entry []ledger.Event, seen map[string]bool) (more bool) {
+	for _, e := range entry {
+		if e.Malformed == nil && ledger.ValidateItemID(e.ItemID) == nil && keys.Partition(e.ItemID) == p && !seen[e.ItemID] {
+			seen[e.ItemID] = true
+			more = true
+		}
 	}
-	pa.apply(keys, p, e)
+	pa.applyEntry(keys, p, entry)
+	return more
 }
 
 // countPending counts what was not projected at the snapshot: with no group, every one of

@@ -53,9 +53,7 @@ func AuditHistory(ctx context.Context, l *ledger.Ledger, arch *archive.Archive) 
 			if len(checks) > 0 && ledger.CompareIDs(checks[0].id, id) < 0 {
 				check()
 			}
-			for _, e := range entry {
-				pa.apply(keys, p, e)
-			}
+			pa.applyEntry(keys, p, entry)
 			last = id
 			h.Entries++
 			check()

@@ -145,9 +145,7 @@ func (r *Retainer) trim(ctx context.Context, st ledger.RetainState) (int64, erro
 			break
 		}
 		for entry := range ledger.ByEntry(events) {
-			for _, e := range entry {
-				pa.apply(keys, p, e)
-			}
+			pa.applyEntry(keys, p, entry)
 			n++
 		}
 		last = events[len(events)-1].StreamID
