@@ -72,8 +72,8 @@ func (k Keys) Due(p int) string { return k.tag(p) + "due" }
 // ts, and once paid payment_ref and paid_at.
 func (k Keys) Order(p int, orderID string) string { return k.OrderPrefix(p) + orderID }
 
-// OrderPrefix is Order without the order ID: the purchase script completes it after the XADD
-// that names the order.
+// OrderPrefix is Order without the order ID: the purchase script completes it with the ID it
+// gives the order.
 func (k Keys) OrderPrefix(p int) string { return k.tag(p) + "order:" }
 
 // Sync is partition p's counter that a pipeline waiting for replicas (-min-replicas) writes
@@ -140,10 +140,11 @@ func (k Keys) Checkpoint(p int) string { return k.tag(p) + "checkpoint" }
 func (k Keys) DrawEntries(item string) string { return k.itemKey("draw-entries", item) }
 
 // DrawState is item's draw progress hash: cursor (entries written, in rank order), units,
-// started_at, done, done_at.
+// started_at, done, done_at, and head_rank (the rank of the waitlist's head).
 func (k Keys) DrawState(item string) string { return k.itemKey("draw", item) }
 
-// Waitlist is item's sorted set of waitlisted entries: order_id -> rank.
+// Waitlist is item's list of waitlisted entries' order IDs in rank order, the lowest rank
+// (DrawState's head_rank) at the head.
 func (k Keys) Waitlist(item string) string { return k.itemKey("waitlist", item) }
 
 // Held is item's set of winners' orders that may still hold units (reserved or paid).
