@@ -130,15 +130,6 @@ func TestDecodeOrdersEntryMalformed(t *testing.T) {
 	}
 }
 
-// sameParted returns an item ID other than item in item's partition.
-func sameParted(k ledger.Keys, item string) string {
-	for i := 0; ; i++ {
-		if c := fmt.Sprintf("%s%d", item, i); k.Partition(c) == k.Partition(item) {
-			return c
-		}
-	}
-}
-
 // An `orders` entry is read as its orders by every reader: Order finds each, Range and the
 // consumer group return them all (COUNT counts the entry once), the pending report lists each,
 // a restock leaves the entry pending, and the winner index answers a winner's retry with its
@@ -148,7 +139,7 @@ func TestOrdersEntryReaders(t *testing.T) {
 	srv, rdb := testenv.StartRedis(t)
 	pr := startProcess(t, srv.Addr, ledger.Config{}, true)
 	l, k := pr.l, pr.l.Keys()
-	b := sameParted(k, "a")
+	b := testenv.SamePartition(k, "a")
 	p := k.Partition("a")
 	// An ID ahead of the clock: every later entry goes after it.
 	ms := time.Now().UnixMilli() + 60_000

@@ -50,15 +50,6 @@ func (e env) addOrders(t *testing.T, p int, orders ...entryOrder) (string, []str
 	return id, ids
 }
 
-// partner returns an item of item's partition other than item.
-func partner(k ledger.Keys, item string) string {
-	for i := 0; ; i++ {
-		if c := fmt.Sprintf("%s%d", item, i); k.Partition(c) == k.Partition(item) {
-			return c
-		}
-	}
-}
-
 // ackCounter counts, per stream ID, the times XACK named it (count is a testenv.Hook).
 type ackCounter struct {
 	mu  sync.Mutex
@@ -82,15 +73,22 @@ func (c *ackCounter) acks(id string) int {
 	return c.ids[id]
 }
 
-func TestProjectsOrdersEntry(t *testing.T) {
-	ctx := context.Background()
-	e := newEnv(t)
-	k := e.l.Keys()
-	b := partner(k, "a")
+// ordersEnv is a projector test's set-up for `orders` entries: items a and b of one partition
+// with 10 units each, and a count of the acknowledgements of each entry.
+func ordersEnv(t *testing.T) (e env, b string, acks *ackCounter) {
+	e = newEnv(t)
+	b = testenv.SamePartition(e.l.Keys(), "a")
 	e.setStock(t, "a", 10)
 	e.setStock(t, b, 10)
-	acks := &ackCounter{ids: map[string]int{}}
+	acks = &ackCounter{ids: map[string]int{}}
 	e.rdb.AddHook(testenv.Hook(acks.count))
+	return e, b, acks
+}
+
+func TestProjectsOrdersEntry(t *testing.T) {
+	ctx := context.Background()
+	e, b, acks := ordersEnv(t)
+	k := e.l.Keys()
 	payBy := time.Now().Add(time.Hour).UnixMilli()
 	id, ids := e.addOrders(t, k.Partition("a"),
 		entryOrder{"a", "u1", "r1", 1, 0}, entryOrder{"a", "u2", "r2", 2, 0}, entryOrder{b, "u3", "r3", 1, payBy})
@@ -124,17 +122,12 @@ func TestProjectsOrdersEntry(t *testing.T) {
 // after both.
 func TestOrdersEntryWithARestock(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e, b, acks := ordersEnv(t)
 	k := e.l.Keys()
-	b := partner(k, "a")
-	e.setStock(t, "a", 10)
-	e.setStock(t, b, 10)
 	if _, err := e.db.Exec(`INSERT INTO orders (order_id, request_id, user_id, item_id, quantity, status, created_at, updated_at)
 		VALUES ('0-1-0', 'r1', 'u0', 'a', 1, 'confirmed', NOW(), NOW())`); err != nil {
 		t.Fatal(err)
 	}
-	acks := &ackCounter{ids: map[string]int{}}
-	e.rdb.AddHook(testenv.Hook(acks.count))
 	id, ids := e.addOrders(t, k.Partition("a"),
 		entryOrder{"a", "u1", "r2", 2, 0}, entryOrder{"a", "u1", "r1", 3, 0}, entryOrder{b, "u2", "r3", 1, 0})
 	e.start(t, projector.Config{})
@@ -157,7 +150,7 @@ func TestOrdersEntryWithARestock(t *testing.T) {
 		t.Errorf("entry %s acknowledged %d times, want once", id, n)
 	}
 	restocks := 0
-	for _, ev := range rangeAll(t, e) {
+	for _, ev := range testenv.Events(t, e.l) {
 		if ev.Type == ledger.EventRestock {
 			restocks++
 			if ev.OrderID != ids[1] || !strings.Contains(ev.Reason, "request_id") {
@@ -178,18 +171,4 @@ func TestOrdersEntryWithARestock(t *testing.T) {
 			t.Errorf("audit violation: %+v", v)
 		}
 	}
-}
-
-// rangeAll returns every event of every partition.
-func rangeAll(t *testing.T, e env) []ledger.Event {
-	t.Helper()
-	var all []ledger.Event
-	for p := range e.l.Keys().Partitions() {
-		evs, err := e.l.Range(context.Background(), p, "", 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, evs...)
-	}
-	return all
 }

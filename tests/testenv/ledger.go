@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/flashsale/flashsale/ledger"
@@ -26,4 +27,14 @@ func Events(t testing.TB, l *ledger.Ledger) []ledger.Event {
 		}
 	}
 	return all
+}
+
+// SamePartition returns an item ID other than item, in item's partition: item followed by the
+// first number that puts it there.
+func SamePartition(k ledger.Keys, item string) string {
+	for i := 0; ; i++ {
+		if c := item + strconv.Itoa(i); k.Partition(c) == k.Partition(item) {
+			return c
+		}
+	}
 }
