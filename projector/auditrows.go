@@ -191,7 +191,7 @@ func (a *auditor) allRows(ctx context.Context, tx *sql.Tx, rows map[string]mysql
 	if err != nil {
 		return err
 	}
-	for k := range mergeKeys(a.totals, counted) {
+	for k := range union(a.totals, counted) {
 		if got, want := a.totals[k], counted[k]; got != want {
 			a.violation(Violation{ItemID: k.item, What: fmt.Sprintf("item_totals hold %d units in %d %s orders, the rows %d units in %d",
 				got.units, got.orders, k.status, want.units, want.orders)})
@@ -200,9 +200,9 @@ func (a *auditor) allRows(ctx context.Context, tx *sql.Tx, rows map[string]mysql
 	return nil
 }
 
-// mergeKeys yields the keys of both.
-func mergeKeys(x, y totals) map[totalKey]bool {
-	keys := map[totalKey]bool{}
+// union yields the keys of both maps.
+func union[K comparable, V any](x, y map[K]V) map[K]bool {
+	keys := make(map[K]bool, len(x)+len(y))
 	for k := range x {
 		keys[k] = true
 	}
@@ -236,7 +236,7 @@ func (a *auditor) compareTotals() {
 				a.violation(Violation{ItemID: id, What: fmt.Sprintf("item_totals in MySQL count %d units given back, the ledger %d (restocked %d, released %d)", got, want, it.Restocked, it.Released)})
 			}
 		}
-		for id := range mergeItems(live, back) {
+		for id := range union(live, back) {
 			if a.items[id] == nil && (live[id] != 0 || back[id] != 0) {
 				a.violation(Violation{ItemID: id, What: fmt.Sprintf("item_totals in MySQL count %d live units and %d given back of an item the ledger does not hold", live[id], back[id])})
 			}
@@ -245,22 +245,10 @@ func (a *auditor) compareTotals() {
 	if a.all {
 		return
 	}
-	for id := range mergeItems(live, back) {
+	for id := range union(live, back) {
 		if live[id] != 0 || back[id] != 0 {
 			it := a.item(id)
 			it.Confirmed, it.Cancelled = live[id], back[id]
 		}
 	}
-}
-
-// mergeItems yields the items of both.
-func mergeItems(x, y map[string]int64) map[string]bool {
-	ids := map[string]bool{}
-	for id := range x {
-		ids[id] = true
-	}
-	for id := range y {
-		ids[id] = true
-	}
-	return ids
 }
