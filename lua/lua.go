@@ -25,10 +25,16 @@ var Restock = units + restock
 var restock string
 
 // Snapshot reads one partition at one instant for audit: last stream ID, group position and
-// stock counters.
-//
+// stock counters (groups.lua joined in front).
+var Snapshot = groups + snapshot
+
 //go:embed snapshot.lua
-var Snapshot string
+var snapshot string
+
+// groups is the fragment that reads one consumer group's XINFO fields (groups.lua).
+//
+//go:embed groups.lua
+var groups string
 
 // Alive refreshes and reads the projectors' heartbeats on one partition.
 //
@@ -101,7 +107,9 @@ var Close string
 //go:embed lease.lua
 var Lease string
 
-// Advance moves a consumer group's last delivered ID forward, never back, delivering nothing.
-//
+// Advance moves a consumer group's last delivered ID forward, never back, delivering nothing
+// (groups.lua joined in front).
+var Advance = groups + advance
+
 //go:embed advance.lua
-var Advance string
+var advance string

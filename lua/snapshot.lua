@@ -1,5 +1,6 @@
 -- snapshot.lua: reads one partition at one instant, for audit: the stream's last entry, the
 -- consumer group's position and the stock counters of the given items. Nothing is written.
+-- group_info (groups.lua) is joined in front of it.
 -- Every counter the ledger keeps changes in the same script call as the event that records
 -- it, so the counters returned are exactly the fold of the stream up to the last ID returned.
 --
@@ -22,17 +23,9 @@ if #top > 0 then
 end
 
 local group, pending, delivered = 0, 0, ''
-local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1]) -- an error when the stream is absent
-if type(groups) == 'table' and not groups.err then
-  for _, g in ipairs(groups) do
-    local f = {}
-    for i = 1, #g, 2 do
-      f[g[i]] = g[i + 1]
-    end
-    if f['name'] == ARGV[1] then
-      group, pending, delivered = 1, f['pending'], f['last-delivered-id']
-    end
-  end
+local g = group_info(KEYS[1], ARGV[1])
+if g then
+  group, pending, delivered = 1, g['pending'], g['last-delivered-id']
 end
 
 local out = {0, last, group, pending, delivered}
