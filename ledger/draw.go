@@ -150,11 +150,16 @@ type Entry struct {
 // stream is trimmed: the archived events, then the stream's). fn's error stops it.
 type EventSource func(ctx context.Context, p int, fn func(Event) error) error
 
-// StreamSource reads partition p's stream from its start, in pages of pageSize entries (one
-// XRANGE each, so that Redis is never held long).
+// StreamSource reads partition p's stream from its start (an EventSource).
 func (l *Ledger) StreamSource(ctx context.Context, p int, fn func(Event) error) error {
+	return l.StreamFrom(ctx, p, "", fn)
+}
+
+// StreamFrom calls fn with every event of partition p's stream after the stream ID after (""
+// for its start), in pages of 1,000 entries (one XRANGE each, so that Redis is never held
+// long). fn's error stops it.
+func (l *Ledger) StreamFrom(ctx context.Context, p int, after string, fn func(Event) error) error {
 	const pageSize = 1000
-	after := ""
 	for {
 		events, err := l.Range(ctx, p, after, pageSize)
 		if err != nil {
@@ -165,6 +170,8 @@ func (l *Ledger) StreamSource(ctx context.Context, p int, fn func(Event) error) 
 				return err
 			}
 		}
+		// Fewer events than the page's entries: the stream has ended (an entry holds one or
+		// more events).
 		if len(events) < pageSize {
 			return nil
 		}

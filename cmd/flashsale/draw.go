@@ -132,22 +132,7 @@ func historySource(l *ledger.Ledger, a *archive.Archive) ledger.EventSource {
 		} else if first != "" {
 			return fmt.Errorf("partition %d: the stream starts at %s, after the archive's end %s: entries are missing", p, first, after)
 		}
-		const page = 1000
-		for {
-			events, err := l.Range(ctx, p, after, page)
-			if err != nil {
-				return err
-			}
-			for _, e := range events {
-				if err := fn(e); err != nil {
-					return err
-				}
-			}
-			if len(events) < page {
-				return nil
-			}
-			after = events[len(events)-1].StreamID
-		}
+		return l.StreamFrom(ctx, p, after, fn)
 	}
 }
 
