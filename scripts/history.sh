@@ -25,7 +25,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FS="${FLASHSALE_BIN:-$ROOT/bin/flashsale}"
 LT="${LOADTEST_BIN:-$ROOT/bin/loadtest}"
 
-sql() { mariadb -h127.0.0.1 -P3306 -uroot "$@"; }
+sql() { mysql_root 3306 "$@"; }
 
 # use DIR: export the addresses of DIR's ledger.
 use() {

@@ -58,13 +58,12 @@ cleanup() {
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  for db in "${DBS[@]}"; do mysql_root -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true; done
+  for db in "${DBS[@]}"; do mysql_root "$MYSQL_PORT" -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true; done
   rm -rf "$TMP"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-mysql_root() { mariadb --connect-timeout=5 -h127.0.0.1 -P"$MYSQL_PORT" -uroot "$@"; }
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 info_field() { rcli info "$1" | tr -d '\r' | awk -F: -v f="$2" '$1 == f { print $2 }'; }
 
@@ -94,7 +93,7 @@ wait_for 60 "$REDIS_PID" rcli ping || die "redis-server did not start: $(tail -n
 # start_serve NAME BINARY PREFIX FLAGS: NAME_PID, NAME_HTTP, NAME_GRPC.
 start_serve() {
   local name=$1 bin=$2 prefix=$3 flags=$4 db="flashsale_cost_${3}_$$" log="$TMP/$1.log" pid
-  mysql_root -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db"
+  mysql_root "$MYSQL_PORT" -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db"
   DBS+=("$db")
   "$bin" migrate -mysql "root@tcp(127.0.0.1:$MYSQL_PORT)/$db?parseTime=true" >/dev/null
   # shellcheck disable=SC2086 # flags is a list of flags
@@ -143,7 +142,7 @@ if [ "$VALGRIND" = 1 ]; then
   IDLE_RATE="$(awk -v i="$(awk '/^summary:/ { print $2 }' "$(ls -t "$TMP"/callgrind.out.* | head -n 1)")" -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", i / (b - a) }')"
   log "idle: $IDLE_RATE Redis instructions per second" >&2
 fi
-cpu() { rcli info cpu | tr -d '\r' | awk -F: -v f="$1" '$1 == f { print $2 }'; }
+cpu() { info_field cpu "$1"; }
 n=0
 # run KEY PREFIX ADDR TARGET: one measured sale; its figures under KEY.
 run() {
