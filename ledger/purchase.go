@@ -133,7 +133,8 @@ func RequestOwner(value string) (orderID, userID string, ok bool) {
 
 // Receipt is what a successful purchase returns.
 type Receipt struct {
-	// OrderID names the order: its partition and ledger stream ID, e.g. "2-1732761600123-0".
+	// OrderID names the order: its partition and its place in the ledger stream, e.g.
+	// "2-1732761600123-0" (see ParseOrderID).
 	OrderID string
 	// Stock is the number of units left after this purchase.
 	Stock int64
