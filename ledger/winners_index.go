@@ -45,6 +45,12 @@ const (
 	leaseMarginDiv = 10
 	// winnerCount is the most entries one XREAD returns per partition.
 	winnerCount = 1000
+	// winnerLinger is how long the tail waits after a read that returned new entries but no
+	// full page, before it reads again: under load each read then carries the entries of
+	// several purchase calls (one XREAD, one event-loop turn of Redis, for many), and the index
+	// lags that much more (purchases that find an item sold out meanwhile ask Redis, which
+	// answers them as before). At most the read's block time.
+	winnerLinger = 5 * time.Millisecond
 	// winnerCheck is how often the tail checks that no entry it has not read was deleted (and
 	// before it renews a lapsed lease). While the lease holds the tail is less than the lease
 	// behind, and trimming touches older entries: the check is a safety net.
@@ -112,8 +118,10 @@ type winners struct {
 	// lease is how long a read keeps local answers valid (the lease less its margin); block
 	// how long one XREAD waits.
 	lease, block time.Duration
-	start        time.Time
-	parts        []*winnerPart
+	// linger is how long the tail waits after a read of new entries (winnerLinger).
+	linger time.Duration
+	start  time.Time
+	parts  []*winnerPart
 	// localAnswers counts purchases answered from the index (for tests and metrics).
 	localAnswers atomic.Int64
 	// beforeRead, when set (by tests), runs before each XREAD of the tail.
@@ -125,6 +133,7 @@ func newWinners(partitions int, most int64, ttl, lease time.Duration) *winners {
 		max: most, ttl: ttl, start: time.Now(), parts: make([]*winnerPart, partitions),
 		lease: lease - lease/leaseMarginDiv, block: max(lease/4, time.Millisecond),
 	}
+	w.linger = min(winnerLinger, w.block)
 	for p := range w.parts {
 		w.parts[p] = &winnerPart{items: map[string]*winnerItem{}}
 	}

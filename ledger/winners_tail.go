@@ -142,10 +142,29 @@ func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 			checked = time.Now()
 		}
 		w.renew(ps, got, sent)
+		if lingers(got) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(w.linger):
+			}
+		}
 		if ctx.Err() != nil {
 			return read, ctx.Err()
 		}
 	}
+}
+
+// lingers reports whether the tail waits before its next read, after a read that returned got
+// entries per partition: some new entries, and no full page (which says more are waiting).
+func lingers(got []int) bool {
+	some := false
+	for _, n := range got {
+		if n >= winnerCount {
+			return false
+		}
+		some = some || n > 0
+	}
+	return some
 }
 
 // applyRead indexes the entries of one XREAD reply res over partitions ps (whose stream keys
