@@ -15,8 +15,9 @@
 # (callgrind_control -d). Reported per order sold: Redis instructions (user space, every
 # thread), less what Redis does idle over the same time (both serves' timers; measured for 20 s
 # before the runs); Redis system calls (/proc/PID/io: socket reads and writes, AOF writes); AOF
-# bytes; and the calls of each command (INFO commandstats). Kernel time (AOF fsync, socket
-# I/O) is not in the instruction count: the system calls and AOF bytes stand for it.
+# bytes; the calls of each command (INFO commandstats); and the load generator's req/s and
+# p99 (under valgrind, valgrind's speed). Kernel time (AOF fsync, socket I/O) is not in the
+# instruction count: the system calls and AOF bytes stand for it.
 #
 # With ORDERCOST_VALGRIND=0 Redis runs natively and the table has Redis's user and system CPU
 # per order (INFO cpu) instead, which move with the machine's load.
@@ -129,7 +130,7 @@ cmdstats() { rcli info commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):
 # io: "syscalls" of the Redis process (read and write system calls, /proc/PID/io).
 io() { awk '/^sysc[rw]:/ { s += $2 } END { print s }' "/proc/$REDIS_PID/io"; }
 
-declare -A INSTR SYSC AOFB SOLD USR SYS ELAPSED
+declare -A INSTR SYSC AOFB SOLD USR SYS ELAPSED RPS P99
 IDLE_RATE=0
 if [ "$VALGRIND" = 1 ]; then
   # Redis's instructions per second with every serve idle: subtracted from each run's count.
@@ -166,6 +167,8 @@ run() {
   cmdstats >"$TMP/$key.cmd1"
   ok="$(grep -o '"ok":[0-9]*' "$out" | head -n 1 | cut -d: -f2)"
   SOLD[$key]=$ok
+  RPS[$key]="$(grep -o '"rps":[0-9.]*' "$out" | head -n 1 | cut -d: -f2 | awk '{ printf "%d", $1 }')"
+  P99[$key]="$(grep -o '"p99_ms":[0-9.]*' "$out" | head -n 1 | cut -d: -f2)"
   INSTR[$key]=-
   if [ "$VALGRIND" = 1 ]; then
     dump="$(ls -t "$TMP"/callgrind.out.* | head -n 1)"
@@ -204,9 +207,9 @@ echo "flashsale Redis instructions per sold order (callgrind), commit $COMMIT, $
 echo "redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -d= -f2), AOF appendfsync always; $ORDERS orders per run, $CLIENTS clients, $([ "$RATE" = 0 ] && echo "closed loop" || echo "open loop at $RATE req/s")"
 [ -z "$BASELINE" ] || echo "baseline: $BASE_COMMIT (prefix fb)${BASE_SERVE_FLAGS:+, serve $BASE_SERVE_FLAGS}; this tree${SERVE_FLAGS:+ serve $SERVE_FLAGS}"
 [ "$VALGRIND" != 1 ] || echo "idle (every serve idle): $IDLE_RATE instructions per second, subtracted over each run's time (s)"
-printf '%-14s %8s %7s %14s %10s %10s %10s %10s\n' run sold "time s" "instr/order" "syscalls" "AOF bytes" "user us" "sys us"
+printf '%-14s %8s %7s %8s %8s %14s %10s %10s %10s %10s\n' run sold "time s" "req/s" "p99 ms" "instr/order" "syscalls" "AOF bytes" "user us" "sys us"
 for k in "${KEYS[@]}"; do
-  printf '%-14s %8s %7s %14s %10s %10s %10s %10s\n' "$k" "${SOLD[$k]}" "${ELAPSED[$k]:--}" "${INSTR[$k]}" "${SYSC[$k]}" "${AOFB[$k]}" "${USR[$k]}" "${SYS[$k]}"
+  printf '%-14s %8s %7s %8s %8s %14s %10s %10s %10s %10s\n' "$k" "${SOLD[$k]}" "${ELAPSED[$k]:--}" "${RPS[$k]}" "${P99[$k]}" "${INSTR[$k]}" "${SYSC[$k]}" "${AOFB[$k]}" "${USR[$k]}" "${SYS[$k]}"
 done
 echo
 echo "commands per order sold (INFO commandstats calls; a script's commands count on their own line too):"
