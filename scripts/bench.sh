@@ -450,11 +450,14 @@ wait_for 30 "$SERVE_PID" settled || true
 mem1="$(used_memory)" stream1="$(stream_memory)"
 MEM_PER_ORDER=$(((mem1 - mem0) / MEM_ORDERS))
 STREAM_PER_ORDER=$(((stream1 - stream0) / MEM_ORDERS))
-# The newest order's own keys: its request_id and user_id from its stream entry.
-last="$(rcli xrevrange "${MEM_TAG}events" + - count 1 | tr -d '\r')"
-field() { awk -v f="$1" 'p == f { print; exit } { p = $0 }' <<<"$last"; }
-REQ_KEY_BYTES="$(rcli memory usage "${MEM_TAG}req:mem:$(field request_id)")"
-USER_KEY_BYTES="$(rcli memory usage "${MEM_TAG}user:mem:$(field user_id)")"
+# The newest order's own keys: its request_id and user_id from the last order of the newest
+# `orders` entry (orders joined by RS, each order's parts item, user, request, quantity by US).
+last="$(rcli --raw xrevrange "${MEM_TAG}events" + - count 1)"
+# Line 1 is the entry's ID, then names and values alternate.
+field() { awk -v f="$1" 'NR > 1 && NR % 2 == 1 && p == f { print; exit } { p = $0 }' <<<"$last"; }
+IFS=$'\x1f' read -r _ mem_user mem_req _ <<<"$(field orders | awk -v RS=$'\x1e' 'NF { r = $0 } END { printf "%s", r }')"
+REQ_KEY_BYTES="$(rcli memory usage "${MEM_TAG}req:mem:$mem_req")"
+USER_KEY_BYTES="$(rcli memory usage "${MEM_TAG}user:mem:$mem_user")"
 
 log "audit: flashsale audit over everything sold"
 AUDIT=clean

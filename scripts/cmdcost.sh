@@ -6,13 +6,16 @@
 # order on that stream (one entry per call): XREAD (the winner tail, the archiver's XRANGE
 # alike), XREADGROUP (the projector) and XACK, 100 entries per read. Figures include Redis's
 # reading of the request and writing of the reply, not the kernel's work (syscalls, fsync).
-# CMDCOST_N (3200) purchases per row. Prints one line per row; stops what it started.
+# CMDCOST_N (3200) purchases per row; CMDCOST_SCRIPT (lua/purchase.lua) the script measured,
+# e.g. a copy with one part taken out, to see what that part costs. Prints one line per row;
+# stops what it started.
 set -euo pipefail
 {
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 N="${CMDCOST_N:-3200}"
+SCRIPT="${CMDCOST_SCRIPT:-$ROOT/lua/purchase.lua}"
 for cmd in valgrind callgrind_control redis-server redis-cli redis-benchmark go; do
   command -v "$cmd" >/dev/null || die "$cmd not found"
 done
@@ -47,7 +50,7 @@ measure() {
   printf '%-28s %9d instructions per unit (%d units)\n' "$name" \
     $(($(awk '/^summary:/ { print $2 }' "$(ls -t "$TMP"/cg.* | head -n 1)") / units)) "$units"
 }
-sha="$(r script load "$(cat "$ROOT/lua/purchase.lua")")"
+sha="$(r script load "$(cat "$SCRIPT")")"
 # row B PART: purchase.lua deciding B purchases per call on partition PART's keys, then the
 # readers of the entries it wrote, per order.
 row() {
