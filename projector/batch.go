@@ -28,8 +28,8 @@ type cancellation struct {
 // with it (Ledger.MarkDead), so that it never blocks the entries behind it. Transient failures
 // are retried until they pass or ctx ends; a batch in hand is never cut in the middle of a
 // step (the steps themselves do not watch ctx), and whatever was not acknowledged when ctx
-// ends stays pending for the next run.
-func (p *Projector) handle(ctx context.Context, part int, consumer string, events []ledger.Event) {
+// ends stays pending for the next run. It returns the number of entries in the batch.
+func (p *Projector) handle(ctx context.Context, part int, consumer string, events []ledger.Event) (entries int) {
 	start := time.Now()
 	work := context.WithoutCancel(ctx)
 	var good []ledger.Event
@@ -43,6 +43,7 @@ func (p *Projector) handle(ctx context.Context, part int, consumer string, event
 	}
 
 	ids := entryIDs(events, nil)
+	entries = len(ids)
 	touched := time.Now()
 	err := p.retry(ctx, "write", func() error {
 		if time.Since(touched) > p.cfg.MinIdle/3 {
@@ -59,21 +60,22 @@ func (p *Projector) handle(ctx context.Context, part int, consumer string, event
 		return err
 	})
 	if err != nil {
-		return
+		return entries
 	}
 	dead, ok := p.restock(ctx, work, part, cancels)
 	if !ok {
-		return
+		return entries
 	}
 	ack := entryIDs(events, dead)
 	if err := p.retry(ctx, "ack", func() error { return p.ledger.Ack(work, part, p.cfg.Group, ack...) }); err != nil {
-		return
+		return entries
 	}
 	for _, e := range good {
 		p.metrics.events.WithLabelValues(string(e.Type)).Inc()
 	}
 	p.metrics.batchSize.Observe(float64(len(ids)))
 	p.metrics.batchSeconds.Observe(time.Since(start).Seconds())
+	return entries
 }
 
 // restock restocks the cancelled orders, then records as dead (and acknowledges) the entries

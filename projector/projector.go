@@ -249,23 +249,11 @@ func (p *Projector) consume(ctx context.Context, part int, consumer string) {
 			id = ">"
 			continue
 		}
-		p.handle(ctx, part, consumer, events)
-		if id == ">" && p.cfg.Linger > 0 && entries(events) < p.cfg.BatchSize {
-			select {
-			case <-ctx.Done():
-			case <-time.After(p.cfg.Linger):
-			}
+		n := p.handle(ctx, part, consumer, events)
+		if id == ">" && p.cfg.Linger > 0 && int64(n) < p.cfg.BatchSize {
+			sleep(ctx, p.cfg.Linger) // see Config.Linger
 		}
 	}
-}
-
-// entries counts the ledger entries that events came from.
-func entries(events []ledger.Event) int64 {
-	var n int64
-	for range ledger.ByEntry(events) {
-		n++
-	}
-	return n
 }
 
 // claim takes over entries that another consumer of the group left pending for MinIdle (it
