@@ -118,10 +118,8 @@ type winners struct {
 	// lease is how long a read keeps local answers valid (the lease less its margin); block
 	// how long one XREAD waits.
 	lease, block time.Duration
-	// linger is how long the tail waits after a read of new entries (winnerLinger).
-	linger time.Duration
-	start  time.Time
-	parts  []*winnerPart
+	start        time.Time
+	parts        []*winnerPart
 	// localAnswers counts purchases answered from the index (for tests and metrics).
 	localAnswers atomic.Int64
 	// beforeRead, when set (by tests), runs before each XREAD of the tail.
@@ -133,7 +131,6 @@ func newWinners(partitions int, most int64, ttl, lease time.Duration) *winners {
 		max: most, ttl: ttl, start: time.Now(), parts: make([]*winnerPart, partitions),
 		lease: lease - lease/leaseMarginDiv, block: max(lease/4, time.Millisecond),
 	}
-	w.linger = min(winnerLinger, w.block)
 	for p := range w.parts {
 		w.parts[p] = &winnerPart{items: map[string]*winnerItem{}}
 	}

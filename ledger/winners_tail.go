@@ -145,7 +145,7 @@ func (l *Ledger) tail(ctx context.Context, all []int) (read bool, err error) {
 		if lingers(got) {
 			select {
 			case <-ctx.Done():
-			case <-time.After(w.linger):
+			case <-time.After(min(winnerLinger, w.block)):
 			}
 		}
 		if ctx.Err() != nil {
