@@ -41,7 +41,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/lib.sh
-. "$ROOT/scripts/lib.sh" # serve_started; the helpers below are this script's own
+. "$ROOT/scripts/lib.sh" # serve_started, jnum; the helpers below are this script's own
 DURATION="${BENCH_DURATION:-8s}"
 WARMUP="${BENCH_WARMUP:-1s}"
 CLIENTS="${BENCH_CLIENTS:-64}"
@@ -141,8 +141,6 @@ wait_for() {
 
 mysql_root() { mariadb --connect-timeout=5 -h127.0.0.1 -P"$MYSQL_PORT" -uroot "$@"; }
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-# jnum KEY FILE: the first number named KEY in a loadtest JSON summary.
-jnum() { grep -o "\"$1\":[-0-9.e+]*" "$2" | head -n 1 | cut -d: -f2; }
 # calc EXPR: floating-point arithmetic.
 calc() { awk "BEGIN { printf \"%s\", $1 }" </dev/null; }
 # cmdstats: Redis's INFO commandstats as "name calls usec" lines.

@@ -1,4 +1,4 @@
-# Shell functions shared by scripts/services.sh and scripts/testenv.sh (sourced, not run).
+# Shell functions shared by the scripts in scripts/ (sourced, not run).
 # shellcheck shell=bash
 
 export DEBIAN_FRONTEND=noninteractive
@@ -165,3 +165,6 @@ mariadb_start() {
   tail -c +$((logsize + 1)) "$run/mysql.log" | tail -n 20 >&2 || true
   die "MariaDB exited before it answered on 127.0.0.1:$port (log: $run/mysql.log)"
 }
+
+# jnum KEY FILE: the first number named KEY in a loadtest JSON summary.
+jnum() { grep -o "\"$1\":[-0-9.e+]*" "$2" | head -n 1 | cut -d: -f2; }

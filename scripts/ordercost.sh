@@ -165,10 +165,10 @@ run() {
   t1="$(date +%s.%N)"
   io1="$(io)" aof1="$(info_field persistence aof_current_size)" u1="$(cpu used_cpu_user)" s1="$(cpu used_cpu_sys)"
   cmdstats >"$TMP/$key.cmd1"
-  ok="$(grep -o '"ok":[0-9]*' "$out" | head -n 1 | cut -d: -f2)"
+  ok="$(jnum ok "$out")"
   SOLD[$key]=$ok
-  RPS[$key]="$(grep -o '"rps":[0-9.]*' "$out" | head -n 1 | cut -d: -f2 | awk '{ printf "%d", $1 }')"
-  P99[$key]="$(grep -o '"p99_ms":[0-9.]*' "$out" | head -n 1 | cut -d: -f2)"
+  RPS[$key]="$(printf '%.0f' "$(jnum rps "$out")")"
+  P99[$key]="$(jnum p99_ms "$out")"
   INSTR[$key]=-
   if [ "$VALGRIND" = 1 ]; then
     dump="$(ls -t "$TMP"/callgrind.out.* | head -n 1)"
