@@ -38,14 +38,15 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 			{"plain", ledger.StockChange{Op: ledger.StockSet, Quantity: 12}},
 			{"limited", ledger.StockChange{Op: ledger.StockSet, Quantity: 100, Limit: &limit}},
 			{"later", ledger.StockChange{Op: ledger.StockSet, Quantity: 5, Start: &later}},
+			{"broken", ledger.StockChange{Op: ledger.StockSet, Quantity: 10}},
 		} {
 			if _, err := l.SetStock(ctx, c.item, c.ch); err != nil {
 				t.Fatal(err)
 			}
 		}
-		// A per-user counter of the wrong type: that purchase's script call fails.
-		keys, _ := ledger.PurchaseCall(l, ledger.PurchaseRequest{RequestID: "x", UserID: "broken", ItemID: "limited", Quantity: 1})
-		rdb.HSet(ctx, keys[5], "f", "v")
+		// Per-user counts of the wrong type: the purchases of that item fail, and only they.
+		keys, _ := ledger.PurchaseCall(l, ledger.PurchaseRequest{RequestID: "x", UserID: "u", ItemID: "broken", Quantity: 1})
+		rdb.Set(ctx, keys[5], "v", 0)
 		return l
 	}
 	single, batched := open("one"), open("many")
@@ -60,7 +61,7 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 			Quantity:  int64(1 + i%3),
 		})
 	}
-	reqs = slices.Insert(reqs, 10, ledger.PurchaseRequest{RequestID: "x", UserID: "broken", ItemID: "limited", Quantity: 1})
+	reqs = slices.Insert(reqs, 10, ledger.PurchaseRequest{RequestID: "x", UserID: "u1", ItemID: "broken", Quantity: 1})
 
 	type outcome struct {
 		code, stock int64

@@ -51,8 +51,8 @@ type ClosedItem struct {
 	Cleaned bool
 }
 
-// Cleanup deletes the per-order keys of the closed item: its per-user counters, idempotency
-// keys, restock markers and order state hashes, and a draw item's entries, waitlist and held
+// Cleanup deletes the per-order keys of the closed item: its per-user counts and request
+// hashes, restock markers and order state hashes, and a draw item's entries, waitlist and held
 // set (its draw state hash, one per item, stays: it records that the draw is done, so that the
 // draw is never run again). It does so only once the item's sale is settled: no order of it is
 // still reserved, no draw entry still registered or waitlisted nor the item among the drawn
@@ -120,15 +120,13 @@ func (l *Ledger) Cleanup(ctx context.Context, item, projectedThrough string) (bo
 	if err != nil {
 		return false, err
 	}
-	if err := l.del(ctx, append(orders, k.DrawEntries(item), k.Waitlist(item), k.Held(item))); err != nil {
+	if err := l.del(ctx, append(orders, k.DrawEntries(item), k.Waitlist(item), k.Held(item),
+		k.Users(item), k.Requests(item), k.RequestsOld(item))); err != nil {
 		return false, err
 	}
-	// Item IDs hold no ':' and no glob character, so each pattern matches this item's keys only.
-	for _, kind := range []string{"user", "req", "restocked"} {
-		pattern := tag + kind + ":" + item + ":*"
-		if err := l.scan(ctx, pattern, func(keys []string) error { return l.del(ctx, keys) }); err != nil {
-			return false, err
-		}
+	// Item IDs hold no ':' and no glob character, so the pattern matches this item's keys only.
+	if err := l.scan(ctx, tag+"restocked:"+item+":*", func(keys []string) error { return l.del(ctx, keys) }); err != nil {
+		return false, err
 	}
 	if err := l.rdb.HSet(ctx, k.Rules(item), "cleaned", "1").Err(); err != nil {
 		return false, redisErr("mark item cleaned", err)

@@ -110,7 +110,7 @@ var errNoDraw = errors.New("not a draw item")
 func (l *Ledger) enter(ctx context.Context, req PurchaseRequest) (Receipt, error) {
 	k := l.keys
 	p := k.Partition(req.ItemID)
-	keys := []string{k.Rules(req.ItemID), k.Request(req.ItemID, req.RequestID), k.DrawEntries(req.ItemID), k.Events(p), k.Stock(req.ItemID)}
+	keys := []string{k.Rules(req.ItemID), k.Requests(req.ItemID), k.DrawEntries(req.ItemID), k.Events(p), k.Stock(req.ItemID)}
 	v, err := drawEnterScript.Run(ctx, l.rdb, keys, req.ItemID, req.UserID, req.RequestID, req.Quantity, l.idemTTL, p, k.OrderPrefix(p)).Result()
 	if err != nil {
 		return Receipt{}, redisErr("enter draw", err)
@@ -230,7 +230,7 @@ func (l *Ledger) PromoteDraws(ctx context.Context, lostBatch int) (PromoteResult
 			}
 			keys := []string{k.Rules(item), k.Stock(item), k.Events(p), k.Due(p), k.Waitlist(item), k.Held(item), k.Draws(p), k.DrawState(item)}
 			for range maxPromoteSteps {
-				v, err := drawPromoteScript.Run(ctx, l.rdb, keys, item, k.OrderPrefix(p), k.userPrefix(item), max(lostBatch, 1)).Result()
+				v, err := drawPromoteScript.Run(ctx, l.rdb, keys, item, k.OrderPrefix(p), k.Users(item), max(lostBatch, 1)).Result()
 				if err != nil {
 					return res, redisErr("promote draw", err)
 				}

@@ -178,7 +178,7 @@ func fillEntries(b *testing.B, rdb *redis.Client, l *ledger.Ledger, item string,
 		pipe := rdb.Pipeline()
 		for i := from; i < min(from+1000, n); i++ {
 			u := "user-" + strconv.Itoa(i)
-			keys := []string{k.Rules(item), k.Request(item, u), k.DrawEntries(item), k.Events(p), k.Stock(item)}
+			keys := []string{k.Rules(item), k.Requests(item), k.DrawEntries(item), k.Events(p), k.Stock(item)}
 			enter.EvalSha(ctx, pipe, keys, item, u, u, 1, (24 * time.Hour).Milliseconds(), p, k.OrderPrefix(p))
 		}
 		cmds, err := pipe.Exec(ctx)

@@ -123,7 +123,7 @@ func (l *Ledger) writeDraw(ctx context.Context, item, commit, seedHex string, pl
 		}
 		w := max(0, min(end, won)-cursor)
 		args := append(make([]any, 0, 10+6*w+(end-cursor-w)),
-			item, cursor, units, commit, seedHex, k.OrderPrefix(p), k.userPrefix(item), last, w, cursor+w)
+			item, cursor, units, commit, seedHex, k.OrderPrefix(p), k.Users(item), last, w, cursor+w)
 		args = appendDrawBatch(args, plan, cursor, cursor+w, end)
 		start := time.Now()
 		v, err := drawBatchScript.Run(ctx, l.rdb, keys, args...).Result()

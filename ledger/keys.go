@@ -94,12 +94,15 @@ func (k Keys) Stock(item string) string { return k.itemKey("stock", item) }
 // Rules is item's sale rules hash (limit, start_ms, end_ms, pay_within_ms).
 func (k Keys) Rules(item string) string { return k.itemKey("rules", item) }
 
-// Request is the idempotency key of request id for item; its value is
-// "<order_id>|<user_id>" (see RequestOwner).
-func (k Keys) Request(item, id string) string { return k.itemSubKey("req", item, id) }
+// Requests is item's request hash: request_id -> "<order_id>|<user_id>" (see RequestOwner),
+// the idempotency of its purchases. Its older generation is RequestsOld (see purchase.lua).
+func (k Keys) Requests(item string) string { return k.itemKey("requests", item) }
 
-// User counts the units user has bought of item.
-func (k Keys) User(item, user string) string { return k.itemSubKey("user", item, user) }
+// RequestsOld is the generation of item's request hash before Requests.
+func (k Keys) RequestsOld(item string) string { return k.Requests(item) + ":old" }
+
+// Users is item's per-user counts: a hash of user_id -> units bought (the per-user limit).
+func (k Keys) Users(item string) string { return k.itemKey("users", item) }
 
 // Restocked marks orderID (an order of item) as restocked, so that it is restocked once.
 func (k Keys) Restocked(item, orderID string) string {
@@ -110,11 +113,6 @@ func (k Keys) Restocked(item, orderID string) string {
 // are on every purchase's path.
 func (k Keys) itemKey(kind, item string) string {
 	return k.prefix + ":{p" + strconv.Itoa(k.Partition(item)) + "}:" + kind + ":" + item
-}
-
-// itemSubKey is itemKey(kind, item) + ":" + id, in one allocation.
-func (k Keys) itemSubKey(kind, item, id string) string {
-	return k.prefix + ":{p" + strconv.Itoa(k.Partition(item)) + "}:" + kind + ":" + item + ":" + id
 }
 
 func (k Keys) tag(p int) string {
@@ -152,6 +150,3 @@ func (k Keys) Held(item string) string { return k.itemKey("held", item) }
 
 // Draws is partition p's set of drawn items whose waitlist may still be promoted.
 func (k Keys) Draws(p int) string { return k.tag(p) + "draws" }
-
-// userPrefix is User(item, "") : the draw scripts complete it with each user_id.
-func (k Keys) userPrefix(item string) string { return k.itemSubKey("user", item, "") }

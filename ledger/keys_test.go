@@ -22,8 +22,9 @@ func TestKeysSpelling(t *testing.T) {
 			for got, want := range map[string]string{
 				k.Stock(item):              tag + "stock:" + item,
 				k.Rules(item):              tag + "rules:" + item,
-				k.Request(item, "r-1"):     tag + "req:" + item + ":r-1",
-				k.User(item, "u|1"):        tag + "user:" + item + ":u|1",
+				k.Requests(item):           tag + "requests:" + item,
+				k.RequestsOld(item):        tag + "requests:" + item + ":old",
+				k.Users(item):              tag + "users:" + item,
 				k.Restocked(item, "1-2-3"): tag + "restocked:" + item + ":1-2-3",
 				k.Events(p):                tag + "events",
 			} {

@@ -135,7 +135,8 @@ type Ledger struct {
 }
 
 // Open returns the ledger under cfg.Prefix, creating it with cfg.Partitions partitions if it
-// does not exist yet.
+// does not exist yet. Without cfg.MustExist it also moves the keys of an older key layout into
+// the current one (see upgradeLayout) before it returns.
 func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -143,8 +144,14 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 	}
 	meta := NewKeys(cfg.Prefix, 1).Meta()
 	if !cfg.MustExist {
-		if err := rdb.HSetNX(ctx, meta, "partitions", cfg.Partitions).Err(); err != nil {
+		created, err := rdb.HSetNX(ctx, meta, "partitions", cfg.Partitions).Result()
+		if err != nil {
 			return nil, redisErr("create ledger", err)
+		}
+		if created {
+			if err := rdb.HSet(ctx, meta, "layout", layoutVersion).Err(); err != nil {
+				return nil, redisErr("create ledger", err)
+			}
 		}
 	}
 	p, err := rdb.HGet(ctx, meta, "partitions").Int()
@@ -174,7 +181,7 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 	for i := range heads {
 		heads[i] = callHead{events: keys.Events(i), due: keys.Due(i), orderPrefix: keys.OrderPrefix(i)}
 	}
-	return &Ledger{
+	l := &Ledger{
 		heads:   heads,
 		winners: w,
 		rdb:     rdb,
@@ -183,7 +190,14 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 		leaseMS: cfg.SoldOutLease.Milliseconds(),
 		calls:   c,
 		repl:    repl,
-	}, nil
+	}
+	if !cfg.MustExist {
+		if err := l.upgradeLayout(ctx, meta); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
 }
 
 // Close stops the ledger's background work (the pipeline senders), after the calls in flight.

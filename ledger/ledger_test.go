@@ -171,8 +171,8 @@ func TestRequestIDBelongsToItsUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := l.Keys().Request("a", "shared")
-	v, err := rdb.Get(ctx, key).Result()
+	key := l.Keys().Requests("a")
+	v, err := rdb.HGet(ctx, key, "shared").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,8 +195,7 @@ func TestRequestIDBelongsToItsUser(t *testing.T) {
 	}
 
 	// A value written before the owner was stored: nobody gets the order, nothing is sold.
-	legacy := l.Keys().Request("a", "legacy")
-	if err := rdb.Set(ctx, legacy, first.OrderID, time.Hour).Err(); err != nil {
+	if err := rdb.HSet(ctx, key, "legacy", first.OrderID).Err(); err != nil {
 		t.Fatal(err)
 	}
 	before := dump(t, rdb)

@@ -238,8 +238,8 @@ func (l *Ledger) purchaseCall(req PurchaseRequest, p int) ([]string, []any) {
 		h.due,
 		k.Stock(req.ItemID),
 		k.Rules(req.ItemID),
-		k.Request(req.ItemID, req.RequestID),
-		k.User(req.ItemID, req.UserID),
+		k.Requests(req.ItemID),
+		k.Users(req.ItemID),
 	}
 	return keys, []any{l.idemTTL, p, h.orderPrefix, req.ItemID, req.UserID, req.RequestID, req.Quantity}
 }

@@ -241,7 +241,7 @@ func (l *Ledger) release(ctx context.Context, s *redis.Script, orderID, user str
 		}
 		return 1, "", nil
 	}
-	keys := []string{k.Order(p, orderID), k.Due(p), k.Events(p), k.Stock(item), k.User(item, owner), k.Rules(item)}
+	keys := []string{k.Order(p, orderID), k.Due(p), k.Events(p), k.Stock(item), k.Users(item), k.Rules(item)}
 	args := []any{orderID, item, owner}
 	if s == cancelScript {
 		args = append(args, user)

@@ -204,7 +204,7 @@ func TestReservationTransitions(t *testing.T) {
 				}
 			}
 			stock, _ := rdb.Get(ctx, k.Stock("x")).Int64()
-			bought, _ := rdb.Get(ctx, k.User("x", "u1")).Int64()
+			bought, _ := rdb.HGet(ctx, k.Users("x"), "u1").Int64()
 			wantStock, wantBought := int64(7), int64(3)
 			if c.back {
 				wantStock, wantBought = 10, 0

@@ -133,7 +133,7 @@ func (l *Ledger) Restock(ctx context.Context, order Event, reason string) (bool,
 	}
 	keys := []string{
 		k.Stock(order.ItemID),
-		k.User(order.ItemID, order.UserID),
+		k.Users(order.ItemID),
 		k.Events(order.Partition),
 		k.Restocked(order.ItemID, order.OrderID),
 		k.Order(order.Partition, order.OrderID),

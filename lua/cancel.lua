@@ -5,11 +5,11 @@
 -- KEYS[2] payment deadlines  <prefix>:{pN}:due
 -- KEYS[3] ledger stream      <prefix>:{pN}:events
 -- KEYS[4] stock counter      <prefix>:{pN}:stock:<item>
--- KEYS[5] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
+-- KEYS[5] per-user counts    <prefix>:{pN}:users:<item>  (hash: user_id -> units)
 -- KEYS[6] sale rules         <prefix>:{pN}:rules:<item>
 --
 -- ARGV[1] order_id
--- ARGV[2] item_id and ARGV[3] user_id of the order (KEYS[4] and KEYS[5] are built from them;
+-- ARGV[2] item_id and ARGV[3] user_id of the order (KEYS[4] and KEYS[5] are built from the item;
 --         checked against the state hash)
 -- ARGV[4] the cancelling user: only the order's own user may cancel it (never '')
 -- ARGV[5] sold-out lease, milliseconds: giving units back to an item at 0 sets the rules'
@@ -18,7 +18,7 @@
 -- Only a reserved order is cancelled (also past pay_by, before the sweeper expired it: the
 -- units go back either way, once): release (release.lua, joined in front of this script) makes
 -- the state cancelled, takes the order off the due set, INCRBY the stock, releases the
--- per-user counter and appends a `cancelled` event.
+-- per-user count and appends a `cancelled` event.
 --
 -- Returns {code, state, stock}:
 --   0 cancelled now     'cancelled', stock after the units came back

@@ -19,7 +19,7 @@
 -- ARGV[4] seed commitment (hex SHA-256; must equal the rules' draw_commit)
 -- ARGV[5] the revealed seed (hex), recorded in the rules as draw_seed
 -- ARGV[6] order state key prefix <prefix>:{pN}:order:
--- ARGV[7] per-user counter key prefix <prefix>:{pN}:user:<item>:
+-- ARGV[7] per-user counts   <prefix>:{pN}:users:<item>  (hash: user_id -> units)
 -- ARGV[8] '1' if this batch is the last one
 -- ARGV[9]  how many winners the batch holds (w), ARGV[10] the rank of its first waitlisted entry
 -- ARGV[11..] six fields per winner: order_id, user_id, request_id, quantity, order_ts, rank
@@ -75,7 +75,7 @@ for i = 11, last_winner, 6 do
   redis.call('HSET', ARGV[6] .. id, 'state', 'reserved', 'pay_by', pay_by)
   redis.call('ZADD', KEYS[5], pay_by, id)
   redis.call('DECRBY', KEYS[3], units)
-  redis.call('INCRBY', ARGV[7] .. user, units)
+  redis.call('HINCRBY', ARGV[7], user, units)
   redis.call('SADD', KEYS[7], id)
   redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'won', 'order_id', id,
     'item_id', ARGV[1], 'user_id', user, 'request_id', req, 'quantity', units,

@@ -3,7 +3,9 @@
 -- purchases (code 1 sends a purchase back to purchase.lua). An entry takes no stock.
 --
 -- KEYS[1] sale rules         <prefix>:{pN}:rules:<item>    (draw_at_ms set for a draw item)
--- KEYS[2] idempotency key    <prefix>:{pN}:req:<item>:<request_id>
+-- KEYS[2] request IDs        <prefix>:{pN}:requests:<item> (hash: request_id ->
+--                            '<order_id>|<user_id>'; the older generation at this key + ':old',
+--                            see purchase.lua)
 -- KEYS[3] entries            <prefix>:{pN}:draw-entries:<item> (hash: user_id -> order_id)
 -- KEYS[4] ledger stream      <prefix>:{pN}:events
 -- KEYS[5] stock counter      <prefix>:{pN}:stock:<item> (read only: the units to be drawn)
@@ -17,8 +19,9 @@
 -- registration closed (Redis TIME at or after draw_at_ms), sale window, per-user limit (the
 -- quantity of the one entry), one entry per user: purchase.lua's order for the checks both
 -- make. Success appends an `order` event with the marker draw=1 (its stream ID names the
--- order, as in purchase.lua), records the user's entry, sets the idempotency key and writes
--- the order's state hash with state registered.
+-- order, as in purchase.lua), records the user's entry, adds the request_id to the request hash
+-- (its expiry set to the TTL; purchase.lua rotates the generations) and writes the order's
+-- state hash with state registered.
 --
 -- Returns {code, order_id, stock}:
 --   0 registered   the new order_id
@@ -40,7 +43,7 @@ local stock = tonumber(redis.call('GET', KEYS[5]) or '0')
 if rules[5] == '1' then
   return {9, '', stock}
 end
-local original = redis.call('GET', KEYS[2])
+local original = redis.call('HGET', KEYS[2], ARGV[3]) or redis.call('HGET', KEYS[2] .. ':old', ARGV[3])
 if original then
   local bar = string.find(original, '|', 1, true)
   if bar and string.sub(original, bar + 1) == ARGV[2] then
@@ -77,7 +80,8 @@ local id = redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'order',
   'quantity', units, 'ts', ts, 'draw', '1')
 local order_id = ARGV[6] .. '-' .. id
 redis.call('HSET', KEYS[3], ARGV[2], order_id)
-redis.call('SET', KEYS[2], order_id .. '|' .. ARGV[2], 'PX', ARGV[5])
+redis.call('HSET', KEYS[2], ARGV[3], order_id .. '|' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('HSET', ARGV[7] .. order_id, 'state', 'registered',
   'user_id', ARGV[2], 'item_id', ARGV[1], 'request_id', ARGV[3], 'quantity', units, 'ts', ts)
 return {0, order_id, stock}

@@ -14,7 +14,7 @@
 --
 -- ARGV[1] item_id
 -- ARGV[2] order state key prefix <prefix>:{pN}:order:
--- ARGV[3] per-user counter key prefix <prefix>:{pN}:user:<item>:
+-- ARGV[3] per-user counts   <prefix>:{pN}:users:<item>  (hash: user_id -> units)
 -- ARGV[4] most entries marked lost in one call
 --
 -- An entry in the waitlist has state registered (draw_batch.lua writes no state for it) until
@@ -61,7 +61,7 @@ if quantity <= stock then
   redis.call('HINCRBY', KEYS[8], 'head_rank', 1)
   redis.call('ZADD', KEYS[4], pay_by, id)
   local left = redis.call('DECRBY', KEYS[2], units)
-  redis.call('INCRBY', ARGV[3] .. o[2], units)
+  redis.call('HINCRBY', ARGV[3], o[2], units)
   redis.call('SADD', KEYS[6], id)
   redis.call('XADD', KEYS[3], '*', 'v', '1', 'type', 'promoted', 'order_id', id,
     'item_id', ARGV[1], 'user_id', o[2], 'request_id', o[3], 'quantity', units,

@@ -12,6 +12,12 @@ import _ "embed"
 //go:embed purchase.lua
 var Purchase string
 
+// Layout moves one partition's per-key idempotency keys and per-user counters, the older
+// layout, into their item's request and per-user count hashes.
+//
+//go:embed layout.lua
+var Layout string
+
 // Stock sets or adjusts an item's stock and rules and appends the matching stock event.
 //
 //go:embed stock.lua

@@ -7,11 +7,13 @@
 --   stock counter      <prefix>:{pN}:stock:<item>     (string, integer units left)
 --   sale rules         <prefix>:{pN}:rules:<item>     (hash: limit, start_ms, end_ms,
 --                                                      pay_within_ms, reopen_at, closed,
---                                                      draw_at_ms)
---   idempotency key    <prefix>:{pN}:req:<item>:<request_id>
---   per-user counter   <prefix>:{pN}:user:<item>:<user_id>
+--                                                      draw_at_ms, requests_since)
+--   request IDs        <prefix>:{pN}:requests:<item>   (hash: request_id ->
+--                                                      '<order_id>|<user_id>'; the previous
+--                                                      generation is this key + ':old')
+--   per-user counts    <prefix>:{pN}:users:<item>      (hash: user_id -> units bought)
 --
--- ARGV[1] idempotency TTL in milliseconds
+-- ARGV[1] idempotency TTL in milliseconds (a request_id is remembered at least this long)
 -- ARGV[2] partition number, the prefix of every order_id of this stream
 -- ARGV[3] order state key prefix <prefix>:{pN}:order: (the order_id completes the key)
 -- then four arguments per purchase at ARGV[4 + 4i] .. ARGV[7 + 4i]: item_id, user_id,
@@ -28,20 +30,21 @@
 -- which does not reveal the order. Redis TIME is read once: the call's purchases are decided
 -- at one instant.
 --
--- An order placed writes the per-user counter (INCRBY) and the idempotency key
--- ('<order_id>|<user_id>' with the TTL); for an item with a pay-within rule also the order's
--- state hash (state reserved, pay_by, user_id, item_id, request_id, quantity, ts) and its
--- place in the due set. Per item, the stock and rules are read once per call and the stock is
--- written once at the end (DECRBY of the units the call sold). The orders share one stream
--- entry, added last:
---   ID     <ms>-<last>: the orders' IDs are <ms>-<first> .. <ms>-<last>, consecutive, each
---          greater than the stream's last ID before the call; order_id = <partition>-<ID>
---   fields v 1, type orders, ts <order time, unix ms>, orders <the orders in ID order, each
---          item_id US user_id US request_id US quantity [US pay_by], joined by RS> (US = \31,
---          RS = \30: bytes no ID may hold). The fields are the same in every such entry, so
---          Redis stores their names once per stream node.
+-- A request_id is remembered in its item's request hash, in two generations: the call that
+-- places an item's first order after requests_since (rules, unix ms) + TTL renames the hash to
+-- its ':old' key with the TTL as expiry (dropping the generation before, written at least a
+-- TTL ago) and sets requests_since to now; every call that writes the hash sets its expiry to
+-- the TTL. So a request_id is remembered from its order for at least the TTL and at most about
+-- twice it. The hashes are read once per item per call (HMGET of the call's request_ids in
+-- both generations, of its user_ids in the per-user counts), and written once per item at the
+-- end (HSET of the new request_ids and of the new counts), with the stock (DECRBY of the units
+-- the call sold); later purchases of the call see the earlier ones' orders. An order placed
+-- under a pay-within rule also writes its state hash (state reserved, pay_by, user_id,
+-- item_id, request_id, quantity, ts) and its place in the due set. The orders share one
+-- stream entry, added last:
 -- An error raised by one purchase (a key of the wrong type) is that purchase's reply and does
--- not stop the others.
+-- not stop the others; every key an item's writes touch is read when the item is first seen,
+-- so a key of the wrong type fails its purchases before anything is written.
 --
 -- Returns an array with one reply per purchase, {code, order_id, stock}:
 --   0 ok            order_id of the new order, stock left after it
@@ -65,7 +68,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- exception is an order's sequence number within a millisecond, far below that.
 local ts = string.format('%d', now)
 
-local items = {}      -- stock key -> the item's stock, rules and units sold: read once per call
+local asked = {}      -- stock key -> {requests = the call's request_ids, users = its user_ids}
+local items = {}      -- stock key -> the item's stock, rules, request_ids, counts and units sold:
+                      -- read once per call
 local id_prefix       -- '<partition>-<ms>-': with first + k, the orders' IDs; set by the first
 local first           -- order, from the stream's last ID
 local placed = 0      -- orders placed so far
@@ -90,20 +95,35 @@ local function last_id()
   return m, tonumber(m), tonumber(s)
 end
 
--- item reads the stock and rules of the item whose stock key is KEYS[k + 1] once per call;
--- nil for an unknown item.
+-- fields reads names of hash key (HMGET) into a table name -> value (nil: no such field).
+local function fields(key, names, into)
+  local v = redis.call('HMGET', key, unpack(names))
+  for i, name in ipairs(names) do
+    if v[i] then into[name] = v[i] end
+  end
+  return into
+end
+
+-- item reads the stock, rules, request_ids and per-user counts of the item whose stock key is
+-- KEYS[k + 1] once per call; nil for an unknown item.
 local function item(k)
   local key = KEYS[k + 1]
   local it = items[key]
   if it then return it end
   local stock = redis.call('GET', key)
   if not stock then return nil end
-  local r = redis.call('HMGET', KEYS[k + 2],
-    'limit', 'start_ms', 'end_ms', 'pay_within_ms', 'reopen_at', 'closed', 'draw_at_ms')
+  local r = redis.call('HMGET', KEYS[k + 2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms',
+    'reopen_at', 'closed', 'draw_at_ms', 'requests_since')
+  local a, requests = asked[key], KEYS[k + 3]
+  -- The request hash's older generation first: the newer one's value wins.
+  local reqs = fields(requests, a.requests, fields(requests .. ':old', a.requests, {}))
+  local bought = fields(KEYS[k + 4], a.users, {})
   local pay_within = tonumber(r[4]) or 0
   it = {stock = tonumber(stock), sold = 0, limit = tonumber(r[1]) or 0,
     start_ms = tonumber(r[2]) or 0, end_ms = tonumber(r[3]) or 0,
-    reopen_at = tonumber(r[5]) or 0, closed = r[6] == '1', draw = (tonumber(r[7]) or 0) > 0}
+    reopen_at = tonumber(r[5]) or 0, closed = r[6] == '1', draw = (tonumber(r[7]) or 0) > 0,
+    since = tonumber(r[8]) or 0, rules = KEYS[k + 2], requests = requests, users = KEYS[k + 4],
+    reqs = reqs, bought = bought, new_reqs = {}, new_counts = {}}
   if pay_within > 0 then
     it.pay_by = string.format('%d', now + pay_within)
   end
@@ -120,8 +140,8 @@ local function decide(k, a)
   if it.closed then
     return {8, '', stock}
   end
-  local user = ARGV[a + 2]
-  local original = redis.call('GET', KEYS[k + 3])
+  local user, request = ARGV[a + 2], ARGV[a + 3]
+  local original = it.reqs[request]
   if original then
     local bar = string.find(original, '|', 1, true)
     if bar and string.sub(original, bar + 1) == user then
@@ -141,7 +161,8 @@ local function decide(k, a)
   -- The quantity is the caller's canonical decimal, written as it came.
   local units = ARGV[a + 4]
   local quantity = tonumber(units)
-  if it.limit > 0 and tonumber(redis.call('GET', KEYS[k + 4]) or '0') + quantity > it.limit then
+  local bought = tonumber(it.bought[user] or '0') + quantity
+  if it.limit > 0 and bought > it.limit then
     return {5, '', stock}
   end
   if stock < quantity or now < it.reopen_at then
@@ -167,18 +188,21 @@ local function decide(k, a)
   local seq = tostring(first + placed)
   local order_id = id_prefix .. seq
   last_seq = seq
-  local request = ARGV[a + 3]
   local order = ARGV[a + 1] .. '\31' .. user .. '\31' .. request .. '\31' .. units
-  -- The writes that a key of the wrong type can refuse come first, the idempotency key last:
-  -- an error leaves no request_id pointing at an order that is not in the ledger.
-  redis.call('INCRBY', KEYS[k + 4], units)
   if it.pay_by then
     redis.call('ZADD', due, it.pay_by, order_id)
     redis.call('HSET', state_prefix .. order_id, 'state', 'reserved', 'pay_by', it.pay_by,
       'user_id', user, 'item_id', ARGV[a + 1], 'request_id', request, 'quantity', units, 'ts', ts)
     order = order .. '\31' .. it.pay_by
   end
-  redis.call('SET', KEYS[k + 3], order_id .. '|' .. user, 'PX', ttl)
+  local value = order_id .. '|' .. user
+  it.reqs[request] = value
+  it.new_reqs[#it.new_reqs + 1] = request
+  it.new_reqs[#it.new_reqs + 1] = value
+  it.bought[user] = string.format('%d', bought)
+  -- A user placing two orders in one call appears twice: HSET keeps the later count.
+  it.new_counts[#it.new_counts + 1] = user
+  it.new_counts[#it.new_counts + 1] = it.bought[user]
   placed = placed + 1
   records[placed] = order
   it.stock, it.sold = stock - quantity, it.sold + quantity
@@ -188,8 +212,26 @@ end
 if #KEYS < 6 or (#KEYS - 2) % 4 ~= 0 or #ARGV ~= #KEYS + 1 then
   return redis.error_reply('purchase.lua: KEYS must be 2 + 4 per purchase, ARGV 3 + 4 per purchase')
 end
+local n = (#KEYS - 2) / 4
+-- The request_ids and user_ids each item is asked for in this call, each once.
+for i = 0, n - 1 do
+  local key, user, request = KEYS[3 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i]
+  local a = asked[key]
+  if not a then
+    a = {requests = {}, users = {}, seen = {}, seen_user = {}}
+    asked[key] = a
+  end
+  if not a.seen[request] then
+    a.seen[request] = true
+    a.requests[#a.requests + 1] = request
+  end
+  if not a.seen_user[user] then
+    a.seen_user[user] = true
+    a.users[#a.users + 1] = user
+  end
+end
 local out = {}
-for i = 0, (#KEYS - 2) / 4 - 1 do
+for i = 0, n - 1 do
   local ok, reply = pcall(decide, 2 + 4 * i, 3 + 4 * i)
   if ok or (type(reply) == 'table' and reply.err) then
     out[i + 1] = reply
@@ -201,6 +243,16 @@ if placed > 0 then
   for key, it in pairs(items) do
     if it.sold > 0 then
       redis.call('DECRBY', key, string.format('%d', it.sold))
+      redis.call('HSET', it.users, unpack(it.new_counts))
+      if it.since == 0 or now - it.since >= tonumber(ttl) then
+        if it.since > 0 and redis.call('EXISTS', it.requests) == 1 then
+          redis.call('RENAME', it.requests, it.requests .. ':old')
+          redis.call('PEXPIRE', it.requests .. ':old', ttl)
+        end
+        redis.call('HSET', it.rules, 'requests_since', ts)
+      end
+      redis.call('HSET', it.requests, unpack(it.new_reqs))
+      redis.call('PEXPIRE', it.requests, ttl)
     end
   end
   local id = string.sub(id_prefix, #part + 2) .. last_seq

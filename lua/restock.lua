@@ -6,7 +6,7 @@
 -- the entry again, and this script, called again, changes nothing).
 --
 -- KEYS[1] stock counter      <prefix>:{pN}:stock:<item>
--- KEYS[2] per-user counter   <prefix>:{pN}:user:<item>:<user_id>
+-- KEYS[2] per-user counts    <prefix>:{pN}:users:<item>  (hash: user_id -> units)
 -- KEYS[3] ledger stream      <prefix>:{pN}:events
 -- KEYS[4] restock marker     <prefix>:{pN}:restocked:<order_id>
 -- KEYS[5] order state        <prefix>:{pN}:order:<order_id> (exists under a pay-within rule)
@@ -43,7 +43,7 @@ end
 
 -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 local quantity = tonumber(ARGV[6])
-local stock = give_back(KEYS[1], KEYS[2], KEYS[7], quantity, nil, ARGV[9])
+local stock = give_back(KEYS[1], KEYS[2], ARGV[4], KEYS[7], quantity, nil, ARGV[9])
 redis.call('XADD', KEYS[3], '*',
   'v', '1', 'type', 'restock', 'order_id', ARGV[1], 'item_id', ARGV[3],
   'user_id', ARGV[4], 'request_id', ARGV[5], 'quantity', string.format('%d', quantity),

@@ -20,7 +20,7 @@ func (e env) sale(t *testing.T) {
 	e.setStock(t, "a", 100)
 	e.setStock(t, "b", 80)
 	e.buy(t, "a", "u0", "taken", 1)
-	if err := e.rdb.Del(context.Background(), e.l.Keys().Request("a", "taken")).Err(); err != nil {
+	if err := e.rdb.HDel(context.Background(), e.l.Keys().Requests("a"), "taken").Err(); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 120 {

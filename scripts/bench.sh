@@ -285,8 +285,7 @@ measure bare1 "$BARE_PID" "$DURATION" -target http -addr "$BARE_ADDR" -verify=fa
 
 # ---------------------------------------------------------------- (b) Redis ceiling
 # Keys and arguments as ledger/purchase.go passes them (keys built as in ledger/keys.go), for
-# item rbench under a prefix of the row's own; __rand_int__ makes every request_id (and so
-# idempotency key) new.
+# item rbench under a prefix of the row's own; __rand_int__ makes every request_id new.
 RB_ITEM=rbench
 RB_PART=$(($(fnv32a "$RB_ITEM") % PARTITIONS))
 
@@ -308,7 +307,7 @@ redis_bench() {
   else
     keys=("${tag}events" "${tag}due") args=(86400000 "$RB_PART" "${tag}order:")
     for ((i = 0; i < batch; i++)); do
-      keys+=("$stock" "${tag}rules:$RB_ITEM" "${tag}req:$RB_ITEM:r__rand_int__" "${tag}user:$RB_ITEM:bench-user")
+      keys+=("$stock" "${tag}rules:$RB_ITEM" "${tag}requests:$RB_ITEM" "${tag}users:$RB_ITEM")
       args+=("$RB_ITEM" bench-user r__rand_int__ 1)
     done
   fi
@@ -430,8 +429,8 @@ FSYNC_STALLS="$(stalls aof-fsync-always)"
 COMMAND_STALLS="$(stalls command)"
 
 # ---------------------------------------------------------------- memory per order
-# Every order a new user: the stream entry, the idempotency key (with its TTL) and a per-user
-# counter. Measured after the projector has acknowledged them, so no pending-list memory
+# Every order a new user: the stream entry, a field of the item's request hash and one of its
+# per-user counts. Measured after the projector has acknowledged them, so no pending-list memory
 # counts. INFO used_memory moves in steps when Redis's hash tables double, so the parts are
 # also measured one by one with MEMORY USAGE.
 log "memory: $MEM_ORDERS orders of new users"
@@ -448,14 +447,10 @@ wait_for 30 "$SERVE_PID" settled || true
 mem1="$(used_memory)" stream1="$(stream_memory)"
 MEM_PER_ORDER=$(((mem1 - mem0) / MEM_ORDERS))
 STREAM_PER_ORDER=$(((stream1 - stream0) / MEM_ORDERS))
-# The newest order's own keys: its request_id and user_id from the last order of the newest
-# `orders` entry (orders joined by RS, each order's parts item, user, request, quantity by US).
-last="$(rcli --raw xrevrange "${MEM_TAG}events" + - count 1)"
-# Line 1 is the entry's ID, then names and values alternate.
-field() { awk -v f="$1" 'NR > 1 && NR % 2 == 1 && p == f { print; exit } { p = $0 }' <<<"$last"; }
-IFS=$'\x1f' read -r _ mem_user mem_req _ <<<"$(field orders | awk -v RS=$'\x1e' 'NF { r = $0 } END { printf "%s", r }')"
-REQ_KEY_BYTES="$(rcli memory usage "${MEM_TAG}req:mem:$mem_req")"
-USER_KEY_BYTES="$(rcli memory usage "${MEM_TAG}user:mem:$mem_user")"
+# The hashes' bytes per field (MEMORY USAGE of every field, SAMPLES 0).
+per_field() { echo $(($(rcli memory usage "$1" samples 0) / $(rcli hlen "$1"))); }
+REQ_KEY_BYTES="$(per_field "${MEM_TAG}requests:mem")"
+USER_KEY_BYTES="$(per_field "${MEM_TAG}users:mem")"
 
 log "audit: flashsale audit over everything sold"
 AUDIT=clean
@@ -582,8 +577,8 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
   echo
   echo "(e) projector drain, batch 500: $(printf '%.0f' "$DRAIN" 2>/dev/null || echo "$DRAIN") orders/s"
   echo "    Redis memory per order, $MEM_ORDERS orders of new users: $((STREAM_PER_ORDER + REQ_KEY_BYTES + USER_KEY_BYTES)) bytes ="
-  echo "      stream entry $STREAM_PER_ORDER + idempotency key $REQ_KEY_BYTES + user counter $USER_KEY_BYTES (MEMORY USAGE),"
-  echo "      plus hash-table slots; INFO used_memory grew by $MEM_PER_ORDER bytes per order (tables grow by doubling)"
+  echo "      stream entry $STREAM_PER_ORDER + request hash field $REQ_KEY_BYTES + per-user count $USER_KEY_BYTES (MEMORY USAGE),"
+  echo "      plus the keyspace's hash-table slots; INFO used_memory grew by $MEM_PER_ORDER bytes per order (tables grow by doubling)"
   echo "    Redis latency monitor during (a)-(d) and the extras: AOF fsyncs of 1 ms or more: $FSYNC_STALLS;"
   echo "      other commands (scripts, stream reads) of 1 ms or more: $COMMAND_STALLS"
   echo "    sold-out answers of flashsale serve (/metrics, source count): before (d) $SOLD_OUT_BEFORE, after $SOLD_OUT_AFTER;"

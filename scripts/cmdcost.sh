@@ -58,7 +58,7 @@ row() {
   local t="fs:{p$part}:"
   local -a keys=("${t}events" "${t}due") args=(86400000 "$part" "${t}order:") pipe=()
   for ((i = 0; i < b; i++)); do
-    keys+=("${t}stock:it" "${t}rules:it" "${t}req:it:r__rand_int__" "${t}user:it:bench-user")
+    keys+=("${t}stock:it" "${t}rules:it" "${t}requests:it" "${t}users:it")
     args+=(it bench-user r__rand_int__ 1)
   done
   [ "$b" -gt 1 ] || pipe=(-P 4)
