@@ -14,8 +14,9 @@ import (
 
 // TestRequestIDsRotate sells one item, a new request every 50 ms, and retries the first request
 // all along: it stays a duplicate for at least the idempotency TTL and is forgotten after about
-// two (it then places a new order), and the request hashes hold no more than about two TTLs of
-// requests. Once the item sells no more, its last request is forgotten a TTL later.
+// two (it then places a new order), while a request of half a second ago is a duplicate across
+// every rotation, and the request hashes hold no more than about two TTLs of requests. Once the item sells no more, its last request is remembered for a TTL and forgotten
+// after two.
 func TestRequestIDsRotate(t *testing.T) {
 	ctx := context.Background()
 	_, rdb := testenv.StartRedis(t)
@@ -32,13 +33,22 @@ func TestRequestIDsRotate(t *testing.T) {
 	placed := time.Now()
 	k := l.Keys()
 	most, forgotten := int64(0), false
+	var bobs []string // bob's orders, by request r<i>
 	for i := 0; time.Since(placed) < 3*ttl; i++ {
-		if _, err := buy(l, "a", "bob", fmt.Sprintf("r%d", i), 1); err != nil {
+		rc, err := buy(l, "a", "bob", fmt.Sprintf("r%d", i), 1)
+		if err != nil {
 			t.Fatal(err)
 		}
-		age := time.Since(placed)
-		_, err := buy(l, "a", "alice", "first", 1)
+		bobs = append(bobs, rc.OrderID)
+		// A request of half a second ago, across the rotations too: from either generation.
 		var dup *ledger.DuplicateError
+		if j := i - 10; j >= 0 {
+			if _, err := buy(l, "a", "bob", fmt.Sprintf("r%d", j), 1); !errors.As(err, &dup) || dup.OrderID != bobs[j] {
+				t.Fatalf("retry of r%d: got %v, want a duplicate of %s", j, err, bobs[j])
+			}
+		}
+		age := time.Since(placed)
+		_, err = buy(l, "a", "alice", "first", 1)
 		switch {
 		case errors.As(err, &dup):
 			if dup.OrderID != first.OrderID {
@@ -70,13 +80,20 @@ func TestRequestIDsRotate(t *testing.T) {
 		t.Errorf("the first request was forgotten after %s, want at most about two TTLs", age)
 	}
 
-	// An item that sells no more: its request hash expires a TTL after its last order.
-	if _, err := buy(l, "a", "carol", "quiet", 1); err != nil {
+	// An item that sells no more: its last request is remembered for a TTL, and its request
+	// hash expires at most two TTLs after its last order.
+	quiet, err := buy(l, "a", "carol", "quiet", 1)
+	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(ttl + 200*time.Millisecond)
+	time.Sleep(ttl - 100*time.Millisecond)
+	var dup *ledger.DuplicateError
+	if _, err := buy(l, "a", "carol", "quiet", 1); !errors.As(err, &dup) || dup.OrderID != quiet.OrderID {
+		t.Fatalf("retry within the TTL of the last order: got %v, want a duplicate of %s", err, quiet.OrderID)
+	}
+	time.Sleep(ttl + 300*time.Millisecond)
 	if rc, err := buy(l, "a", "carol", "quiet", 1); err != nil {
-		t.Fatalf("retry a TTL after the last order: %+v, %v; want a new order", rc, err)
+		t.Fatalf("retry two TTLs after the last order: %+v, %v; want a new order", rc, err)
 	}
 }
 

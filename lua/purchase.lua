@@ -7,7 +7,8 @@
 --   stock counter      <prefix>:{pN}:stock:<item>     (string, integer units left)
 --   sale rules         <prefix>:{pN}:rules:<item>     (hash: limit, start_ms, end_ms,
 --                                                      pay_within_ms, reopen_at, closed,
---                                                      draw_at_ms, requests_since)
+--                                                      draw_at_ms, requests_since,
+--                                                      requests_old_until)
 --   request IDs        <prefix>:{pN}:requests:<item>   (hash: request_id ->
 --                                                      '<order_id>|<user_id>'; the previous
 --                                                      generation is this key + ':old')
@@ -33,10 +34,12 @@
 -- A request_id is remembered in its item's request hash, in two generations: the call that
 -- places an item's first order after requests_since (rules, unix ms) + TTL renames the hash to
 -- its ':old' key with the TTL as expiry (dropping the generation before, written at least a
--- TTL ago) and sets requests_since to now; every call that writes the hash sets its expiry to
--- the TTL. So a request_id is remembered from its order for at least the TTL and at most about
--- twice it. The hashes are read once per item per call (HMGET of the call's request_ids in
--- both generations, of its user_ids in the per-user counts), and written once per item at the
+-- TTL ago) and sets requests_since to now and requests_old_until to now + TTL (until then the
+-- old generation is read too); a call that writes the hash while its expiry is less than the
+-- TTL away sets it to twice the TTL. So a request_id is remembered from its order for at least
+-- the TTL and at most about twice it. The hashes are read once per item per call (HMGET of the
+-- call's request_ids in each live generation, of its user_ids in the per-user counts), and
+-- written once per item at the
 -- end (HSET of the new request_ids and of the new counts), with the stock (DECRBY of the units
 -- the call sold); later purchases of the call see the earlier ones' orders. An order placed
 -- under a pay-within rule also writes its state hash (state reserved, pay_by, user_id,
@@ -113,10 +116,14 @@ local function item(k)
   local stock = redis.call('GET', key)
   if not stock then return nil end
   local r = redis.call('HMGET', KEYS[k + 2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms',
-    'reopen_at', 'closed', 'draw_at_ms', 'requests_since')
+    'reopen_at', 'closed', 'draw_at_ms', 'requests_since', 'requests_old_until')
   local a, requests = asked[key], KEYS[k + 3]
-  -- The request hash's older generation first: the newer one's value wins.
-  local reqs = fields(requests, a.requests, fields(requests .. ':old', a.requests, {}))
+  local reqs = {}
+  if now < (tonumber(r[9]) or 0) then
+    -- The older generation first: the newer one's value wins.
+    fields(requests .. ':old', a.requests, reqs)
+  end
+  fields(requests, a.requests, reqs)
   local bought = fields(KEYS[k + 4], a.users, {})
   local pay_within = tonumber(r[4]) or 0
   it = {stock = tonumber(stock), sold = 0, limit = tonumber(r[1]) or 0,
@@ -248,11 +255,14 @@ if placed > 0 then
         if it.since > 0 and redis.call('EXISTS', it.requests) == 1 then
           redis.call('RENAME', it.requests, it.requests .. ':old')
           redis.call('PEXPIRE', it.requests .. ':old', ttl)
+          redis.call('HSET', it.rules, 'requests_old_until', string.format('%d', now + tonumber(ttl)))
         end
         redis.call('HSET', it.rules, 'requests_since', ts)
       end
       redis.call('HSET', it.requests, unpack(it.new_reqs))
-      redis.call('PEXPIRE', it.requests, ttl)
+      if redis.call('PTTL', it.requests) < tonumber(ttl) then
+        redis.call('PEXPIRE', it.requests, string.format('%d', 2 * tonumber(ttl)))
+      end
     end
   end
   local id = string.sub(id_prefix, #part + 2) .. last_seq
