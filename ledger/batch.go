@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -146,8 +147,8 @@ type batch struct {
 const maxCallPurchases = 1000
 
 // queue adds b to pipe: a script first as EVALSHA (evalsha true); a command refused NOSCRIPT
-// did not run and is queued again with evalsha false. The purchases share the first call's
-// partition keys and arguments (purchaseCall).
+// did not run and is queued again with evalsha false. The purchases are joined into one call
+// (joinCalls).
 func (b *batch) queue(ctx context.Context, pipe redis.Pipeliner, evalsha bool) {
 	c := b.calls[0]
 	switch {
@@ -159,19 +160,32 @@ func (b *batch) queue(ctx context.Context, pipe redis.Pipeliner, evalsha bool) {
 	case len(b.calls) == 1:
 		b.cmd = runScript(ctx, pipe, purchaseScript, evalsha, c.keys, c.args)
 	default:
-		keys := make([]string, 2, 2+4*len(b.calls))
-		args := make([]any, 3, 3+4*len(b.calls))
-		copy(keys, c.keys[:2])
-		copy(args, c.args[:3])
-		for _, c := range b.calls {
-			keys = append(keys, c.keys[2:]...)
-			args = append(args, c.args[3:]...)
-		}
+		keys, args := joinCalls(b.calls)
 		b.cmd = runScript(ctx, pipe, purchaseScript, evalsha, keys, args)
 	}
 	for _, c := range b.calls {
 		c.cmd = b.cmd
 	}
+}
+
+// joinCalls is the KEYS and ARGV of one purchase.lua call deciding the purchases of calls, all
+// of one partition, in order: the partition's keys and arguments once (the first call's), the
+// keys of each item once, in the order of its first purchase, and each purchase's arguments.
+func joinCalls(calls []*call) ([]string, []any) {
+	c := calls[0]
+	keys := make([]string, 2, 6)
+	args := make([]any, 3, 3+4*len(calls))
+	copy(keys, c.keys[:2])
+	copy(args, c.args[:3])
+	var items []any // the items whose keys are in keys, in order: a batch holds few
+	for _, c := range calls {
+		if !slices.Contains(items, c.args[3]) {
+			items = append(items, c.args[3])
+			keys = append(keys, c.keys[2:]...)
+		}
+		args = append(args, c.args[3:]...)
+	}
+	return keys, args
 }
 
 func runScript(ctx context.Context, pipe redis.Pipeliner, s *redis.Script, evalsha bool, keys []string, args []any) *redis.Cmd {

@@ -110,15 +110,7 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 	placingCalls := 0
 	for start, size := 0, 1; start < len(reqs); start, size = start+size, size%7+1 {
 		end := min(start+size, len(reqs))
-		var keys []string
-		var args []any
-		for _, r := range reqs[start:end] {
-			k, a := ledger.PurchaseCall(batched, r)
-			if args == nil {
-				keys, args = k[:2], a[:3] // the partition's keys and arguments, once
-			}
-			keys, args = append(keys, k[2:]...), append(args, a[3:]...)
-		}
+		keys, args := ledger.JoinedCall(batched, reqs[start:end])
 		v, err := script.Run(ctx, rdb, keys, args...).Result()
 		if err != nil {
 			t.Fatalf("batch %d..%d: %v", start, end, err)

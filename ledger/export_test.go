@@ -9,6 +9,17 @@ func PurchaseCall(l *Ledger, req PurchaseRequest) ([]string, []any) {
 	return l.purchaseCall(req, l.keys.Partition(req.ItemID))
 }
 
+// JoinedCall is the KEYS and ARGV of the one purchase.lua call in which the batcher decides
+// reqs, all of one partition of l.
+func JoinedCall(l *Ledger, reqs []PurchaseRequest) ([]string, []any) {
+	calls := make([]*call, len(reqs))
+	for i, r := range reqs {
+		keys, args := PurchaseCall(l, r)
+		calls[i] = &call{keys: keys, args: args}
+	}
+	return joinCalls(calls)
+}
+
 // BatchGroups is how one pipeline of the batcher sends calls, given the keys of each (nil for
 // a GET): the indexes of the calls each of its commands carries.
 func BatchGroups(keys [][]string) [][]int {

@@ -3,7 +3,8 @@
 --
 -- KEYS[1] ledger stream      <prefix>:{pN}:events
 -- KEYS[2] payment deadlines  <prefix>:{pN}:due               (sorted set: order_id -> pay_by)
--- then four keys per purchase i = 0, 1, ... at KEYS[3 + 4i] .. KEYS[6 + 4i]:
+-- then four keys per item j = 0, 1, ... at KEYS[3 + 4j] .. KEYS[6 + 4j], each item once, in the
+-- order of the item's first purchase in the call:
 --   stock counter      <prefix>:{pN}:stock:<item>     (string, integer units left)
 --   sale rules         <prefix>:{pN}:rules:<item>     (hash: limit, start_ms, end_ms,
 --                                                      pay_within_ms, reopen_at, closed,
@@ -39,12 +40,17 @@
 -- TTL away sets it to twice the TTL. So a request_id is remembered from its order for at least
 -- the TTL and at most about twice it. The hashes are read once per item per call (HMGET of the
 -- call's request_ids in each live generation, of its user_ids in the per-user counts), and
--- written once per item at the
--- end (HSET of the new request_ids and of the new counts), with the stock (DECRBY of the units
--- the call sold); later purchases of the call see the earlier ones' orders. An order placed
--- under a pay-within rule also writes its state hash (state reserved, pay_by, user_id,
--- item_id, request_id, quantity, ts) and its place in the due set. The orders share one
--- stream entry, added last:
+-- written once per item at the end (HSET of the new request_ids and of the new counts), with
+-- the stock (DECRBY of the units the call sold); later purchases of the call see the earlier
+-- ones' orders. An order placed under a pay-within rule also writes its state hash (state
+-- reserved, pay_by, user_id, item_id, request_id, quantity, ts) and its place in the due set.
+-- The orders share one stream entry, added last:
+--   ID     <ms>-<last>: the orders' IDs are <ms>-<first> .. <ms>-<last>, consecutive, each
+--          greater than the stream's last ID before the call; order_id = <partition>-<ID>
+--   fields v 1, type orders, ts <order time, unix ms>, orders <the orders in ID order, each
+--          item_id US user_id US request_id US quantity [US pay_by], joined by RS> (US = \31,
+--          RS = \30: bytes no ID may hold). The fields are the same in every such entry, so
+--          Redis stores their names once per stream node.
 -- An error raised by one purchase (a key of the wrong type) is that purchase's reply and does
 -- not stop the others; every key an item's writes touch is read when the item is first seen,
 -- so a key of the wrong type fails its purchases before anything is written.
@@ -71,9 +77,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- exception is an order's sequence number within a millisecond, far below that.
 local ts = string.format('%d', now)
 
-local asked = {}      -- stock key -> {requests = the call's request_ids, users = its user_ids}
+local asked = {}      -- k -> {requests = the call's request_ids, users = its user_ids}
 local items = {}      -- stock key -> the item's stock, rules, request_ids, counts and units sold:
                       -- read once per call
+local keys_of = {}    -- item_id -> k: the item's keys are KEYS[k + 1] .. KEYS[k + 4]
 local id_prefix       -- '<partition>-<ms>-': with first + k, the orders' IDs; set by the first
 local first           -- order, from the stream's last ID
 local placed = 0      -- orders placed so far
@@ -117,7 +124,7 @@ local function item(k)
   if not stock then return nil end
   local r = redis.call('HMGET', KEYS[k + 2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms',
     'reopen_at', 'closed', 'draw_at_ms', 'requests_since', 'requests_old_until')
-  local a, requests = asked[key], KEYS[k + 3]
+  local a, requests = asked[k], KEYS[k + 3]
   local reqs = {}
   if now < (tonumber(r[9]) or 0) then
     -- The older generation first: the newer one's value wins.
@@ -216,20 +223,23 @@ local function decide(k, a)
   return {0, order_id, it.stock}
 end
 
-if #KEYS < 6 or (#KEYS - 2) % 4 ~= 0 or #ARGV ~= #KEYS + 1 then
-  return redis.error_reply('purchase.lua: KEYS must be 2 + 4 per purchase, ARGV 3 + 4 per purchase')
+if #ARGV < 7 or (#ARGV - 3) % 4 ~= 0 then
+  return redis.error_reply('purchase.lua: ARGV must be 3 + 4 per purchase')
 end
-local n = (#KEYS - 2) / 4
--- The request_ids and user_ids each item is asked for in this call, each once.
+local n = (#ARGV - 3) / 4
+-- Each item's keys, and the request_ids and user_ids it is asked for in this call, each once.
+local k_next = 2
 for i = 0, n - 1 do
-  local key, user, request = KEYS[3 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i]
-  local a = asked[key]
-  if not a then
-    a = {requests = {}, users = {}, seen = {}, seen_user = {}}
-    asked[key] = a
+  local item, user, request = ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i]
+  local k = keys_of[item]
+  if not k then
+    k, k_next = k_next, k_next + 4
+    keys_of[item] = k
+    asked[k] = {requests = {}, users = {}, seen_request = {}, seen_user = {}}
   end
-  if not a.seen[request] then
-    a.seen[request] = true
+  local a = asked[k]
+  if not a.seen_request[request] then
+    a.seen_request[request] = true
     a.requests[#a.requests + 1] = request
   end
   if not a.seen_user[user] then
@@ -237,9 +247,12 @@ for i = 0, n - 1 do
     a.users[#a.users + 1] = user
   end
 end
+if k_next ~= #KEYS then
+  return redis.error_reply('purchase.lua: KEYS must be 2 + 4 per item of the purchases')
+end
 local out = {}
 for i = 0, n - 1 do
-  local ok, reply = pcall(decide, 2 + 4 * i, 3 + 4 * i)
+  local ok, reply = pcall(decide, keys_of[ARGV[4 + 4 * i]], 3 + 4 * i)
   if ok or (type(reply) == 'table' and reply.err) then
     out[i + 1] = reply
   else
@@ -255,9 +268,11 @@ if placed > 0 then
         if it.since > 0 and redis.call('EXISTS', it.requests) == 1 then
           redis.call('RENAME', it.requests, it.requests .. ':old')
           redis.call('PEXPIRE', it.requests .. ':old', ttl)
-          redis.call('HSET', it.rules, 'requests_old_until', string.format('%d', now + tonumber(ttl)))
+          redis.call('HSET', it.rules, 'requests_since', ts,
+            'requests_old_until', string.format('%d', now + tonumber(ttl)))
+        else
+          redis.call('HSET', it.rules, 'requests_since', ts)
         end
-        redis.call('HSET', it.rules, 'requests_since', ts)
       end
       redis.call('HSET', it.requests, unpack(it.new_reqs))
       if redis.call('PTTL', it.requests) < tonumber(ttl) then

@@ -291,9 +291,11 @@ RB_PART=$(($(fnv32a "$RB_ITEM") % PARTITIONS))
 
 # redis_bench KEY PREFIX SCRIPT [BATCH]: one redis-benchmark run of SCRIPT (a purchase.lua)
 # on item rbench under PREFIX, each call deciding BATCH purchases (1; more as serve's pipeline
-# sends the purchases of one partition). A script whose header names KEYS[6] is one of before
-# purchase.lua decided several purchases per call (a baseline's): one purchase per call, with
-# its keys and arguments. Records purchases/s, p99 of a call, CPU, and Redis CPU per order.
+# sends the purchases of one partition). A baseline's script is called with the keys and
+# arguments of its commit: one whose header names KEYS[6] is one of before purchase.lua decided
+# several purchases per call (one purchase per call); one that names req:<item> keys takes four
+# keys per purchase, an idempotency key and a per-user counter among them; today's takes the
+# item's four keys once. Records purchases/s, p99 of a call, CPU, and Redis CPU per order.
 redis_bench() {
   local key=$1 prefix=$2 script=$3 batch=${4:-1} out="$TMP/$1.csv" r0 r1 m0 m1 cpu real stock0 stock1 sha i
   local tag="$prefix:{p$RB_PART}:" stock="$prefix:{p$RB_PART}:stock:$RB_ITEM"
@@ -306,8 +308,13 @@ redis_bench() {
     args=("$RB_ITEM" bench-user r__rand_int__ 1 86400000 "$RB_PART" "${tag}order:")
   else
     keys=("${tag}events" "${tag}due") args=(86400000 "$RB_PART" "${tag}order:")
+    local once=1
+    local -a item_keys=("$stock" "${tag}rules:$RB_ITEM" "${tag}requests:$RB_ITEM" "${tag}users:$RB_ITEM")
+    if grep -q 'req:<item>' "$script"; then
+      item_keys=("$stock" "${tag}rules:$RB_ITEM" "${tag}req:$RB_ITEM:r__rand_int__" "${tag}user:$RB_ITEM:bench-user") once=0
+    fi
     for ((i = 0; i < batch; i++)); do
-      keys+=("$stock" "${tag}rules:$RB_ITEM" "${tag}requests:$RB_ITEM" "${tag}users:$RB_ITEM")
+      [ "$once" = 1 ] && [ "$i" -gt 0 ] || keys+=("${item_keys[@]}")
       args+=("$RB_ITEM" bench-user r__rand_int__ 1)
     done
   fi

@@ -56,9 +56,9 @@ sha="$(r script load "$(cat "$SCRIPT")")"
 row() {
   local b=$1 part=$2 i
   local t="fs:{p$part}:"
-  local -a keys=("${t}events" "${t}due") args=(86400000 "$part" "${t}order:") pipe=()
+  local -a keys=("${t}events" "${t}due" "${t}stock:it" "${t}rules:it" "${t}requests:it" "${t}users:it")
+  local -a args=(86400000 "$part" "${t}order:") pipe=()
   for ((i = 0; i < b; i++)); do
-    keys+=("${t}stock:it" "${t}rules:it" "${t}requests:it" "${t}users:it")
     args+=(it bench-user r__rand_int__ 1)
   done
   [ "$b" -gt 1 ] || pipe=(-P 4)
