@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/tests/testenv"
 )
@@ -101,8 +103,20 @@ func TestRequestIDsRotate(t *testing.T) {
 // of their own, the older layout: Open moves them into the item's hashes, and purchases then
 // answer from them as before.
 func TestOlderLayoutIsMoved(t *testing.T) {
+	t.Run("redis", func(t *testing.T) {
+		_, rdb := testenv.StartRedis(t)
+		olderLayoutIsMoved(t, rdb)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("starts a Redis Cluster")
+		}
+		olderLayoutIsMoved(t, testenv.StartCluster(t).Client)
+	})
+}
+
+func olderLayoutIsMoved(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	_, rdb := testenv.StartRedis(t)
 	l, err := ledger.Open(ctx, rdb, ledger.Config{Partitions: 4})
 	if err != nil {
 		t.Fatal(err)
