@@ -44,7 +44,8 @@ type Config struct {
 	// Partitions is the stream count for a ledger created by Open; an existing ledger keeps the
 	// count it was created with.
 	Partitions int
-	// IdempotencyTTL is how long a request_id keeps returning its original order.
+	// IdempotencyTTL is how long a request_id at least keeps returning its original order (at
+	// most about twice as long: see purchase.lua).
 	IdempotencyTTL time.Duration
 	// SoldOutLease is how long an item that had no stock stays sold out after units come back
 	// (a stock change, restock, cancel or expiry records reopen_at, Redis TIME plus it, and

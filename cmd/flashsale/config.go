@@ -140,7 +140,7 @@ func (f *flags) redis() redisFlags {
 		prefix:         f.str("prefix", "FLASHSALE_REDIS_PREFIX", ledger.DefaultPrefix, "prefix of every Redis key of the ledger"),
 		partitions:     f.int("partitions", "FLASHSALE_PARTITIONS", ledger.DefaultPartitions, "partition streams of a ledger created now (an existing ledger keeps its count)"),
 		pool:           f.int("redis-pool", "FLASHSALE_REDIS_POOL", 32*runtime.GOMAXPROCS(0), "Redis connection pool size"),
-		idempotencyTTL: f.duration("idempotency-ttl", "FLASHSALE_IDEMPOTENCY_TTL", ledger.DefaultIdempotencyTTL, "how long a request_id keeps returning its order"),
+		idempotencyTTL: f.duration("idempotency-ttl", "FLASHSALE_IDEMPOTENCY_TTL", ledger.DefaultIdempotencyTTL, "how long a request_id at least keeps returning its order (at most about twice as long)"),
 		pipeline:       f.int("pipeline", "FLASHSALE_PIPELINE", 64, "send concurrent purchases as pipelines of up to this many purchases, those of one partition as one script call (0: one call per round trip)"),
 		senders:        f.int("pipeline-senders", "FLASHSALE_PIPELINE_SENDERS", 1, "pipelines in flight at once, with -pipeline: one makes the largest script calls (the purchases that queued while the last pipeline was on the wire)"),
 		soldOutLease:   f.duration("sold-out-lease", "FLASHSALE_SOLD_OUT_LEASE", ledger.DefaultSoldOutLease, "how long an item that had no stock stays sold out after units come back, and so how long a serving process answers sold out from memory after its last read of the ledger; the same for every process of a ledger"),
