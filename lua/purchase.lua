@@ -70,17 +70,17 @@
 --   9 draw          '', current stock: the item is sold by a draw (draw_enter.lua decides)
 
 local stream, due = KEYS[1], KEYS[2]
-local ttl, part, state_prefix = ARGV[1], ARGV[2], ARGV[3]
+local ttl, part, state_prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14; the one
 -- exception is an order's sequence number within a millisecond, far below that.
 local ts = string.format('%d', now)
 
-local asked = {}      -- k -> {requests = the call's request_ids, users = its user_ids}
-local items = {}      -- stock key -> the item's stock, rules, request_ids, counts and units sold:
-                      -- read once per call
 local keys_of = {}    -- item_id -> k: the item's keys are KEYS[k + 1] .. KEYS[k + 4]
+local asked = {}      -- k -> {requests = the call's request_ids, users = its user_ids}
+local items = {}      -- k -> the item's stock, rules, request_ids, counts and units sold: read
+                      -- once per call
 local id_prefix       -- '<partition>-<ms>-': with first + k, the orders' IDs; set by the first
 local first           -- order, from the stream's last ID
 local placed = 0      -- orders placed so far
@@ -117,10 +117,9 @@ end
 -- item reads the stock, rules, request_ids and per-user counts of the item whose stock key is
 -- KEYS[k + 1] once per call; nil for an unknown item.
 local function item(k)
-  local key = KEYS[k + 1]
-  local it = items[key]
+  local it = items[k]
   if it then return it end
-  local stock = redis.call('GET', key)
+  local stock = redis.call('GET', KEYS[k + 1])
   if not stock then return nil end
   local r = redis.call('HMGET', KEYS[k + 2], 'limit', 'start_ms', 'end_ms', 'pay_within_ms',
     'reopen_at', 'closed', 'draw_at_ms', 'requests_since', 'requests_old_until')
@@ -136,12 +135,11 @@ local function item(k)
   it = {stock = tonumber(stock), sold = 0, limit = tonumber(r[1]) or 0,
     start_ms = tonumber(r[2]) or 0, end_ms = tonumber(r[3]) or 0,
     reopen_at = tonumber(r[5]) or 0, closed = r[6] == '1', draw = (tonumber(r[7]) or 0) > 0,
-    since = tonumber(r[8]) or 0, rules = KEYS[k + 2], requests = requests, users = KEYS[k + 4],
-    reqs = reqs, bought = bought, new_reqs = {}, new_counts = {}}
+    since = tonumber(r[8]) or 0, reqs = reqs, bought = bought, new_reqs = {}, new_counts = {}}
   if pay_within > 0 then
     it.pay_by = string.format('%d', now + pay_within)
   end
-  items[key] = it
+  items[k] = it
   return it
 end
 
@@ -260,23 +258,24 @@ for i = 0, n - 1 do
   end
 end
 if placed > 0 then
-  for key, it in pairs(items) do
+  for k, it in pairs(items) do
     if it.sold > 0 then
-      redis.call('DECRBY', key, string.format('%d', it.sold))
-      redis.call('HSET', it.users, unpack(it.new_counts))
-      if it.since == 0 or now - it.since >= tonumber(ttl) then
-        if it.since > 0 and redis.call('EXISTS', it.requests) == 1 then
-          redis.call('RENAME', it.requests, it.requests .. ':old')
-          redis.call('PEXPIRE', it.requests .. ':old', ttl)
-          redis.call('HSET', it.rules, 'requests_since', ts,
-            'requests_old_until', string.format('%d', now + tonumber(ttl)))
+      local rules, requests = KEYS[k + 2], KEYS[k + 3]
+      redis.call('DECRBY', KEYS[k + 1], string.format('%d', it.sold))
+      redis.call('HSET', KEYS[k + 4], unpack(it.new_counts))
+      if it.since == 0 or now - it.since >= ttl then
+        if it.since > 0 and redis.call('EXISTS', requests) == 1 then
+          redis.call('RENAME', requests, requests .. ':old')
+          redis.call('PEXPIRE', requests .. ':old', ARGV[1])
+          redis.call('HSET', rules, 'requests_since', ts,
+            'requests_old_until', string.format('%d', now + ttl))
         else
-          redis.call('HSET', it.rules, 'requests_since', ts)
+          redis.call('HSET', rules, 'requests_since', ts)
         end
       end
-      redis.call('HSET', it.requests, unpack(it.new_reqs))
-      if redis.call('PTTL', it.requests) < tonumber(ttl) then
-        redis.call('PEXPIRE', it.requests, string.format('%d', 2 * tonumber(ttl)))
+      redis.call('HSET', requests, unpack(it.new_reqs))
+      if redis.call('PTTL', requests) < ttl then
+        redis.call('PEXPIRE', requests, string.format('%d', 2 * ttl))
       end
     end
   end
