@@ -136,17 +136,18 @@ type Ledger struct {
 }
 
 // Open returns the ledger under cfg.Prefix, creating it with cfg.Partitions partitions if it
-// does not exist yet. Without cfg.MustExist it also moves the keys of an older key layout into
-// the current one (see upgradeLayout) before it returns.
+// does not exist yet. Without cfg.MustExist it also moves the keys of an existing ledger's older
+// key layout into the current one (see upgradeLayout) before it returns.
 func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ledger config: %w", err)
 	}
 	meta := NewKeys(cfg.Prefix, 1).Meta()
+	created := false // by this Open: it then has the current layout
 	if !cfg.MustExist {
-		created, err := rdb.HSetNX(ctx, meta, "partitions", cfg.Partitions).Result()
-		if err != nil {
+		var err error
+		if created, err = rdb.HSetNX(ctx, meta, "partitions", cfg.Partitions).Result(); err != nil {
 			return nil, redisErr("create ledger", err)
 		}
 		if created {
@@ -192,7 +193,7 @@ func Open(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Ledger, 
 		calls:   c,
 		repl:    repl,
 	}
-	if !cfg.MustExist {
+	if !cfg.MustExist && !created {
 		if err := l.upgradeLayout(ctx, meta); err != nil {
 			l.Close()
 			return nil, err
