@@ -67,11 +67,22 @@ func (d direct) script(ctx context.Context, keys []string, args ...any) (any, er
 	return replies[0], nil
 }
 
-// callReplies checks that v, the reply of a purchase.lua call, holds one reply per purchase.
+// callReplies splits v, the reply of a purchase.lua call deciding n purchases (three elements
+// each, in one array), into each purchase's reply: its three elements as a []any, or its
+// redis.Error.
 func callReplies(v any, n int) ([]any, error) {
-	replies, ok := v.([]any)
-	if !ok || len(replies) != n {
-		return nil, fmt.Errorf("purchase script: %d replies to %d purchases", len(replies), n)
+	flat, ok := v.([]any)
+	if !ok || len(flat) != 3*n {
+		return nil, fmt.Errorf("purchase script: %d reply elements to %d purchases", len(flat), n)
+	}
+	replies := make([]any, n)
+	for i := range replies {
+		r := flat[3*i : 3*i+3 : 3*i+3]
+		if rerr, isErr := r[0].(redis.Error); isErr {
+			replies[i] = rerr
+		} else {
+			replies[i] = r
+		}
 	}
 	return replies, nil
 }

@@ -95,7 +95,11 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 		keys, args := ledger.PurchaseCall(single, r)
 		v, err := script.Run(ctx, rdb, keys, args...).Result()
 		if err == nil {
-			v = v.([]any)[0]
+			var replies []any
+			if replies, err = ledger.CallReplies(v, 1); err != nil {
+				t.Fatal(err)
+			}
+			v = replies[0]
 			if e, ok := v.(redis.Error); ok {
 				err = e
 			}
@@ -115,9 +119,9 @@ func TestPurchaseBatchDecidesAsOneByOne(t *testing.T) {
 		if err != nil {
 			t.Fatalf("batch %d..%d: %v", start, end, err)
 		}
-		replies := v.([]any)
-		if len(replies) != end-start {
-			t.Fatalf("batch %d..%d: %d replies", start, end, len(replies))
+		replies, err := ledger.CallReplies(v, end-start)
+		if err != nil {
+			t.Fatalf("batch %d..%d: %v", start, end, err)
 		}
 		placed := false
 		for j, rep := range replies {

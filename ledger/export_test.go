@@ -20,6 +20,10 @@ func JoinedCall(l *Ledger, reqs []PurchaseRequest) ([]string, []any) {
 	return joinCalls(calls)
 }
 
+// CallReplies is each purchase's reply in v, the reply of a purchase.lua call deciding n: its
+// []any{code, text, stock}, or its redis.Error.
+func CallReplies(v any, n int) ([]any, error) { return callReplies(v, n) }
+
 // BatchGroups is how one pipeline of the batcher sends calls, given the keys of each (nil for
 // a GET): the indexes of the calls each of its commands carries.
 func BatchGroups(keys [][]string) [][]int {

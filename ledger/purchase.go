@@ -177,20 +177,19 @@ func (l *Ledger) Purchase(ctx context.Context, req PurchaseRequest) (Receipt, er
 	if err != nil {
 		return Receipt{}, err
 	}
-	orderID, _ := a[1].(string)
+	text, _ := a[1].(string) // the order_id, or the sold-out position
 	stock, _ := a[2].(int64)
 	switch code {
 	case 0:
-		return Receipt{OrderID: orderID, Stock: stock}, nil
+		return Receipt{OrderID: text, Stock: stock}, nil
 	case 1:
 		return Receipt{}, ErrUnknownItem
 	case 2, 3, 4, 5, 7:
-		return Receipt{}, refusal(code, orderID)
+		return Receipt{}, refusal(code, text)
 	case 6:
 		l.soldOutRedis.Add(1)
-		if stock == 0 && len(a) > 3 {
-			last, _ := a[3].(string)
-			l.winners.soldOut(p, req.ItemID, last)
+		if stock == 0 && text != "" {
+			l.winners.soldOut(p, req.ItemID, text)
 		}
 		return Receipt{}, ErrSoldOut
 	case 8:

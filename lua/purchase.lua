@@ -55,19 +55,21 @@
 -- not stop the others; every key an item's writes touch is read when the item is first seen,
 -- so a key of the wrong type fails its purchases before anything is written.
 --
--- Returns an array with one reply per purchase, {code, order_id, stock}:
+-- Returns one flat array of three elements per purchase, code, text, stock (one array, not an
+-- array per purchase: Redis converts each table of a reply on its own, at a cost per table):
 --   0 ok            order_id of the new order, stock left after it
 --   1 unknown item  '', 0
 --   2 duplicate     the original order_id, current stock
 --   3 not started   '', current stock
 --   4 ended         '', current stock
 --   5 limit         '', current stock (the user would exceed the per-user limit)
---   6 sold out      '', current stock (less than the quantity asked for, or reopen_at not
---                   reached yet); with no stock left, also a stream ID: the item is sold out
---                   as of that ledger position
+--   6 sold out      '' or a stream ID, current stock (less than the quantity asked for, or
+--                   reopen_at not reached yet); with no stock left, the stream ID: the item is
+--                   sold out as of that ledger position ('' for a ledger that never had an entry)
 --   7 taken         '', current stock (the request_id placed another user's order)
 --   8 closed        '', current stock (the item's sale was closed, see close.lua)
 --   9 draw          '', current stock: the item is sold by a draw (draw_enter.lua decides)
+-- A purchase that raised an error has the error reply as its code, then '', 0.
 
 local stream, due = KEYS[1], KEYS[2]
 local ttl, part, state_prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
@@ -86,7 +88,8 @@ local first           -- order, from the stream's last ID
 local placed = 0      -- orders placed so far
 local last_seq        -- the last one's sequence number, a string
 local records = {}    -- the entry's orders
-local at_entry = {}   -- sold-out replies whose position is this call's entry
+local at_entry = {}   -- the purchases (0-based) answered sold out as of this call's entry
+local quantities = {} -- quantity argument -> its number, converted once per call
 
 -- last_id returns the stream's last ID: ms as a string and as a number, and seq as a number
 -- ('0', 0, 0 for a new stream).
@@ -143,53 +146,64 @@ local function item(k)
   return it
 end
 
-local function decide(k, a)
+-- decide decides purchase i (0-based) of the call, whose arguments follow ARGV[a], of the item
+-- whose keys follow KEYS[k]: its code, text and stock (see Returns).
+local function decide(i, k, a)
   local it = item(k)
   if not it then
-    return {1, '', 0}
+    return 1, '', 0
   end
   local stock = it.stock
   if it.closed then
-    return {8, '', stock}
+    return 8, '', stock
   end
   local user, request = ARGV[a + 2], ARGV[a + 3]
   local original = it.reqs[request]
   if original then
     local bar = string.find(original, '|', 1, true)
     if bar and string.sub(original, bar + 1) == user then
-      return {2, string.sub(original, 1, bar - 1), stock}
+      return 2, string.sub(original, 1, bar - 1), stock
     end
-    return {7, '', stock}
+    return 7, '', stock
   end
   if it.draw then
-    return {9, '', stock}
+    return 9, '', stock
   end
   if it.start_ms > 0 and now < it.start_ms then
-    return {3, '', stock}
+    return 3, '', stock
   end
   if it.end_ms > 0 and now >= it.end_ms then
-    return {4, '', stock}
+    return 4, '', stock
   end
   -- The quantity is the caller's canonical decimal, written as it came.
   local units = ARGV[a + 4]
-  local quantity = tonumber(units)
-  local bought = tonumber(it.bought[user] or '0') + quantity
+  local quantity = quantities[units]
+  if not quantity then
+    quantity = tonumber(units)
+    quantities[units] = quantity
+  end
+  -- A user's first units: the count is the quantity, written as it came (no conversion).
+  local prior, bought, count = it.bought[user]
+  if prior then
+    bought = tonumber(prior) + quantity
+  else
+    bought, count = quantity, units
+  end
   if it.limit > 0 and bought > it.limit then
-    return {5, '', stock}
+    return 5, '', stock
   end
   if stock < quantity or now < it.reopen_at then
     if stock == 0 then
       if it.sold > 0 then
-        local reply = {6, '', 0, ''}
-        at_entry[#at_entry + 1] = reply
-        return reply
+        at_entry[#at_entry + 1] = i
+        return 6, '', 0
       end
       local m, lm, ls = last_id()
       if lm > 0 or ls > 0 then
-        return {6, '', 0, m .. '-' .. ls}
+        return 6, m .. '-' .. ls, 0
       end
     end
-    return {6, '', stock}
+    return 6, '', stock
   end
 
   if not id_prefix then
@@ -197,7 +211,7 @@ local function decide(k, a)
     if now > lm then m, first = ts, 0 else first = ls + 1 end
     id_prefix = part .. '-' .. m .. '-'
   end
-  local seq = tostring(first + placed)
+  local seq = string.format('%d', first + placed)
   local order_id = id_prefix .. seq
   last_seq = seq
   local order = ARGV[a + 1] .. '\31' .. user .. '\31' .. request .. '\31' .. units
@@ -211,14 +225,14 @@ local function decide(k, a)
   it.reqs[request] = value
   it.new_reqs[#it.new_reqs + 1] = request
   it.new_reqs[#it.new_reqs + 1] = value
-  it.bought[user] = string.format('%d', bought)
+  it.bought[user] = count or string.format('%d', bought)
   -- A user placing two orders in one call appears twice: HSET keeps the later count.
   it.new_counts[#it.new_counts + 1] = user
   it.new_counts[#it.new_counts + 1] = it.bought[user]
   placed = placed + 1
   records[placed] = order
   it.stock, it.sold = stock - quantity, it.sold + quantity
-  return {0, order_id, it.stock}
+  return 0, order_id, it.stock
 end
 
 if #ARGV < 7 or (#ARGV - 3) % 4 ~= 0 then
@@ -250,12 +264,12 @@ if k_next ~= #KEYS then
 end
 local out = {}
 for i = 0, n - 1 do
-  local ok, reply = pcall(decide, keys_of[ARGV[4 + 4 * i]], 3 + 4 * i)
-  if ok or (type(reply) == 'table' and reply.err) then
-    out[i + 1] = reply
-  else
-    out[i + 1] = {err = tostring(reply)}
+  local ok, code, text, stock = pcall(decide, i, keys_of[ARGV[4 + 4 * i]], 3 + 4 * i)
+  if not ok then
+    if type(code) ~= 'table' or not code.err then code = {err = tostring(code)} end
+    text, stock = '', 0
   end
+  out[3 * i + 1], out[3 * i + 2], out[3 * i + 3] = code, text, stock
 end
 if placed > 0 then
   for k, it in pairs(items) do
@@ -281,8 +295,8 @@ if placed > 0 then
   end
   local id = string.sub(id_prefix, #part + 2) .. last_seq
   redis.call('XADD', stream, id, 'v', '1', 'type', 'orders', 'ts', ts, 'orders', table.concat(records, '\30'))
-  for _, reply in ipairs(at_entry) do
-    reply[4] = id
+  for _, i in ipairs(at_entry) do
+    out[3 * i + 2] = id
   end
 end
 return out
