@@ -7,14 +7,17 @@
 # alike), XREADGROUP (the projector) and XACK, 100 entries per read. Figures include Redis's
 # reading of the request and writing of the reply, not the kernel's work (syscalls, fsync).
 # CMDCOST_N (3200) purchases per row; CMDCOST_SCRIPT (lua/purchase.lua) the script measured,
-# e.g. a copy with one part taken out, to see what that part costs. Prints one line per row;
-# stops what it started.
+# e.g. a copy with one part taken out, to see what that part costs; CMDCOST_NEW_USERS=1 gives
+# each purchase a user of its own (a random ID), where by default every purchase is one user's.
+# Prints one line per row; stops what it started.
 set -euo pipefail
 {
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 N="${CMDCOST_N:-3200}"
+USER_ID=bench-user
+[ "${CMDCOST_NEW_USERS:-0}" != 1 ] || USER_ID=u__rand_int__
 SCRIPT="${CMDCOST_SCRIPT:-$ROOT/lua/purchase.lua}"
 for cmd in valgrind callgrind_control redis-server redis-cli redis-benchmark go; do
   command -v "$cmd" >/dev/null || die "$cmd not found"
@@ -59,7 +62,7 @@ row() {
   local -a keys=("${t}events" "${t}due" "${t}stock:it" "${t}rules:it" "${t}requests:it" "${t}users:it")
   local -a args=(86400000 "$part" "${t}order:") pipe=()
   for ((i = 0; i < b; i++)); do
-    args+=(it bench-user r__rand_int__ 1)
+    args+=(it "$USER_ID" r__rand_int__ 1)
   done
   [ "$b" -gt 1 ] || pipe=(-P 4)
   r set "${t}stock:it" 1000000000000 >/dev/null
