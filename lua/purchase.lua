@@ -75,8 +75,7 @@ local stream, due = KEYS[1], KEYS[2]
 local ttl, part, state_prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14; the one
--- exception is an order's sequence number within a millisecond, far below that.
+-- Numbers are written as integers (string.format '%d'), never as tostring's 1e+14.
 local ts = string.format('%d', now)
 
 local keys_of = {}    -- item_id -> k: the item's keys are KEYS[k + 1] .. KEYS[k + 4]
