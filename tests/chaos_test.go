@@ -190,16 +190,20 @@ func TestChaosMySQLCut(t *testing.T) {
 	proxy := testenv.StartProxy(t, testenv.MySQLAddr(t, s.dsn))
 	srv := startAPI(t, s, testenv.WithMySQLAddr(t, s.dsn, proxy.Addr), "serve", "-consumer", "chaos-mysql")
 	sl.point(srv.httpAddr)
-	sl.start(maxLoad)
-
-	time.Sleep(phase)
-	deadline := time.Now().Add(10 * time.Second)
+	// Orders must reach MySQL before the cut. On a busy MariaDB the projector's first INSERT
+	// can wait out its write timeout (10 s) and land on its retry: one order first, given
+	// that long to land, and then the load.
+	sl.buy("first", "u0", sl.items[0], 1)
+	deadline := time.Now().Add(30 * time.Second)
 	for s.countOrders(t) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no order reached MySQL within 10s before the cut")
+			t.Fatalf("no order reached MySQL within 30s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	sl.start(maxLoad)
+
+	time.Sleep(phase)
 	proxy.Cut()
 	oks := sl.oks.Load()
 	time.Sleep(cut)
