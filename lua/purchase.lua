@@ -82,10 +82,10 @@ local keys_of = {}    -- item_id -> k: the item's keys are KEYS[k + 1] .. KEYS[k
 local asked = {}      -- k -> {requests = the call's request_ids, users = its user_ids}
 local items = {}      -- k -> the item's stock, rules, request_ids, counts and units sold: read
                       -- once per call
-local id_prefix       -- '<partition>-<ms>-': with first + k, the orders' IDs; set by the first
-local first           -- order, from the stream's last ID
+local entry_ms        -- the ms of the orders' IDs, a string, and the sequence number of the
+local first           -- first: set by the first order, from the stream's last ID
+local id_prefix       -- '<partition>-<entry_ms>-': with first + k, the orders' IDs
 local placed = 0      -- orders placed so far
-local last_seq        -- the last one's sequence number, a string
 local records = {}    -- the entry's orders
 local at_entry = {}   -- the purchases (0-based) answered sold out as of this call's entry
 local quantities = {} -- quantity argument -> its number, converted once per call
@@ -207,12 +207,10 @@ local function decide(i, k, a)
 
   if not id_prefix then
     local m, lm, ls = last_id()
-    if now > lm then m, first = ts, 0 else first = ls + 1 end
-    id_prefix = part .. '-' .. m .. '-'
+    if now > lm then entry_ms, first = ts, 0 else entry_ms, first = m, ls + 1 end
+    id_prefix = part .. '-' .. entry_ms .. '-'
   end
-  local seq = string.format('%d', first + placed)
-  local order_id = id_prefix .. seq
-  last_seq = seq
+  local order_id = id_prefix .. string.format('%d', first + placed)
   local order = ARGV[a + 1] .. '\31' .. user .. '\31' .. request .. '\31' .. units
   if it.pay_by then
     redis.call('ZADD', due, it.pay_by, order_id)
@@ -292,7 +290,7 @@ if placed > 0 then
       end
     end
   end
-  local id = string.sub(id_prefix, #part + 2) .. last_seq
+  local id = entry_ms .. '-' .. string.format('%d', first + placed - 1)
   redis.call('XADD', stream, id, 'v', '1', 'type', 'orders', 'ts', ts, 'orders', table.concat(records, '\30'))
   for _, i in ipairs(at_entry) do
     out[3 * i + 2] = id
