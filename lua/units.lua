@@ -5,16 +5,16 @@
 --
 -- give_back(stock_key, users_key, user, rules_key, quantity, now, lease): INCRBY the stock
 -- counter stock_key by quantity; user's count in the per-user counts hash users_key loses the
--- units (the field deleted when it has no more); units given back to an item at no stock set the rules' (rules_key) reopen_at to now
--- (unix ms; Redis TIME when nil) plus lease milliseconds, never earlier than it was (see
--- purchase.lua). Returns the stock after. Numbers are written as integers (string.format
+-- units (the field deleted when it has no more); units given back to an item at no stock set
+-- the rules' (rules_key) reopen_at to now (unix ms; Redis TIME when nil) plus lease
+-- milliseconds, never earlier than it was (see purchase.lua). Returns the stock after. Numbers are written as integers (string.format
 -- '%d'), never as tostring's 1e+14.
 local function give_back(stock_key, users_key, user, rules_key, quantity, now, lease)
   local units = string.format('%d', quantity)
   local stock = redis.call('INCRBY', stock_key, units)
   local bought = tonumber(redis.call('HGET', users_key, user) or '0')
   if bought > quantity then
-    redis.call('HINCRBY', users_key, user, -quantity)
+    redis.call('HINCRBY', users_key, user, '-' .. units)
   elseif bought > 0 then
     redis.call('HDEL', users_key, user)
   end
