@@ -17,8 +17,8 @@ import (
 // TestRequestIDsRotate sells one item, a new request every 50 ms, and retries the first request
 // all along: it stays a duplicate for at least the idempotency TTL and is forgotten after about
 // two (it then places a new order), while a request of half a second ago is a duplicate across
-// every rotation, and the request hashes hold no more than about two TTLs of requests. Once the item sells no more, its last request is remembered for a TTL and forgotten
-// after two.
+// every rotation, and the request hashes hold no more than about two TTLs of requests. Once the
+// item sells no more, its last request is remembered for a TTL and forgotten after two.
 func TestRequestIDsRotate(t *testing.T) {
 	ctx := context.Background()
 	_, rdb := testenv.StartRedis(t)

@@ -456,8 +456,8 @@ MEM_PER_ORDER=$(((mem1 - mem0) / MEM_ORDERS))
 STREAM_PER_ORDER=$(((stream1 - stream0) / MEM_ORDERS))
 # The hashes' bytes per field (MEMORY USAGE of every field, SAMPLES 0).
 per_field() { echo $(($(rcli memory usage "$1" samples 0) / $(rcli hlen "$1"))); }
-REQ_KEY_BYTES="$(per_field "${MEM_TAG}requests:mem")"
-USER_KEY_BYTES="$(per_field "${MEM_TAG}users:mem")"
+REQ_FIELD_BYTES="$(per_field "${MEM_TAG}requests:mem")"
+USER_FIELD_BYTES="$(per_field "${MEM_TAG}users:mem")"
 
 log "audit: flashsale audit over everything sold"
 AUDIT=clean
@@ -583,8 +583,8 @@ MEM_TOTAL="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminf
   row "selling, gRPC" sell_grpc_open bare_open
   echo
   echo "(e) projector drain, batch 500: $(printf '%.0f' "$DRAIN" 2>/dev/null || echo "$DRAIN") orders/s"
-  echo "    Redis memory per order, $MEM_ORDERS orders of new users: $((STREAM_PER_ORDER + REQ_KEY_BYTES + USER_KEY_BYTES)) bytes ="
-  echo "      stream entry $STREAM_PER_ORDER + request hash field $REQ_KEY_BYTES + per-user count $USER_KEY_BYTES (MEMORY USAGE),"
+  echo "    Redis memory per order, $MEM_ORDERS orders of new users: $((STREAM_PER_ORDER + REQ_FIELD_BYTES + USER_FIELD_BYTES)) bytes ="
+  echo "      stream entry $STREAM_PER_ORDER + request hash field $REQ_FIELD_BYTES + per-user count $USER_FIELD_BYTES (MEMORY USAGE),"
   echo "      plus the keyspace's hash-table slots; INFO used_memory grew by $MEM_PER_ORDER bytes per order (tables grow by doubling)"
   echo "    Redis latency monitor during (a)-(d) and the extras: AOF fsyncs of 1 ms or more: $FSYNC_STALLS;"
   echo "      other commands (scripts, stream reads) of 1 ms or more: $COMMAND_STALLS"
